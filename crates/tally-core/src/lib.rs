@@ -1,0 +1,34 @@
+//! tally's domain — the centre of the hexagon.
+//!
+//! # Layout
+//! - [`id`], [`time`](mod@crate::clock), [`week`]: the value types every record carries.
+//! - [`validate`]: turns a request body into raw, validated record texts (lossless).
+//! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`]).
+//! - [`ingest`]: the service that turns a body into durable records, with idempotency.
+//!
+//! This crate must not depend on HTTP, AWS or SQLite crates: it is what the
+//! local server, the Lambda functions and every adapter share.
+
+pub mod clock;
+pub mod id;
+pub mod idempotency;
+pub mod ingest;
+pub mod ports;
+pub mod record;
+pub mod validate;
+pub mod week;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use id::RecordId;
+pub use idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
+pub use ingest::{IngestError, IngestReceipt, IngestResponse, IngestService};
+pub use ports::{InsertOutcome, RecordPages, RecordStore, StoreError, SummarySink};
+pub use record::Record;
+pub use validate::{BodyFormat, Limits, ValidationError};
+pub use week::IsoWeek;
+
+/// The version of tally, reported by `/health` and written into summary manifests.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,171 @@
+//! Ports: the traits the domain needs from the outside world.
+//!
+//! Adapters implement them — SQLite and a directory locally (`tally-local`),
+//! DynamoDB and S3 in AWS (`tally-aws`), memory in tests ([`crate::testing`]).
+//! Every adapter must pass the same contract tests.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
+use crate::id::RecordId;
+use crate::record::Record;
+use crate::week::IsoWeek;
+
+/// A boxed error from an adapter's underlying library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed. Neither variant is the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not commit or answer now (busy, throttled, disk full,
+    /// read-only, timed out); the client should retry after `retry_after`.
+    #[error("the record store is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Anything else: a bug, corrupt data, a misconfiguration.
+    #[error("record store failure: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { message: message.into(), retry_after: Duration::from_secs(1), source: Some(source.into()) }
+    }
+
+    pub fn internal(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal { message: message.into(), source: Some(source.into()) }
+    }
+}
+
+/// What [`RecordStore::insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Every record is durable.
+    Inserted,
+    /// The idempotency key was already taken: nothing new was written, and
+    /// this is the entry stored with it (which may carry another fingerprint).
+    KeyExists(IdempotencyEntry),
+}
+
+/// Pages of one week's records in `(received_at, id)` order — which, since an
+/// id's timestamp is its `received_at`, is id order.
+pub type RecordPages<'a> = BoxStream<'a, Result<Vec<Record>, StoreError>>;
+
+/// Durable storage for records and idempotency keys.
+#[async_trait]
+pub trait RecordStore: Send + Sync + std::fmt::Debug {
+    /// Stores `records` all-or-nothing and returns only once they are durable.
+    ///
+    /// With `idempotency`, the key is claimed in the same commit: if the key
+    /// already exists (and has not expired), nothing is written and the
+    /// existing entry is returned. A retried idempotent request carries the
+    /// same deterministic ids ([`RecordId::deterministic`]), so an adapter
+    /// that cannot commit atomically converges by rewriting the same items.
+    async fn insert(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// The entry stored for `key`, if it exists and has not expired.
+    async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError>;
+
+    /// One record by id.
+    async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError>;
+
+    /// Streams the records of `week`, touching no other week's data, in pages
+    /// of at most `page_size`, ordered by id. Memory use must not grow with
+    /// the size of the week.
+    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_>;
+
+    /// Weeks that hold at least one record, ascending. Used to catch up
+    /// missed summaries on start-up.
+    async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError>;
+}
+
+/// Why a sink operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("the summary bucket is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("summary bucket failure: {message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl SinkError {
+    pub fn internal(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal { message: message.into(), source: Some(source.into()) }
+    }
+}
+
+/// An object written to the bucket, as listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectInfo {
+    /// Full key, e.g. `summaries/2026-W47/summary.json`.
+    pub key: String,
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the object's bytes.
+    pub sha256: String,
+}
+
+/// Where weekly summaries go: a folder locally, an S3 bucket in AWS. Objects
+/// of week `W` live under `summaries/W/`.
+///
+/// A run calls [`begin_week`](Self::begin_week), writes its objects, then
+/// [`commit_week`](Self::commit_week) with the manifest. Readers trust only
+/// weeks with a manifest; a failed run leaves none and no partial object.
+#[async_trait]
+pub trait SummarySink: Send + Sync + std::fmt::Debug {
+    /// Marks the week as being (re)written: removes its manifest, if any.
+    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError>;
+
+    /// Writes a whole object; it appears complete or not at all.
+    async fn put_object(&self, week: IsoWeek, name: &str, content_type: &str, body: Bytes)
+    -> Result<ObjectInfo, SinkError>;
+
+    /// Starts a streamed upload of a large object.
+    async fn open_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectUpload>, SinkError>;
+
+    /// Writes `manifest.json`, last: the week is then complete.
+    async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError>;
+
+    /// Reads an object of a week, `None` if absent.
+    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError>;
+
+    /// Weeks with a manifest, ascending.
+    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError>;
+}
+
+/// A streamed object upload: nothing is visible until [`finish`](Self::finish);
+/// [`abort`](Self::abort) (or an error) leaves nothing behind.
+#[async_trait]
+pub trait ObjectUpload: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError>;
+    async fn finish(self: Box<Self>) -> Result<ObjectInfo, SinkError>;
+    async fn abort(self: Box<Self>) -> Result<(), SinkError>;
+}

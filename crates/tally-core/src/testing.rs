@@ -1,0 +1,212 @@
+//! Test support shared by every crate's tests (feature `testing`): an
+//! in-memory [`RecordStore`], a fixed clock, and the contract every store
+//! adapter must pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::clock::{Clock, Timestamp};
+use crate::id::RecordId;
+use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
+use crate::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
+use crate::record::Record;
+use crate::week::IsoWeek;
+
+/// A clock tests can set and advance.
+#[derive(Debug, Default)]
+pub struct FixedClock(AtomicI64);
+
+impl FixedClock {
+    pub fn at(t: Timestamp) -> Self {
+        Self(AtomicI64::new(t.as_millis()))
+    }
+
+    pub fn set(&self, t: Timestamp) {
+        self.0.store(t.as_millis(), Ordering::SeqCst);
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: BTreeMap<RecordId, Record>,
+    keys: HashMap<String, IdempotencyEntry>,
+}
+
+/// A [`RecordStore`] in memory: the reference the other adapters are held to.
+#[derive(Debug, Default)]
+pub struct MemoryRecordStore {
+    inner: Mutex<Inner>,
+    hide_keys_on_lookup: AtomicBool,
+}
+
+impl MemoryRecordStore {
+    pub fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes [`RecordStore::idempotency_entry`] report nothing, to exercise
+    /// the race where a key is claimed between lookup and insert.
+    pub fn forget_lookups(&self, on: bool) {
+        self.hide_keys_on_lookup.store(on, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryRecordStore {
+    async fn insert(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut inner = self.lock();
+        if let Some(entry) = idempotency {
+            if let Some(existing) = inner.keys.get(entry.key.as_str()) {
+                return Ok(InsertOutcome::KeyExists(existing.clone()));
+            }
+            inner.keys.insert(entry.key.as_str().to_owned(), entry.clone());
+        }
+        for r in records {
+            inner.records.insert(r.id, r.clone());
+        }
+        Ok(InsertOutcome::Inserted)
+    }
+
+    async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {
+        if self.hide_keys_on_lookup.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        Ok(self.lock().keys.get(key.as_str()).cloned())
+    }
+
+    async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
+        Ok(self.lock().records.get(&id).cloned())
+    }
+
+    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+        let (lo, hi) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
+        let all: Vec<Record> = self.lock().records.range(lo..hi).map(|(_, r)| r.clone()).collect();
+        let pages: Vec<Result<Vec<Record>, StoreError>> =
+            all.chunks(page_size.max(1)).map(|c| Ok(c.to_vec())).collect();
+        futures::stream::iter(pages).boxed()
+    }
+
+    async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
+        let mut weeks: Vec<IsoWeek> = self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
+        weeks.dedup();
+        Ok(weeks)
+    }
+}
+
+/// Collects a week's records from a store, checking page sizes on the way.
+pub async fn collect_week(store: &dyn RecordStore, week: IsoWeek, page_size: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut pages = store.scan_week(week, page_size);
+    while let Some(page) = pages.next().await {
+        let page = page.expect("scan_week page");
+        assert!(page.len() <= page_size, "page of {} exceeds {page_size}", page.len());
+        out.extend(page);
+    }
+    out
+}
+
+fn record(at: Timestamp, data: &str) -> Record {
+    Record { id: RecordId::generate(at), received_at: at, data: data.to_owned() }
+}
+
+/// The behaviour every [`RecordStore`] must show. Call it with an empty store.
+pub async fn store_contract(store: &dyn RecordStore) {
+    let week = IsoWeek::parse("2026-W20").expect("week");
+    let other = week.next();
+    let t0 = week.start();
+
+    // GIVEN records in two weeks, including the first and last instants of the week
+    let edge_first = record(t0, r#"{"edge":"first"}"#);
+    let edge_last = record(Timestamp::from_millis(week.end().as_millis() - 1), r#"{"edge":"last"}"#);
+    let lossless = record(
+        Timestamp::from_millis(t0.as_millis() + 1000),
+        r#"{"z":1.0,"a":1e400,"big":123456789012345678901234567890,"u":"é\u00e9 😀","n":null,"arr":[1,{"x":[]}]}"#,
+    );
+    let next_week = record(other.start(), r#"{"week":"next"}"#);
+    let mut batch: Vec<Record> = (0..25)
+        .map(|i| record(Timestamp::from_millis(t0.as_millis() + 5000 + i), &format!(r#"{{"i":{i}}}"#)))
+        .collect();
+    batch.push(lossless.clone());
+    assert_eq!(store.insert(&batch, None).await.expect("insert batch"), InsertOutcome::Inserted);
+    for r in [&edge_first, &edge_last, &next_week] {
+        assert_eq!(store.insert(std::slice::from_ref(r), None).await.expect("insert"), InsertOutcome::Inserted);
+    }
+
+    // THEN each reads back exactly as stored
+    assert_eq!(store.get(lossless.id).await.expect("get").as_ref(), Some(&lossless));
+    assert_eq!(store.get(RecordId::generate(t0)).await.expect("get unknown"), None);
+
+    // AND a week scan returns that week only, in id order, in bounded pages
+    let scanned = collect_week(store, week, 7).await;
+    let mut expected: Vec<Record> = batch.iter().chain([&edge_first, &edge_last]).cloned().collect();
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(scanned, expected);
+    assert_eq!(collect_week(store, other, 100).await, vec![next_week.clone()]);
+    assert!(collect_week(store, week.previous(), 100).await.is_empty());
+    let weeks = store.weeks().await.expect("weeks");
+    assert!(weeks.contains(&week) && weeks.contains(&other) && !weeks.contains(&week.previous()));
+    assert!(weeks.windows(2).all(|w| w[0] < w[1]), "weeks not ascending: {weeks:?}");
+
+    // AND an idempotency key is claimed once; a second claim writes nothing
+    let key = IdempotencyKey::parse(b"contract-key").expect("key");
+    let entry = IdempotencyEntry {
+        key: key.clone(),
+        fingerprint: Fingerprint::of("json", b"{}"),
+        received_at: t0,
+        status: 201,
+        response: r#"{"count":1,"ids":[]}"#.into(),
+        expires_at: Timestamp::from_millis(Timestamp::now().as_millis() + RETENTION_MS),
+    };
+    assert_eq!(store.idempotency_entry(&key).await.expect("lookup"), None);
+    let keyed = record(Timestamp::from_millis(t0.as_millis() + 9000), r#"{"keyed":1}"#);
+    assert_eq!(
+        store.insert(std::slice::from_ref(&keyed), Some(&entry)).await.expect("claim"),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(store.idempotency_entry(&key).await.expect("lookup").as_ref(), Some(&entry));
+    let dup = record(Timestamp::from_millis(t0.as_millis() + 9001), r#"{"keyed":2}"#);
+    let mut other_entry = entry.clone();
+    other_entry.fingerprint = Fingerprint::of("json", b"[]");
+    assert_eq!(
+        store.insert(std::slice::from_ref(&dup), Some(&other_entry)).await.expect("second claim"),
+        InsertOutcome::KeyExists(entry.clone())
+    );
+    assert_eq!(store.get(dup.id).await.expect("get"), None);
+    assert_eq!(store.get(keyed.id).await.expect("get").as_ref(), Some(&keyed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_meets_the_contract() {
+        store_contract(&MemoryRecordStore::default()).await;
+    }
+}

@@ -144,7 +144,15 @@ mod tests {
 
     #[test]
     fn rejects_non_ulids() {
-        for bad in ["", "x", "../etc/passwd", "01JDQ7Z3V8M4W5X6Y7Z8A9B0C", "01JDQ7Z3V8M4W5X6Y7Z8A9B0C1X", "éééééééééééééééééééééééééé", "8ZZZZZZZZZZZZZZZZZZZZZZZZZ"] {
+        for bad in [
+            "",
+            "x",
+            "../etc/passwd",
+            "01JDQ7Z3V8M4W5X6Y7Z8A9B0C",
+            "01JDQ7Z3V8M4W5X6Y7Z8A9B0C1X",
+            "éééééééééééééééééééééééééé",
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
             assert!(RecordId::parse(bad).is_err(), "{bad} accepted");
         }
         let long = "A".repeat(10_000);

@@ -47,9 +47,7 @@ pub struct IngestReceipt {
 pub enum IngestError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error(
-        "this Idempotency-Key was already used with a different request body; use a new key for a new request"
-    )]
+    #[error("this Idempotency-Key was already used with a different request body; use a new key for a new request")]
     IdempotencyConflict,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -109,7 +107,9 @@ impl IngestService {
             .collect();
         let response = match parsed {
             Parsed::Single(_) => IngestResponse::Single { id: records[0].id, received_at },
-            Parsed::Batch(_) => IngestResponse::Batch { count: records.len(), ids: records.iter().map(|r| r.id).collect() },
+            Parsed::Batch(_) => {
+                IngestResponse::Batch { count: records.len(), ids: records.iter().map(|r| r.id).collect() }
+            }
         };
         let body = serde_json::to_string(&response).unwrap_or_default();
         let entry = key.map(|key| IdempotencyEntry {
@@ -131,9 +131,8 @@ fn replay(entry: IdempotencyEntry, fingerprint: Fingerprint) -> Result<IngestRec
     if entry.fingerprint != fingerprint {
         return Err(IngestError::IdempotencyConflict);
     }
-    let response = serde_json::from_str(&entry.response).map_err(|e| {
-        StoreError::internal("a stored idempotent response is not valid JSON", e)
-    })?;
+    let response = serde_json::from_str(&entry.response)
+        .map_err(|e| StoreError::internal("a stored idempotent response is not valid JSON", e))?;
     Ok(IngestReceipt { status: entry.status, response, body: entry.response, replayed: true })
 }
 

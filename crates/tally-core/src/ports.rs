@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::id::RecordId;
+use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::record::Record;
 use crate::week::IsoWeek;
 
@@ -140,8 +140,13 @@ pub trait SummarySink: Send + Sync + std::fmt::Debug {
     async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError>;
 
     /// Writes a whole object; it appears complete or not at all.
-    async fn put_object(&self, week: IsoWeek, name: &str, content_type: &str, body: Bytes)
-    -> Result<ObjectInfo, SinkError>;
+    async fn put_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<ObjectInfo, SinkError>;
 
     /// Starts a streamed upload of a large object.
     async fn open_object(

@@ -113,7 +113,8 @@ impl RecordStore for MemoryRecordStore {
     }
 
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
-        let mut weeks: Vec<IsoWeek> = self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
+        let mut weeks: Vec<IsoWeek> =
+            self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
         weeks.dedup();
         Ok(weeks)
     }
@@ -185,10 +186,7 @@ pub async fn store_contract(store: &dyn RecordStore) {
     };
     assert_eq!(store.idempotency_entry(&key).await.expect("lookup"), None);
     let keyed = record(Timestamp::from_millis(t0.as_millis() + 9000), r#"{"keyed":1}"#);
-    assert_eq!(
-        store.insert(std::slice::from_ref(&keyed), Some(&entry)).await.expect("claim"),
-        InsertOutcome::Inserted
-    );
+    assert_eq!(store.insert(std::slice::from_ref(&keyed), Some(&entry)).await.expect("claim"), InsertOutcome::Inserted);
     assert_eq!(store.idempotency_entry(&key).await.expect("lookup").as_ref(), Some(&entry));
     let dup = record(Timestamp::from_millis(t0.as_millis() + 9001), r#"{"keyed":2}"#);
     let mut other_entry = entry.clone();

@@ -329,9 +329,15 @@ fn check_record(text: &str, body: &str, pos: Position, limits: &Limits) -> Resul
 
 /// What [`scan_record`] can find wrong in text `serde_json` accepted.
 enum Flaw {
-    DuplicateKey { key: String, path: String },
+    DuplicateKey {
+        key: String,
+        path: String,
+    },
     /// A string whose escapes do not decode (a lone UTF-16 surrogate).
-    BadString { offset: usize, message: String },
+    BadString {
+        offset: usize,
+        message: String,
+    },
 }
 
 /// Scans (possibly malformed) JSON text for nesting deeper than `max`.
@@ -555,7 +561,10 @@ mod tests {
     fn size_and_count_limits() {
         let limits = Limits { max_record_bytes: 10, max_batch_records: 2, ..Limits::default() };
         let p = |b: &str, f| parse_body(b.as_bytes(), f, &limits).map(|_| ());
-        assert!(matches!(p(r#"[{},{"a":"0123456789"}]"#, BodyFormat::Json), Err(ValidationError::RecordTooLarge { pos: Position { index: Some(1), .. }, .. })));
+        assert!(matches!(
+            p(r#"[{},{"a":"0123456789"}]"#, BodyFormat::Json),
+            Err(ValidationError::RecordTooLarge { pos: Position { index: Some(1), .. }, .. })
+        ));
         assert!(matches!(p("[{},{},{}]", BodyFormat::Json), Err(ValidationError::TooManyRecords { count: 3, .. })));
         assert!(matches!(p("{}\n{}\n{}", BodyFormat::NdJson), Err(ValidationError::TooManyRecords { .. })));
     }
@@ -563,7 +572,10 @@ mod tests {
     #[test]
     fn ndjson_errors_name_index_and_line() {
         let err = ndjson("{\"a\":1}\n\n{\"a\":\n{}").unwrap_err();
-        assert!(matches!(err, ValidationError::Syntax { pos: Position { index: Some(1), line: Some(3) }, line: 3, .. }), "{err:?}");
+        assert!(
+            matches!(err, ValidationError::Syntax { pos: Position { index: Some(1), line: Some(3) }, line: 3, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("record 1 (line 3)"), "{err}");
         let err = ndjson("{}\n[1]").unwrap_err();
         assert!(matches!(err, ValidationError::NotAnObject { pos: Position { index: Some(1), line: Some(2) }, .. }));

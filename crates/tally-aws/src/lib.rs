@@ -1,0 +1,1 @@
+//! tally on AWS (adapters). Placeholder: being written.

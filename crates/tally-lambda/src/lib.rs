@@ -1,0 +1,1 @@
+//! tally Lambda functions. Placeholder: being written.

@@ -1,0 +1,13 @@
+//! tally's embedded adapters — the default, local side of the hexagon.
+//!
+//! - [`SqliteRecordStore`]: records in one SQLite file (WAL, `synchronous=FULL`,
+//!   group commit).
+//! - [`DirSummarySink`]: a folder standing in for the S3 bucket.
+//!
+//! Only this crate depends on `rusqlite`; it knows nothing of HTTP or AWS.
+
+pub mod dir;
+pub mod sqlite;
+
+pub use dir::DirSummarySink;
+pub use sqlite::{SqliteOptions, SqliteRecordStore};

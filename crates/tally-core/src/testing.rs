@@ -12,7 +12,9 @@ use futures::StreamExt;
 use crate::clock::{Clock, Timestamp};
 use crate::id::RecordId;
 use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
-use crate::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
+use crate::ports::{
+    InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RecordStore, SinkError, StoreError, SummarySink,
+};
 use crate::record::Record;
 use crate::week::IsoWeek;
 
@@ -117,6 +119,88 @@ impl RecordStore for MemoryRecordStore {
             self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
         weeks.dedup();
         Ok(weeks)
+    }
+}
+
+/// A [`SummarySink`] in memory, keyed by full object key.
+#[derive(Debug, Default)]
+pub struct MemorySummarySink {
+    objects: std::sync::Arc<Mutex<BTreeMap<String, bytes::Bytes>>>,
+}
+
+impl MemorySummarySink {
+    fn key(week: IsoWeek, name: &str) -> String {
+        format!("summaries/{week}/{name}")
+    }
+
+    /// All object keys, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
+    }
+
+    fn put(objects: &Mutex<BTreeMap<String, bytes::Bytes>>, key: String, body: bytes::Bytes) -> ObjectInfo {
+        use sha2::Digest;
+        let info =
+            ObjectInfo { key: key.clone(), bytes: body.len() as u64, sha256: hex::encode(sha2::Sha256::digest(&body)) };
+        objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, body);
+        info
+    }
+}
+
+struct MemoryUpload {
+    objects: std::sync::Arc<Mutex<BTreeMap<String, bytes::Bytes>>>,
+    key: String,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl ObjectUpload for MemoryUpload {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), SinkError> {
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+    async fn finish(self: Box<Self>) -> Result<ObjectInfo, SinkError> {
+        Ok(MemorySummarySink::put(&self.objects, self.key, self.buf.into()))
+    }
+    async fn abort(self: Box<Self>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SummarySink for MemorySummarySink {
+    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&Self::key(week, "manifest.json"));
+        Ok(())
+    }
+    async fn put_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        _ct: &str,
+        body: bytes::Bytes,
+    ) -> Result<ObjectInfo, SinkError> {
+        Ok(Self::put(&self.objects, Self::key(week, name), body))
+    }
+    async fn open_object(&self, week: IsoWeek, name: &str, _ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
+        Ok(Box::new(MemoryUpload { objects: self.objects.clone(), key: Self::key(week, name), buf: Vec::new() }))
+    }
+    async fn commit_week(&self, week: IsoWeek, manifest: bytes::Bytes) -> Result<ObjectInfo, SinkError> {
+        Ok(Self::put(&self.objects, Self::key(week, "manifest.json"), manifest))
+    }
+    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<bytes::Bytes>, SinkError> {
+        Ok(self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&Self::key(week, name)).cloned())
+    }
+    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        let objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(objects
+            .keys()
+            .filter_map(|k| k.strip_prefix("summaries/")?.strip_suffix("/manifest.json"))
+            .filter_map(|w| IsoWeek::parse(w).ok())
+            .collect())
     }
 }
 

@@ -1,0 +1,195 @@
+"""Least privilege, pinned: every IAM role in the deployed (SAM-expanded)
+template grants exactly the intended actions on exactly the intended
+resources. Any new permission must be added here on purpose.
+
+Run with:
+    ~/.cache/tally-venv/bin/python -m pytest -q tests/infra
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import resolve
+
+# (action, resource, condition) triples. Resources are written the way
+# _render() prints intrinsics: "X.Arn" for GetAtt, "Ref:X", Sub strings as-is.
+SUMMARIES_PREFIX = {"StringLike": {"s3:prefix": ["summaries/", "summaries/*"]}}
+
+API_GRANTS = {
+    ("logs:CreateLogStream", "ApiFunctionLogGroup.Arn", None),
+    ("logs:PutLogEvents", "ApiFunctionLogGroup.Arn", None),
+    ("dynamodb:PutItem", "{table}.Arn", None),
+    ("dynamodb:GetItem", "{table}.Arn", None),
+    ("dynamodb:BatchWriteItem", "{table}.Arn", None),
+    # GET /summaries/{week}: read the week's objects; GET /summaries: list weeks.
+    ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
+    ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
+}
+
+WEEKLY_GRANTS = {
+    ("logs:CreateLogStream", "WeeklyFunctionLogGroup.Arn", None),
+    ("logs:PutLogEvents", "WeeklyFunctionLogGroup.Arn", None),
+    ("dynamodb:Query", "{table}.Arn", None),
+    # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
+    ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
+    ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
+    ("s3:ListMultipartUploadParts", "${SummaryBucket.Arn}/summaries/*", None),
+    # begin_week removes the old manifest before a re-run.
+    ("s3:DeleteObject", "${SummaryBucket.Arn}/summaries/*", None),
+    # catch-up: which weeks already have a manifest.
+    ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
+    ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
+    ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+}
+
+# The role SAM generates for the ScheduleV2 event.
+SCHEDULER_GRANTS = {
+    ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
+    ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+}
+
+TABLES = {"true": "RecordsTable", "false": "RecordsTableDeletable"}
+
+
+def _render(node: Any) -> str:
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict) and len(node) == 1:
+        (fn, arg), = node.items()
+        if fn == "Fn::GetAtt":
+            return ".".join(arg) if isinstance(arg, list) else arg
+        if fn == "Ref":
+            return f"Ref:{arg}"
+        if fn == "Fn::Sub":
+            return arg if isinstance(arg, str) else arg[0]
+    raise AssertionError(f"unexpected IAM resource expression {node!r}")
+
+
+def _as_list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else [x]
+
+
+def grants(resources: dict[str, Any], role: str) -> set[tuple[str, str, str | None]]:
+    """Every (action, resource, condition) the role allows, from its inline
+    policies and any AWS::IAM::Policy attached to it. Fails on Deny-less
+    oddities: NotAction, NotResource, managed policies."""
+    props = resources[role]["Properties"]
+    assert not props.get("ManagedPolicyArns"), f"{role} must not use managed policies: {props['ManagedPolicyArns']}"
+    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    for name, res in resources.items():
+        if res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            attached = [_render(r) for r in res["Properties"].get("Roles", [])]
+            assert f"Ref:{role}" not in attached, f"{name} attaches extra permissions to {role}"
+    out = set()
+    for doc in documents:
+        for st in _as_list(doc["Statement"]):
+            assert st["Effect"] == "Allow", f"{role}: unexpected {st['Effect']} statement"
+            assert "NotAction" not in st and "NotResource" not in st, f"{role}: NotAction/NotResource: {st}"
+            cond = json.dumps(st["Condition"], sort_keys=True) if "Condition" in st else None
+            for action in _as_list(st["Action"]):
+                for resource in _as_list(st["Resource"]):
+                    out.add((action, _render(resource), cond))
+    return out
+
+
+def function_role(resources: dict[str, Any], function: str) -> str:
+    role = resources[function]["Properties"]["Role"]
+    assert isinstance(role, dict) and "Fn::GetAtt" in role, f"{function} must use a role from this template"
+    return role["Fn::GetAtt"][0]
+
+
+@pytest.fixture(params=["true", "false"], ids=["retained-table", "deletable-table"])
+def deployed(request: pytest.FixtureRequest, cfn_template: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    return resolve(cfn_template, {"RetainTable": request.param})["Resources"], TABLES[request.param]
+
+
+def _expect(grants_: set[tuple[str, str, str | None]], table: str) -> set[tuple[str, str, str | None]]:
+    return {(a, r.replace("{table}", table), c) for a, r, c in grants_}
+
+
+def test_api_function_role_grants_exactly_the_intended_actions(deployed):
+    resources, table = deployed
+    assert grants(resources, function_role(resources, "ApiFunction")) == _expect(API_GRANTS, table)
+
+
+def test_weekly_function_role_grants_exactly_the_intended_actions(deployed):
+    resources, table = deployed
+    assert grants(resources, function_role(resources, "WeeklyFunction")) == _expect(WEEKLY_GRANTS, table)
+
+
+def test_scheduler_role_may_only_invoke_the_weekly_function_and_dead_letter(deployed):
+    resources, _ = deployed
+    schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
+    role = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    assert grants(resources, role) == SCHEDULER_GRANTS
+
+
+def test_no_role_allows_wildcard_actions_or_resources(deployed):
+    resources, _ = deployed
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        for action, resource, _ in grants(resources, name):
+            assert "*" not in action, f"{name}: wildcard action {action}"
+            assert resource != "*", f"{name}: {action} on every resource"
+
+
+def test_no_role_can_scan_or_delete_from_the_table(deployed):
+    resources, table = deployed
+    forbidden_prefixes = ("dynamodb:Scan", "dynamodb:Delete", "dynamodb:Update", "dynamodb:PartiQL", "dynamodb:*")
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        for action, _, _ in grants(resources, name):
+            assert not action.startswith(forbidden_prefixes), f"{name} may {action}"
+
+
+def test_bucket_writes_are_confined_to_the_summaries_prefix(deployed):
+    resources, _ = deployed
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        for action, resource, cond in grants(resources, name):
+            if not action.startswith("s3:"):
+                continue
+            if action == "s3:ListBucket":
+                assert resource == "SummaryBucket.Arn" and cond is not None, f"{name}: unscoped ListBucket"
+            else:
+                assert resource == "${SummaryBucket.Arn}/summaries/*", f"{name}: {action} on {resource}"
+
+
+def test_every_role_is_accounted_for(cfn_template):
+    for overrides in ({}, {"ConfigureApiGatewayAccount": "true"}):
+        resources = resolve(cfn_template, overrides)["Resources"]
+        roles = {n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyFunctionWeeklyRole"}
+        if overrides:
+            expected.add("ApiGatewayCloudWatchRole")
+        assert roles == expected
+        others = [n for n, r in resources.items() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User")]
+        assert others == []
+
+
+def test_api_gateway_logging_role_is_optional_and_only_pushes_logs(cfn_template):
+    assert "ApiGatewayCloudWatchRole" not in resolve(cfn_template)["Resources"]
+    resources = resolve(cfn_template, {"ConfigureApiGatewayAccount": "true"})["Resources"]
+    role = resources["ApiGatewayCloudWatchRole"]
+    assert role["DeletionPolicy"] == "Retain"
+    assert role["Properties"]["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
+    ]
+    assert "Policies" not in role["Properties"]
+    principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert principal == {"Service": "apigateway.amazonaws.com"}
+
+
+def test_function_roles_trust_only_lambda(deployed):
+    resources, _ = deployed
+    for function in ("ApiFunction", "WeeklyFunction"):
+        doc = resources[function_role(resources, function)]["Properties"]["AssumeRolePolicyDocument"]
+        assert doc["Statement"] == [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]

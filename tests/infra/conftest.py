@@ -32,6 +32,9 @@ def cfn_template() -> dict[str, Any]:
     return transform(ROOT / "template.yaml")
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
 def _eval_condition(expr: Any, params: dict[str, str], conditions: dict[str, Any]) -> bool:
     if isinstance(expr, dict) and len(expr) == 1:
         (fn, arg), = expr.items()
@@ -60,9 +63,10 @@ def _resolve_ifs(node: Any, truth: dict[str, bool]) -> Any:
         if set(node) == {"Fn::If"}:
             name, when_true, when_false = node["Fn::If"]
             return _resolve_ifs(when_true if truth[name] else when_false, truth)
-        return {k: _resolve_ifs(v, truth) for k, v in node.items()}
+        resolved = {k: _resolve_ifs(v, truth) for k, v in node.items()}
+        return {k: v for k, v in resolved.items() if v != NO_VALUE}
     if isinstance(node, list):
-        return [_resolve_ifs(v, truth) for v in node if v != {"Ref": "AWS::NoValue"}]
+        return [v for v in (_resolve_ifs(v, truth) for v in node) if v != NO_VALUE]
     return node
 
 

@@ -1,0 +1,193 @@
+"""The SAM template keeps the promises of the AWS issue: routes and API key,
+usage plan, storage settings, functions, schedule, alarms, outputs, and no
+hard-coded physical names. Checked on the SAM-expanded template, offline.
+
+Run with:
+    ~/.cache/tally-venv/bin/python -m pytest -q tests/infra
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import resolve
+
+ROUTES = {
+    ("/records", "post"): True,
+    ("/post", "post"): True,
+    ("/records/{id}", "get"): True,
+    ("/summaries", "get"): True,
+    ("/summaries/{week}", "get"): True,
+    ("/health", "get"): False,
+    ("/openapi.json", "get"): False,
+}
+
+
+@pytest.fixture(scope="module")
+def resources(cfn_template: dict[str, Any]) -> dict[str, Any]:
+    return resolve(cfn_template)["Resources"]
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {n: r for n, r in resources.items() if r["Type"] == kind}
+
+
+def test_every_route_exists_and_only_health_and_openapi_skip_the_key(resources):
+    body = resources["TallyApi"]["Properties"]["Body"]
+    found = {}
+    for path, methods in body["paths"].items():
+        for method, op in methods.items():
+            integration = op["x-amazon-apigateway-integration"]
+            assert integration["type"] == "aws_proxy"
+            assert "${ApiFunction.Arn}" in integration["uri"]["Fn::Sub"]
+            found[(path, method)] = {"api_key": []} in op.get("security", [])
+    assert found == ROUTES
+
+
+def test_the_api_has_one_stage_named_prod_with_access_logs_and_throttling(resources):
+    stages = of_type(resources, "AWS::ApiGateway::Stage")
+    assert list(stages) == ["TallyApiProdStage"], "SAM's stray 'Stage' stage must not exist"
+    props = stages["TallyApiProdStage"]["Properties"]
+    assert props["StageName"] == "Prod"
+    assert props["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    assert '"requestId":"$context.requestId"' in props["AccessLogSetting"]["Format"]
+    (setting,) = props["MethodSettings"]
+    assert setting["ThrottlingRateLimit"] == {"Ref": "StageThrottleRateLimit"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "StageThrottleBurstLimit"}
+
+
+def test_the_usage_plan_binds_the_api_key_to_the_prod_stage_with_limits(cfn_template, sam_template):
+    resources = resolve(cfn_template)["Resources"]
+    plan = of_type(resources, "AWS::ApiGateway::UsagePlan")["TallyApiUsagePlan"]["Properties"]
+    assert plan["ApiStages"] == [{"ApiId": {"Ref": "TallyApi"}, "Stage": {"Ref": "TallyApiProdStage"}}]
+    # SAM substitutes parameter values into the usage plan at transform time
+    # (the CloudFormation transform does the same with the deployed values).
+    params = sam_template["Parameters"]
+    assert plan["Throttle"] == {
+        "RateLimit": params["ThrottleRateLimit"]["Default"],
+        "BurstLimit": params["ThrottleBurstLimit"]["Default"],
+    }
+    assert plan["Quota"] == {"Limit": params["QuotaLimit"]["Default"], "Period": params["QuotaPeriod"]["Default"]}
+    key = resources["TallyApiUsagePlanKey"]["Properties"]
+    assert key == {"KeyId": {"Ref": "TallyApiApiKey"}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": "TallyApiUsagePlan"}}
+    sam_plan = sam_template["Resources"]["TallyApi"]["Properties"]["Auth"]["UsagePlan"]
+    assert sam_plan["Throttle"] == {"RateLimit": {"Ref": "ThrottleRateLimit"}, "BurstLimit": {"Ref": "ThrottleBurstLimit"}}
+    assert sam_plan["Quota"] == {"Limit": {"Ref": "QuotaLimit"}, "Period": {"Ref": "QuotaPeriod"}}
+
+
+@pytest.mark.parametrize("retain, table, policy", [("true", "RecordsTable", "Retain"), ("false", "RecordsTableDeletable", "Delete")])
+def test_exactly_one_records_table_with_the_adapter_key_schema(cfn_template, retain, table, policy):
+    resources = resolve(cfn_template, {"RetainTable": retain})["Resources"]
+    tables = of_type(resources, "AWS::DynamoDB::Table")
+    assert list(tables) == [table]
+    res = tables[table]
+    assert res["DeletionPolicy"] == policy and res["UpdateReplacePolicy"] == policy
+    props = res["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert props["AttributeDefinitions"] == [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    for function in ("ApiFunction", "WeeklyFunction"):
+        env = resources[function]["Properties"]["Environment"]["Variables"]
+        assert env["TABLE_NAME"] == {"Ref": table}
+
+
+def test_the_summary_bucket_is_private_encrypted_versioned_tls_only_and_expires_old_versions(resources):
+    props = resources["SummaryBucket"]["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
+    )
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = props["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("NoncurrentVersionExpiration") == {"NoncurrentDays": {"Ref": "NoncurrentVersionDays"}} for r in rules)
+    assert any(r.get("AbortIncompleteMultipartUpload") == {"DaysAfterInitiation": 1} for r in rules)
+    assert all(r["Status"] == "Enabled" for r in rules)
+    (statement,) = resources["SummaryBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {"Fn::GetAtt": ["SummaryBucket", "Arn"]} in statement["Resource"]
+    assert {"Fn::Sub": "${SummaryBucket.Arn}/*"} in statement["Resource"]
+
+
+@pytest.mark.parametrize("function, binary", [("ApiFunction", "tally-api"), ("WeeklyFunction", "tally-weekly")])
+def test_functions_are_rust_on_arm64_al2023_with_json_logs(sam_template, resources, function, binary):
+    meta = sam_template["Resources"][function]["Metadata"]
+    assert meta["BuildMethod"] == "rust-cargolambda"
+    assert meta["BuildProperties"] == {"Binary": binary}
+    assert sam_template["Resources"][function]["Properties"]["CodeUri"] == "crates/tally-lambda"
+    props = resources[function]["Properties"]
+    assert props["Runtime"] == "provided.al2023"
+    assert props["Architectures"] == ["arm64"]
+    assert props["Handler"] == "bootstrap"
+    assert props["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": {"Ref": f"{function}LogGroup"}}
+    env = props["Environment"]["Variables"]
+    assert env["BUCKET_NAME"] == {"Ref": "SummaryBucket"}
+    assert env["RUST_LOG"] == {"Ref": "LogLevel"}
+    assert ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH" in env) == (function == "ApiFunction")
+    if function == "ApiFunction":
+        assert env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] == "true"
+
+
+def test_the_weekly_schedule_runs_in_utc_retries_and_dead_letters(sam_template, resources):
+    assert sam_template["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 3 ? * MON *)"
+    (schedule,) = of_type(resources, "AWS::Scheduler::Schedule").values()
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert props["ScheduleExpressionTimezone"] == "UTC"
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["WeeklyFunction", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}}
+    # Function errors (after async retries) reach the same queue.
+    weekly = resources["WeeklyFunction"]["Properties"]
+    assert weekly["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}}
+    assert resources["WeeklyDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_alarms_watch_both_functions_the_api_and_the_dead_letter_queue(cfn_template):
+    for overrides, notified in (({}, False), ({"AlarmEmail": "ops@example.com"}, True)):
+        resources = resolve(cfn_template, overrides)["Resources"]
+        alarms = of_type(resources, "AWS::CloudWatch::Alarm")
+        watched = {
+            (a["Properties"]["MetricName"], str(a["Properties"]["Dimensions"][0]["Value"])) for a in alarms.values()
+        }
+        assert ("Errors", str({"Ref": "ApiFunction"})) in watched
+        assert ("Errors", str({"Ref": "WeeklyFunction"})) in watched
+        assert ("ApproximateNumberOfMessagesVisible", str({"Fn::GetAtt": ["WeeklyDeadLetterQueue", "QueueName"]})) in watched
+        for alarm in alarms.values():
+            assert ("AlarmActions" in alarm["Properties"]) == notified
+        assert ("AlarmTopic" in resources) == notified
+
+
+def test_outputs_describe_the_deployment(cfn_template):
+    outputs = resolve(cfn_template)["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${TallyApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/Prod/"
+    }
+    assert outputs["ApiKeyId"]["Value"] == {"Ref": "TallyApiApiKey"}
+    assert outputs["GetApiKeyCommand"]["Value"]["Fn::Sub"].startswith(
+        "aws apigateway get-api-key --api-key ${TallyApiApiKey} --include-value --query value --output text"
+    )
+    for name in ("SummaryBucketName", "RecordsTableName", "ApiFunctionName", "WeeklyFunctionName", "DeadLetterQueueUrl"):
+        assert outputs[name]["Description"], name
+    assert outputs["RecordsTableName"]["Value"] == {"Ref": "RecordsTable"}
+
+
+NAME_PROPERTIES = {
+    "TableName", "BucketName", "QueueName", "FunctionName", "RoleName", "LogGroupName", "TopicName",
+    "UsagePlanName", "AlarmName", "Name",
+}
+
+
+def test_no_physical_name_is_hard_coded(cfn_template):
+    for name, res in cfn_template["Resources"].items():
+        for prop, value in res.get("Properties", {}).items():
+            if prop in NAME_PROPERTIES:
+                assert not isinstance(value, str), f"{name}.{prop} is hard-coded as {value!r}"

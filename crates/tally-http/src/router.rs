@@ -1,0 +1,112 @@
+//! The route table and its middleware.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::handlers::{self, API_KEY};
+use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::state::AppState;
+
+/// Transport-level settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// Longest time a request may take, body upload included (408 after it).
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { request_timeout: Duration::from_secs(30) }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The one route table, served by `tally serve` and by the Lambda function.
+pub fn router(state: AppState, options: HttpOptions) -> Router {
+    let protected = Router::new()
+        .route("/records", post(handlers::create_records))
+        .route("/post", post(handlers::create_records))
+        .route("/records/{id}", get(handlers::get_record))
+        .route("/summaries", get(handlers::list_summaries))
+        .route("/summaries/{week}", get(handlers::get_summary))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+
+    Router::new()
+        .route("/health", get(handlers::health))
+        .merge(protected)
+        .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+                }))
+                .layer(middleware::map_response(problemize))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout)),
+        )
+}
+
+/// One span per request: method, route and request id — never headers,
+/// query strings or bodies, which may carry keys or personal data.
+fn make_span(req: &Request) -> Span {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let path: String = route.unwrap_or_else(|| req.uri().path().chars().take(120).collect());
+    let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
+    tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
+}
+
+fn on_response<B>(res: &http::Response<B>, latency: Duration, _span: &Span) {
+    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request done");
+}
+
+/// Turns error responses made outside tally's handlers (405 from the router,
+/// 408 from the timeout) into problem documents, keeping their headers.
+async fn problemize(res: Response) -> Response {
+    let status = res.status();
+    let is_problem = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return res;
+    }
+    let (parts, _) = res.into_parts();
+    let mut fresh = Problem::for_status(status).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fresh
+}
+
+async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = req.headers().get(API_KEY).map(|v| v.as_bytes());
+    if !state.auth.allows(presented) {
+        return Err(ApiError::Unauthorized(if presented.is_some() {
+            "the x-api-key header does not match; check the key you were given"
+        } else {
+            "send your API key in the x-api-key header (not in the URL)"
+        }));
+    }
+    Ok(next.run(req).await)
+}

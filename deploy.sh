@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Deploy tally to AWS with SAM: build both Rust Lambdas, deploy the stack,
+# then print the endpoint, how to read the API key and a ready curl command.
+#
+#   ./deploy.sh                         # asks for stack name, artifact bucket, region
+#   ./deploy.sh --stack-name tally --region eu-west-1 --yes
+#   ./deploy.sh --dry-run               # validate + build only, no AWS account needed
+#
+# Run ./deploy.sh --help for every option. Guide: docs/DEPLOY.md
+set -euo pipefail
+
+readonly DEFAULT_STACK="tally"
+readonly RULE="########################################"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly ROOT
+
+stack_name=""
+region=""
+artifact_bucket=""
+alarm_email=""
+extra_overrides=""
+configure_apigw=""
+assume_yes=false
+guided=false
+dry_run=false
+
+usage() {
+  cat <<'EOF'
+Usage: ./deploy.sh [options]
+
+Builds the tally Lambdas (sam build --beta-features, cargo-lambda, arm64) and
+deploys template.yaml with sam deploy. Values not given as options are asked
+for when run in a terminal; with --yes (or no terminal) defaults are used.
+
+Options:
+  --stack-name NAME        CloudFormation stack name (default: tally)
+  --region REGION          AWS region (default: AWS_REGION, AWS_DEFAULT_REGION
+                           or `aws configure get region`)
+  --s3-bucket BUCKET       existing or new bucket for deployment artifacts
+                           (default: the SAM-managed bucket, created on demand)
+  --alarm-email ADDRESS    e-mail alarm notifications to ADDRESS (confirm the
+                           subscription e-mail AWS sends)
+  --parameter-overrides S  extra template parameters, e.g. 'QuotaLimit="5000"'
+  --configure-apigw-account
+                           let the stack set the region's API Gateway
+                           CloudWatch role (detected automatically)
+  --yes, -y                no questions; apply the change set without asking
+  --guided                 run `sam deploy --guided` (asks for every parameter
+                           and can save the answers to samconfig.toml)
+  --dry-run                validate the template and build the Lambdas only;
+                           needs no AWS account or credentials
+  -h, --help               show this help
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+banner() { say "$RULE"; say "$*"; say "$RULE"; }
+die() {
+  # die "what went wrong" "what to do next"
+  printf 'error: %s\n' "$1" >&2
+  [[ $# -gt 1 ]] && printf '  next: %s\n' "$2" >&2
+  exit 1
+}
+on_error() {
+  printf 'error: deploy.sh stopped at line %s (exit %s); the output above says why.\n' "$1" "$2" >&2
+  printf '  next: fix that, then re-run ./deploy.sh (docs/DEPLOY.md#troubleshooting).\n' >&2
+}
+trap 'on_error "$LINENO" "$?"' ERR
+
+need_value() {
+  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value" "run ./deploy.sh --help for usage"
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --stack-name) need_value "$@"; stack_name="$2"; shift 2 ;;
+    --stack-name=*) stack_name="${1#*=}"; shift ;;
+    --region) need_value "$@"; region="$2"; shift 2 ;;
+    --region=*) region="${1#*=}"; shift ;;
+    --s3-bucket) need_value "$@"; artifact_bucket="$2"; shift 2 ;;
+    --s3-bucket=*) artifact_bucket="${1#*=}"; shift ;;
+    --alarm-email) need_value "$@"; alarm_email="$2"; shift 2 ;;
+    --alarm-email=*) alarm_email="${1#*=}"; shift ;;
+    --parameter-overrides) need_value "$@"; extra_overrides="$2"; shift 2 ;;
+    --parameter-overrides=*) extra_overrides="${1#*=}"; shift ;;
+    --configure-apigw-account) configure_apigw=true; shift ;;
+    -y | --yes) assume_yes=true; shift ;;
+    --guided) guided=true; shift ;;
+    --dry-run) dry_run=true; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown option: $1" "run ./deploy.sh --help for the list of options" ;;
+  esac
+done
+
+interactive=false
+if [[ -t 0 && "$assume_yes" == false ]]; then interactive=true; fi
+
+# ask VAR "question" "example" [default]: prints like the 2021 scripts did.
+ask() {
+  local var="$1" question="$2" example="$3" default="${4:-}" reply=""
+  if [[ -n "$default" ]]; then
+    printf '%s (Example: "%s") [%s]\n' "$question" "$example" "$default"
+  else
+    printf '%s (Example: "%s")\n' "$question" "$example"
+  fi
+  IFS= read -r reply || true
+  printf -v "$var" '%s' "${reply:-$default}"
+}
+
+require() {
+  # require COMMAND "install hint"
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed or not on PATH" "$2"
+}
+
+check_build_tools() {
+  require sam "install the AWS SAM CLI: https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html (or: pip install aws-sam-cli)"
+  require cargo "install Rust with rustup: https://rustup.rs"
+  require cargo-lambda "install cargo-lambda: pip install cargo-lambda (ships zig), or see https://www.cargo-lambda.info/guide/installation.html"
+  if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    die "the Rust target aarch64-unknown-linux-gnu is missing (the Lambdas run on arm64)" \
+      "run: rustup target add aarch64-unknown-linux-gnu"
+  fi
+}
+
+default_region() {
+  local r="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"
+  if [[ -z "$r" ]] && command -v aws >/dev/null 2>&1; then
+    r="$(aws configure get region 2>/dev/null || true)"
+  fi
+  printf '%s' "$r"
+}
+
+validate_names() {
+  [[ "$stack_name" =~ ^[A-Za-z][A-Za-z0-9-]{0,127}$ ]] ||
+    die "invalid stack name '$stack_name'" "use letters, digits and hyphens, starting with a letter (e.g. tally)"
+  [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]+$ ]] ||
+    die "invalid region '$region'" "pass a region code such as us-east-1 or eu-west-1 with --region"
+  if [[ -n "$artifact_bucket" && ! "$artifact_bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
+    die "invalid bucket name '$artifact_bucket'" "use 3-63 lower-case letters, digits, dots and hyphens, or leave it empty to let SAM manage one"
+  fi
+}
+
+# The parameter_overrides line of samconfig.toml's [default.deploy.parameters]:
+# sam ignores it when --parameter-overrides is given, so it is merged here.
+samconfig_overrides() {
+  local line
+  line="$(awk '
+    /^\[/ { section = $0; next }
+    section == "[default.deploy.parameters]" && /^[[:space:]]*parameter_overrides[[:space:]]*=/ { print; exit }
+  ' "$ROOT/samconfig.toml" 2>/dev/null || true)"
+  [[ -z "$line" ]] && return 0
+  line="${line#*=}"
+  line="${line#"${line%%[![:space:]]*}"}"
+  line="${line#\"}"
+  line="${line%\"}"
+  printf '%s' "${line//\\\"/\"}"
+}
+
+stack_output() {
+  aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue | [0]" --output text 2>/dev/null || true
+}
+
+cd "$ROOT"
+
+# ------------------------------------------------------------------ dry run
+if [[ "$dry_run" == true ]]; then
+  banner "Dry run: validate and build only (no AWS account needed)"
+  check_build_tools
+  # sam/cfn-lint need a region name for their checks; nothing is called.
+  export AWS_DEFAULT_REGION="${region:-$(default_region)}"
+  AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+  say "Validating template.yaml (sam validate --lint)..."
+  sam validate --lint --template-file template.yaml ||
+    die "template.yaml is not valid" "fix the errors listed above, then re-run ./deploy.sh --dry-run"
+  if command -v cfn-lint >/dev/null 2>&1; then
+    say "Linting template.yaml (cfn-lint)..."
+    cfn-lint template.yaml || die "cfn-lint found problems in template.yaml" "fix the findings listed above, then re-run ./deploy.sh --dry-run"
+  else
+    say "cfn-lint not installed: skipped (pip install cfn-lint to enable it)."
+  fi
+  say "Building (sam build --beta-features)..."
+  sam build --beta-features --template-file template.yaml ||
+    die "sam build failed" "read the cargo errors above; 'cargo lambda build --release --arm64' in crates/tally-lambda reproduces them"
+  for fn in ApiFunction WeeklyFunction; do
+    bootstrap=".aws-sam/build/$fn/bootstrap"
+    [[ -f "$bootstrap" ]] || die "$bootstrap was not produced" "check the sam build output above"
+    say "  $fn: $bootstrap ($(wc -c <"$bootstrap") bytes)"
+  done
+  banner "Dry run OK: template valid, both Lambdas built. Nothing was deployed."
+  exit 0
+fi
+
+# ------------------------------------------------------------------- deploy
+banner "tally: deploy to AWS with SAM"
+
+[[ -n "$region" ]] || region_default="$(default_region)"
+if [[ "$interactive" == true ]]; then
+  [[ -n "$stack_name" ]] || ask stack_name "How do you want to name your AWS SAM stack?" "$DEFAULT_STACK" "$DEFAULT_STACK"
+  if [[ -z "$artifact_bucket" && "$guided" == false ]]; then
+    ask artifact_bucket "Which S3 bucket should hold the deployment artifacts? Leave empty to let SAM manage one." "tally-artifacts-123456789012" ""
+  fi
+  [[ -n "$region" ]] || ask region "Which region do you want to deploy the stack to?" "us-east-1" "${region_default:-}"
+fi
+stack_name="${stack_name:-$DEFAULT_STACK}"
+region="${region:-${region_default:-}}"
+[[ -n "$region" ]] || die "no AWS region given or configured" "pass --region (e.g. --region us-east-1) or run 'aws configure set region us-east-1'"
+validate_names
+
+require aws "install the AWS CLI v2: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html (or: pip install awscli)"
+check_build_tools
+
+say "Checking AWS credentials..."
+account="$(aws sts get-caller-identity --query Account --output text 2>/dev/null)" ||
+  die "no valid AWS credentials" "run 'aws configure' (access keys) or 'aws sso login' (and export AWS_PROFILE), check with 'aws sts get-caller-identity', then re-run. To only build and validate: ./deploy.sh --dry-run"
+say "Account $account, region $region, stack $stack_name"
+
+# API Gateway access logging needs the region-wide CloudWatch role. Let the
+# stack set it when the account has none, or when this stack already owns it.
+if [[ -z "$configure_apigw" ]]; then
+  configure_apigw=false
+  if aws cloudformation describe-stack-resource --stack-name "$stack_name" --region "$region" \
+    --logical-resource-id ApiGatewayAccount >/dev/null 2>&1; then
+    configure_apigw=true
+  elif apigw_role="$(aws apigateway get-account --region "$region" --query cloudwatchRoleArn --output text 2>/dev/null)"; then
+    if [[ -z "$apigw_role" || "$apigw_role" == "None" ]]; then
+      say "API Gateway has no CloudWatch role in $region yet: the stack will set one (kept on delete)."
+      configure_apigw=true
+    fi
+  else
+    say "warning: could not read API Gateway account settings; assuming a CloudWatch role is set."
+    say "         If the deploy fails with 'CloudWatch Logs role ARN must be set', re-run with --configure-apigw-account."
+  fi
+fi
+
+if [[ -n "$artifact_bucket" ]]; then
+  # Like the 2021 script: create the artifact bucket when it does not exist.
+  if aws s3api head-bucket --bucket "$artifact_bucket" --region "$region" >/dev/null 2>&1; then
+    say "Artifact bucket $artifact_bucket exists."
+  else
+    say "Bucket doesn't exist, creating bucket $artifact_bucket..."
+    aws s3 mb "s3://$artifact_bucket" --region "$region" ||
+      die "could not create bucket $artifact_bucket" "bucket names are global: pick another name with --s3-bucket, or leave it empty to let SAM manage one"
+    aws s3api put-public-access-block --bucket "$artifact_bucket" --region "$region" \
+      --public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+  fi
+fi
+
+overrides="$(samconfig_overrides)"
+overrides="${overrides:+$overrides }ConfigureApiGatewayAccount=\"$configure_apigw\""
+[[ -z "$alarm_email" ]] || overrides+=" AlarmEmail=\"$alarm_email\""
+[[ -z "$extra_overrides" ]] || overrides+=" $extra_overrides"
+
+banner "Building (sam build --beta-features)"
+sam build --beta-features --template-file template.yaml ||
+  die "sam build failed" "read the cargo errors above; ./deploy.sh --dry-run reproduces the build without AWS"
+
+banner "Deploying stack $stack_name to $region"
+deploy_args=(--stack-name "$stack_name" --region "$region" --capabilities CAPABILITY_IAM
+  --parameter-overrides "$overrides" --no-fail-on-empty-changeset)
+if [[ -n "$artifact_bucket" ]]; then
+  deploy_args+=(--s3-bucket "$artifact_bucket" --s3-prefix "$stack_name" --no-resolve-s3)
+else
+  deploy_args+=(--resolve-s3)
+fi
+if [[ "$guided" == true ]]; then
+  deploy_args+=(--guided)
+elif [[ "$assume_yes" == true || "$interactive" == false ]]; then
+  deploy_args+=(--no-confirm-changeset)
+else
+  deploy_args+=(--confirm-changeset)
+fi
+sam deploy "${deploy_args[@]}" ||
+  die "sam deploy failed" "the CloudFormation events above name the failing resource; see docs/DEPLOY.md#troubleshooting. A stack left in ROLLBACK_COMPLETE must be removed with ./clean.sh --stack-name $stack_name --region $region before re-deploying"
+
+status="$(aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+  --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true)"
+case "$status" in
+  CREATE_COMPLETE | UPDATE_COMPLETE | UPDATE_ROLLBACK_COMPLETE) ;;
+  REVIEW_IN_PROGRESS | "")
+    die "nothing was deployed (the change set was not executed)" "re-run ./deploy.sh and answer y to 'Deploy this changeset?'" ;;
+  *)
+    die "stack $stack_name is in state $status" "inspect it with: aws cloudformation describe-stack-events --stack-name $stack_name --region $region" ;;
+esac
+
+api_url="$(stack_output ApiUrl)"
+key_id="$(stack_output ApiKeyId)"
+key_cmd="$(stack_output GetApiKeyCommand)"
+bucket="$(stack_output SummaryBucketName)"
+table="$(stack_output RecordsTableName)"
+retained="$(stack_output RecordsTableRetained)"
+[[ -n "$api_url" && "$api_url" != "None" ]] ||
+  die "the stack has no ApiUrl output" "run: aws cloudformation describe-stacks --stack-name $stack_name --region $region"
+
+banner "tally is deployed: stack $stack_name in $region"
+cat <<EOF
+
+  Endpoint        ${api_url}
+  API key id      ${key_id}
+  Summary bucket  ${bucket}
+  Records table   ${table}$([[ "$retained" == "true" ]] && printf ' (kept when the stack is deleted)')
+
+Get the API key value (send it as the x-api-key header):
+  ${key_cmd}
+
+Try it (a new key can take a minute to become active):
+  API_KEY="\$(${key_cmd})"
+  curl -sS -X POST '${api_url}records' -H "x-api-key: \$API_KEY" \\
+       -H 'Content-Type: application/json' -d '{"message": "hello world"}'
+  curl -sS '${api_url}health'
+
+Weekly summaries are written to s3://${bucket}/summaries/<week>/ every Monday 03:00 UTC.
+Remove everything with: ./clean.sh --stack-name ${stack_name} --region ${region}
+EOF

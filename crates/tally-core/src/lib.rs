@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod ingest;
 pub mod ports;
 pub mod record;
+pub mod summary;
 pub mod validate;
 pub mod week;
 
@@ -27,6 +28,7 @@ pub use idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
 pub use ingest::{IngestError, IngestReceipt, IngestResponse, IngestService};
 pub use ports::{InsertOutcome, RecordPages, RecordStore, StoreError, SummarySink};
 pub use record::Record;
+pub use summary::{Aggregator, Summary, SummaryOptions, WeekReport, summarize_week};
 pub use validate::{BodyFormat, Limits, ValidationError};
 pub use week::IsoWeek;
 

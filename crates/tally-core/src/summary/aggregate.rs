@@ -1,0 +1,390 @@
+//! The streaming, mergeable aggregator.
+//!
+//! Memory is bounded by the number of tracked paths (capped by
+//! [`SummaryOptions::max_paths`]) times the per-field sketch sizes; it does not
+//! grow with the number of records. Per record the hot path allocates nothing
+//! once a field's paths and values have been seen: keys are looked up in a
+//! per-object trie of interned path nodes, and strings are borrowed from the
+//! record text.
+
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+
+use super::SummaryOptions;
+use super::model::{
+    ArraySummary, BooleanSummary, DayCount, FieldSummary, Histogram, Limits, NumberSummary, OTHER_PATH, SCHEMA_VERSION,
+    StringSummary, Summary, TopValue, TypeCounts,
+};
+use super::scan::{Cursor, Malformed, Scan};
+use super::stats::{FieldStats, JsonType};
+use crate::record::Record;
+use crate::week::IsoWeek;
+
+const HOUR_MS: i64 = 3_600_000;
+const HOURS: usize = 7 * 24;
+/// Keys longer than this are not tracked as paths of their own (`_other`):
+/// they would make the interned-path memory depend on record contents.
+const MAX_KEY_BYTES: usize = 256;
+/// Bins of the per-field number histogram.
+const HISTOGRAM_BINS: usize = 20;
+
+/// Slot of the root object (not a field).
+const ROOT: u32 = 0;
+/// Slot standing for "some path past the cap": its children are `OTHER` too.
+const OTHER: u32 = u32::MAX;
+
+/// Aggregators of different weeks cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot merge the summary of {other} into that of {week}")]
+pub struct MergeError {
+    pub week: IsoWeek,
+    pub other: IsoWeek,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    key: Box<str>,
+    parent: u32,
+    children: HashMap<Box<str>, u32, FixedState>,
+    stats: FieldStats,
+}
+
+/// Interned field paths: a trie whose node ids are the path slots.
+#[derive(Debug, Clone)]
+struct PathTable {
+    nodes: Vec<Node>,
+    other: FieldStats,
+    max_paths: usize,
+}
+
+impl PathTable {
+    fn new(max_paths: usize) -> Self {
+        let root = Node { key: "".into(), parent: ROOT, children: HashMap::default(), stats: FieldStats::default() };
+        Self { nodes: vec![root], other: FieldStats::default(), max_paths }
+    }
+
+    /// The slot of `key` under `parent`, interning it while under the cap.
+    #[inline]
+    fn child(&mut self, parent: u32, key: &str) -> u32 {
+        if parent == OTHER {
+            return OTHER;
+        }
+        if let Some(&id) = self.nodes[parent as usize].children.get(key) {
+            return id;
+        }
+        if self.nodes.len() > self.max_paths || key.len() > MAX_KEY_BYTES {
+            return OTHER;
+        }
+        let id = self.nodes.len() as u32;
+        self.nodes.push(Node { key: key.into(), parent, children: HashMap::default(), stats: FieldStats::default() });
+        self.nodes[parent as usize].children.insert(key.into(), id);
+        id
+    }
+
+    #[inline]
+    fn stats(&mut self, slot: u32) -> &mut FieldStats {
+        if slot == OTHER { &mut self.other } else { &mut self.nodes[slot as usize].stats }
+    }
+
+    /// The dotted path of a node, with `.` and `\` in keys escaped.
+    fn path(&self, mut id: u32) -> String {
+        let mut keys = Vec::new();
+        while id != ROOT {
+            let node = &self.nodes[id as usize];
+            keys.push(&*node.key);
+            id = node.parent;
+        }
+        let mut out = String::new();
+        for (i, key) in keys.iter().rev().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            for c in key.chars() {
+                if matches!(c, '.' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Reused decode buffers for keys and string values with escapes.
+#[derive(Debug, Clone, Default)]
+struct Buffers {
+    key: String,
+    value: String,
+}
+
+/// Accumulates one week's statistics, record by record.
+///
+/// ```
+/// use tally_core::summary::{Aggregator, SummaryOptions};
+/// use tally_core::{IsoWeek, Record, RecordId};
+///
+/// let week = IsoWeek::parse("2026-W47").unwrap();
+/// let at = week.start();
+/// let mut agg = Aggregator::new(week, &SummaryOptions::default());
+/// agg.push(&Record { id: RecordId::generate(at), received_at: at, data: r#"{"n":1}"#.into() });
+/// let summary = agg.finish();
+/// assert_eq!(summary.records, 1);
+/// assert_eq!(summary.field("n").unwrap().types.number, 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    week: IsoWeek,
+    start_ms: i64,
+    options: SummaryOptions,
+    records: u64,
+    bytes: u64,
+    unparsable: u64,
+    per_hour: [u64; HOURS],
+    paths: PathTable,
+    buffers: Buffers,
+}
+
+impl Aggregator {
+    pub fn new(week: IsoWeek, options: &SummaryOptions) -> Self {
+        Self {
+            week,
+            start_ms: week.start().as_millis(),
+            options: options.clone(),
+            records: 0,
+            bytes: 0,
+            unparsable: 0,
+            per_hour: [0; HOURS],
+            paths: PathTable::new(options.max_paths),
+            buffers: Buffers::default(),
+        }
+    }
+
+    pub fn week(&self) -> IsoWeek {
+        self.week
+    }
+
+    /// Records pushed so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Adds one record. Never fails: a record that cannot be scanned is
+    /// counted as unparsable.
+    pub fn push(&mut self, record: &Record) {
+        self.records += 1;
+        self.bytes += record.data.len() as u64;
+        let offset = record.received_at.as_millis() - self.start_ms;
+        if let Some(slot) = usize::try_from(offset / HOUR_MS).ok().filter(|&h| offset >= 0 && h < HOURS) {
+            self.per_hour[slot] += 1;
+        }
+        if self.scan(&record.data).is_err() {
+            self.unparsable += 1;
+        }
+    }
+
+    fn scan(&mut self, text: &str) -> Scan<()> {
+        let mut cur = Cursor::new(text);
+        cur.expect(b'{')?;
+        let mut walk = Walk {
+            paths: &mut self.paths,
+            buffers: &mut self.buffers,
+            max_depth: self.options.max_depth,
+            exact_limit: self.options.exact_distinct_limit,
+        };
+        walk.object(&mut cur, ROOT, 0)
+    }
+
+    /// Folds in an aggregator of the same week fed other records. Paths new
+    /// to `self` are interned while under the cap, else counted as `_other`.
+    pub fn merge(&mut self, other: Aggregator) -> Result<(), MergeError> {
+        if other.week != self.week {
+            return Err(MergeError { week: self.week, other: other.week });
+        }
+        self.records += other.records;
+        self.bytes += other.bytes;
+        self.unparsable += other.unparsable;
+        for (a, b) in self.per_hour.iter_mut().zip(other.per_hour) {
+            *a += b;
+        }
+        // Node ids grow parent-first, so each parent is mapped before its children.
+        let mut map = vec![ROOT; other.paths.nodes.len()];
+        for (id, node) in other.paths.nodes.iter().enumerate().skip(1) {
+            let parent = map[node.parent as usize];
+            let slot = self.paths.child(parent, &node.key);
+            map[id] = slot;
+            self.paths.stats(slot).merge(&node.stats);
+        }
+        self.paths.other.merge(&other.paths.other);
+        Ok(())
+    }
+
+    /// The week's summary.
+    pub fn finish(self) -> Summary {
+        let o = &self.options;
+        let per_day = self
+            .week
+            .days()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DayCount { date: d.to_string(), records: self.per_hour[i * 24..(i + 1) * 24].iter().sum() })
+            .collect();
+        let mut fields: Vec<FieldSummary> = (1..self.paths.nodes.len())
+            .map(|id| field_summary(self.paths.path(id as u32), &self.paths.nodes[id].stats, o.top_values))
+            .collect();
+        fields.sort_by(|a, b| a.path.cmp(&b.path));
+        if self.paths.other.present() > 0 {
+            fields.push(field_summary(OTHER_PATH.to_owned(), &self.paths.other, o.top_values));
+        }
+        Summary {
+            schema: SCHEMA_VERSION,
+            week: self.week,
+            start: self.week.start(),
+            end: self.week.end(),
+            records: self.records,
+            bytes: self.bytes,
+            unparsable_records: self.unparsable,
+            per_day,
+            per_hour: self.per_hour.to_vec(),
+            limits: Limits {
+                max_depth: o.max_depth,
+                max_paths: o.max_paths,
+                top_values: o.top_values,
+                exact_distinct_limit: o.exact_distinct_limit,
+            },
+            fields,
+        }
+    }
+}
+
+/// The recursive walk, borrowing the aggregator's parts separately so a
+/// decoded key or value can be held while its path's stats are updated.
+struct Walk<'s> {
+    paths: &'s mut PathTable,
+    buffers: &'s mut Buffers,
+    max_depth: u8,
+    exact_limit: usize,
+}
+
+impl Walk<'_> {
+    /// After `{`: the members of an object at `depth` (the root is 0).
+    fn object(&mut self, cur: &mut Cursor<'_>, parent: u32, depth: u8) -> Scan<()> {
+        cur.ws();
+        if cur.peek() == Some(b'}') {
+            cur.pos += 1;
+            return Ok(());
+        }
+        loop {
+            cur.ws();
+            if cur.peek() != Some(b'"') {
+                return Err(Malformed);
+            }
+            let key = cur.string(&mut self.buffers.key)?;
+            let slot = self.paths.child(parent, key);
+            cur.expect(b':')?;
+            cur.ws();
+            self.value(cur, slot, depth + 1)?;
+            match cur.next_token_byte()? {
+                b',' => {}
+                b'}' => return Ok(()),
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    #[inline]
+    fn value(&mut self, cur: &mut Cursor<'_>, slot: u32, depth: u8) -> Scan<()> {
+        match cur.peek().ok_or(Malformed)? {
+            b'{' => {
+                self.paths.stats(slot).count(JsonType::Object);
+                if depth < self.max_depth {
+                    cur.pos += 1;
+                    self.object(cur, slot, depth)
+                } else {
+                    cur.skip_container()
+                }
+            }
+            b'[' => {
+                let len = cur.array_len()?;
+                self.paths.stats(slot).array(len);
+                Ok(())
+            }
+            b'"' => {
+                let s = cur.string(&mut self.buffers.value)?;
+                self.paths.stats(slot).string(s, self.exact_limit);
+                Ok(())
+            }
+            b't' => {
+                cur.literal(b"true")?;
+                self.paths.stats(slot).boolean(true);
+                Ok(())
+            }
+            b'f' => {
+                cur.literal(b"false")?;
+                self.paths.stats(slot).boolean(false);
+                Ok(())
+            }
+            b'n' => {
+                cur.literal(b"null")?;
+                self.paths.stats(slot).count(JsonType::Null);
+                Ok(())
+            }
+            _ => {
+                let token = cur.number()?;
+                self.paths.stats(slot).number(token);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn field_summary(path: String, s: &FieldStats, top_values: usize) -> FieldSummary {
+    let t = &s.types;
+    let types = TypeCounts {
+        object: t[JsonType::Object as usize],
+        array: t[JsonType::Array as usize],
+        string: t[JsonType::String as usize],
+        number: t[JsonType::Number as usize],
+        boolean: t[JsonType::Boolean as usize],
+        null: t[JsonType::Null as usize],
+    };
+    let finite = |x: f64| Some(x).filter(|x| x.is_finite());
+    let number = s.number.as_ref().map(|n| {
+        let has = n.n > 0;
+        NumberSummary {
+            count: n.n + n.out_of_range,
+            out_of_range: n.out_of_range,
+            min: has.then_some(n.min),
+            max: has.then_some(n.max),
+            mean: n.mean().and_then(finite),
+            stddev: n.stddev().and_then(finite),
+            p50: n.sketch.quantile(0.5),
+            p90: n.sketch.quantile(0.9),
+            p99: n.sketch.quantile(0.99),
+            histogram: has.then(|| Histogram {
+                min: n.min,
+                max: n.max,
+                counts: n.sketch.histogram(n.min, n.max, if n.min < n.max { HISTOGRAM_BINS } else { 1 }),
+            }),
+        }
+    });
+    let string = s.string.as_ref().map(|st| StringSummary {
+        count: st.n,
+        distinct: st.distinct(),
+        distinct_exact: st.is_exact(),
+        min_length: if st.n > 0 { st.min_len } else { 0 },
+        max_length: st.max_len,
+        top: st.top(top_values).into_iter().map(|(v, c)| TopValue { value: v.to_owned(), count: c }).collect(),
+        top_exact: st.is_exact(),
+        top_max_error: st.max_error,
+    });
+    let booleans = types.boolean;
+    let boolean = (booleans > 0).then(|| BooleanSummary { true_count: s.trues, false_count: booleans - s.trues });
+    let array = s.array.filter(|a| a.n > 0).map(|a| ArraySummary {
+        count: a.n,
+        min_length: a.min,
+        max_length: a.max,
+        mean_length: a.sum as f64 / a.n as f64,
+    });
+    FieldSummary { path, present: s.present(), null: types.null, types, number, string, boolean, array }
+}

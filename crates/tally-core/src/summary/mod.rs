@@ -1,0 +1,72 @@
+//! The weekly summary: statistics, report, export and schedule.
+//!
+//! # Layout
+//! - [`Aggregator`] (`aggregate`): streaming, mergeable statistics over a week's
+//!   records, scanned straight from their raw JSON text (`scan`), with small
+//!   sketches for what cannot be exact in bounded memory: KLL quantiles
+//!   (`kll`), HyperLogLog distinct counts (`hll`), Misra–Gries top values
+//!   (`stats`).
+//! - [`Summary`] (`model`): `summary.json`, schema 1.
+//! - [`render_html`] (`html`): `summary.html`, one self-contained page.
+//! - [`summarize_week`] and friends (`service`): the one code path used by
+//!   `tally summarize`, the in-process schedule and the weekly Lambda: read
+//!   the week page by page, write `records.ndjson.gz`, `summary.json`,
+//!   `summary.html`, then `manifest.json` last through the [`SummarySink`](crate::SummarySink) port.
+//! - [`WeeklySchedule`] (`schedule`): when the next run is due (pure logic; the
+//!   binaries own the loop).
+
+mod aggregate;
+mod hll;
+mod html;
+mod kll;
+mod model;
+mod scan;
+mod schedule;
+mod service;
+mod stats;
+
+pub use aggregate::{Aggregator, MergeError};
+pub use html::render_html;
+pub use model::{
+    ArraySummary, BooleanSummary, DayCount, FieldSummary, Histogram, Limits, NumberSummary, OTHER_PATH, SCHEMA_VERSION,
+    StringSummary, Summary, TopValue, TypeCounts,
+};
+pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule, retry_delay};
+pub use service::{
+    MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON, SummarizeError,
+    WeekReport, catch_up, pending_weeks, summarize_week, summarize_weeks,
+};
+
+/// How a summary is computed and written. The defaults are the issue's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryOptions {
+    /// Deepest nested-object level reported as its own path (top level is 1).
+    pub max_depth: u8,
+    /// Paths tracked individually; values at further paths go to `_other`.
+    pub max_paths: usize,
+    /// Top values reported per string field.
+    pub top_values: usize,
+    /// Distinct values per string field counted exactly before switching to
+    /// sketches (HyperLogLog for distinct, Misra–Gries for top values).
+    pub exact_distinct_limit: usize,
+    /// Records per store page: the unit of memory for the run.
+    pub page_size: usize,
+    /// gzip level (0–9) for `records.ndjson.gz`.
+    pub gzip_level: u32,
+    /// Compressed bytes buffered before a chunk is handed to the upload.
+    pub upload_chunk_bytes: usize,
+}
+
+impl Default for SummaryOptions {
+    fn default() -> Self {
+        Self {
+            max_depth: 4,
+            max_paths: 1000,
+            top_values: 10,
+            exact_distinct_limit: 10_000,
+            page_size: 1000,
+            gzip_level: 6,
+            upload_chunk_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `summary.json`, schema 1: the types, and their deterministic encoding.
+//!
+//! Determinism: fields are sorted by path, top values by count then value,
+//! floats are printed by serde_json's shortest round-trip formatting, and
+//! nothing time-dependent is included (`generated_at` lives in the manifest).
+//! Non-finite results (a variance that overflowed) are written as `null`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::week::IsoWeek;
+
+/// The current `summary.json` schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Path under which fields beyond the tracked-path cap are counted together.
+pub const OTHER_PATH: &str = "_other";
+
+/// One week's statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema: u32,
+    pub week: IsoWeek,
+    /// Monday 00:00 UTC, inclusive.
+    pub start: Timestamp,
+    /// Next Monday 00:00 UTC, exclusive.
+    pub end: Timestamp,
+    pub records: u64,
+    /// Total size of the records' JSON text, in bytes.
+    pub bytes: u64,
+    /// Records whose text could not be scanned as a JSON object (expected 0:
+    /// records are validated on ingest). They are counted in `records` only.
+    pub unparsable_records: u64,
+    /// Monday first, 7 entries, zeros included.
+    pub per_day: Vec<DayCount>,
+    /// 168 entries: hour 0 is Monday 00:00–01:00 UTC.
+    pub per_hour: Vec<u64>,
+    pub limits: Limits,
+    /// Every tracked path, sorted by path, then `_other` if anything overflowed.
+    pub fields: Vec<FieldSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCount {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub records: u64,
+}
+
+/// The limits the summary was computed with, so readers can interpret it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_depth: u8,
+    pub max_paths: usize,
+    pub top_values: usize,
+    pub exact_distinct_limit: usize,
+}
+
+/// Statistics of one field path, e.g. `user.address.city`. Keys containing
+/// `.` or `\` are escaped with a backslash (`a\.b` is the key `"a.b"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldSummary {
+    pub path: String,
+    /// Values seen at this path (once per record for a tracked path).
+    pub present: u64,
+    pub null: u64,
+    pub types: TypeCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<NumberSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string: Option<StringSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boolean: Option<BooleanSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArraySummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TypeCounts {
+    pub object: u64,
+    pub array: u64,
+    pub string: u64,
+    pub number: u64,
+    pub boolean: u64,
+    pub null: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumberSummary {
+    /// All numbers, including `out_of_range`.
+    pub count: u64,
+    /// Numbers too large for an f64 (`1e400`): counted, left out of the rest.
+    pub out_of_range: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    /// Population standard deviation.
+    pub stddev: Option<f64>,
+    /// From a KLL sketch: rank error ≤ 1%.
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+}
+
+/// Equal-width bins from `min` to `max` (approximate, from the sketch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub min: f64,
+    pub max: f64,
+    pub counts: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StringSummary {
+    pub count: u64,
+    /// Exact when `distinct_exact`, else a HyperLogLog estimate (≤ 2% error).
+    pub distinct: u64,
+    pub distinct_exact: bool,
+    /// In Unicode scalar values.
+    pub min_length: u64,
+    pub max_length: u64,
+    /// Most frequent values, by count then value. Values are compared on
+    /// their first 256 bytes.
+    pub top: Vec<TopValue>,
+    /// When false, each count may be up to `top_max_error` below the truth.
+    pub top_exact: bool,
+    pub top_max_error: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopValue {
+    pub value: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BooleanSummary {
+    #[serde(rename = "true")]
+    pub true_count: u64,
+    #[serde(rename = "false")]
+    pub false_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArraySummary {
+    pub count: u64,
+    pub min_length: u64,
+    pub max_length: u64,
+    pub mean_length: f64,
+}
+
+impl Summary {
+    /// The bytes of `summary.json`: pretty-printed, newline-terminated, and
+    /// identical for identical input.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = serde_json::to_vec_pretty(self)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// A field by path.
+    pub fn field(&self, path: &str) -> Option<&FieldSummary> {
+        self.fields.iter().find(|f| f.path == path)
+    }
+}

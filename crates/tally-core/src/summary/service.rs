@@ -1,0 +1,291 @@
+//! The summarize service: one week from the store to the bucket.
+//!
+//! Used unchanged by `tally summarize`, the schedule in `tally serve` and the
+//! weekly Lambda. The run is a single pass over the week's pages: each page
+//! feeds the aggregator and the gzip export, then is dropped, so memory is one
+//! page plus the aggregator and one upload chunk.
+//!
+//! # Commit protocol
+//! 1. [`SummarySink::begin_week`] removes the manifest: from here on readers
+//!    treat the week as not produced.
+//! 2. `records.ndjson.gz` is streamed ([`SummarySink::open_object`]); on any
+//!    error the upload is aborted, leaving nothing.
+//! 3. `summary.json` and `summary.html` are put whole (atomic per object).
+//! 4. `manifest.json` is written last ([`SummarySink::commit_week`]).
+//!
+//! A failure anywhere leaves no manifest; a rerun rewrites every object with
+//! the same bytes and commits, so runs converge.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use flate2::{Compression, GzBuilder};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::SummaryOptions;
+use super::aggregate::Aggregator;
+use super::html::render_html;
+use crate::clock::{Clock, Timestamp};
+use crate::ports::{ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
+use crate::week::IsoWeek;
+
+pub const SUMMARY_JSON: &str = "summary.json";
+pub const SUMMARY_HTML: &str = "summary.html";
+pub const RECORDS_NDJSON_GZ: &str = "records.ndjson.gz";
+pub const MANIFEST_JSON: &str = "manifest.json";
+
+/// Why a run failed. Each variant names the week and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum SummarizeError {
+    #[error("could not read the records of {week}")]
+    ReadRecords {
+        week: IsoWeek,
+        #[source]
+        source: StoreError,
+    },
+    #[error("could not list the weeks that have records")]
+    ListWeeks {
+        #[source]
+        source: StoreError,
+    },
+    #[error("could not list the weeks already summarized")]
+    ListSummaries {
+        #[source]
+        source: SinkError,
+    },
+    #[error("could not write {object} of {week}")]
+    Write {
+        week: IsoWeek,
+        object: &'static str,
+        #[source]
+        source: SinkError,
+    },
+    #[error("could not encode {object} of {week}")]
+    Encode {
+        week: IsoWeek,
+        object: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SummarizeError {
+    /// The week the failure concerns, if any.
+    pub fn week(&self) -> Option<IsoWeek> {
+        match self {
+            Self::ReadRecords { week, .. } | Self::Write { week, .. } | Self::Encode { week, .. } => Some(*week),
+            Self::ListWeeks { .. } | Self::ListSummaries { .. } => None,
+        }
+    }
+}
+
+/// `manifest.json`: the commit marker, listing every object of the week.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub week: IsoWeek,
+    pub records: u64,
+    pub tally_version: String,
+    pub generated_at: Timestamp,
+    /// Sorted by key.
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// What a successful run wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeekReport {
+    pub week: IsoWeek,
+    pub records: u64,
+    /// Bytes of record JSON summarized.
+    pub bytes: u64,
+    /// The objects listed in the manifest, sorted by key.
+    pub objects: Vec<ObjectInfo>,
+    pub manifest: ObjectInfo,
+}
+
+/// Hooks for progress display: an indicatif bar or log lines in the CLI, logs
+/// in the Lambda. Every method defaults to doing nothing.
+pub trait Progress: Send + Sync {
+    fn week_started(&self, _week: IsoWeek) {}
+    /// Called after each page with the records read so far this week.
+    fn records_read(&self, _week: IsoWeek, _records: u64) {}
+    fn week_finished(&self, _report: &WeekReport) {}
+    fn week_failed(&self, _week: IsoWeek, _error: &SummarizeError) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Summarizes `week` into `sink`: `records.ndjson.gz`, `summary.json`,
+/// `summary.html`, then `manifest.json` (see the module docs for the commit
+/// protocol). `clock` supplies the manifest's `generated_at`, the only
+/// output that differs between reruns.
+///
+/// ```no_run
+/// # async fn run(store: &dyn tally_core::RecordStore, sink: &dyn tally_core::SummarySink) -> Result<(), Box<dyn std::error::Error>> {
+/// use tally_core::summary::{summarize_week, NoProgress, SummaryOptions};
+/// use tally_core::{IsoWeek, SystemClock};
+/// let week = IsoWeek::parse("2026-W47")?;
+/// let report = summarize_week(store, sink, &SystemClock, week, &SummaryOptions::default(), &NoProgress).await?;
+/// println!("{}: {} records", report.week, report.records);
+/// # Ok(()) }
+/// ```
+pub async fn summarize_week(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    progress: &dyn Progress,
+) -> Result<WeekReport, SummarizeError> {
+    progress.week_started(week);
+    let result = run(store, sink, clock, week, options, progress).await;
+    match &result {
+        Ok(report) => progress.week_finished(report),
+        Err(e) => progress.week_failed(week, e),
+    }
+    result
+}
+
+/// Summarizes each week in order, stopping at the first failure (which names
+/// its week). For backfills: `summarize_weeks(.., IsoWeek::range(from, to), ..)`.
+pub async fn summarize_weeks(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    weeks: impl IntoIterator<Item = IsoWeek>,
+    options: &SummaryOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<WeekReport>, SummarizeError> {
+    let mut reports = Vec::new();
+    for week in weeks {
+        reports.push(summarize_week(store, sink, clock, week, options, progress).await?);
+    }
+    Ok(reports)
+}
+
+/// Weeks that hold records, ended before `now`'s week, and have no manifest:
+/// the runs that were missed (or failed). Ascending.
+pub async fn pending_weeks(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    now: Timestamp,
+) -> Result<Vec<IsoWeek>, SummarizeError> {
+    let current = IsoWeek::containing(now);
+    let done = sink.list_weeks().await.map_err(|source| SummarizeError::ListSummaries { source })?;
+    let mut weeks = store.weeks().await.map_err(|source| SummarizeError::ListWeeks { source })?;
+    weeks.retain(|w| *w < current && done.binary_search(w).is_err());
+    weeks.sort_unstable();
+    Ok(weeks)
+}
+
+/// Summarizes every [pending](pending_weeks) week, oldest first: what
+/// `tally serve` does on start.
+pub async fn catch_up(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    options: &SummaryOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<WeekReport>, SummarizeError> {
+    let weeks = pending_weeks(store, sink, clock.now()).await?;
+    summarize_weeks(store, sink, clock, weeks, options, progress).await
+}
+
+async fn run(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    progress: &dyn Progress,
+) -> Result<WeekReport, SummarizeError> {
+    let write_err = |object| move |source| SummarizeError::Write { week, object, source };
+    let encode_err = |object| move |source| SummarizeError::Encode { week, object, source };
+
+    sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
+
+    let mut upload =
+        sink.open_object(week, RECORDS_NDJSON_GZ, "application/gzip").await.map_err(write_err(RECORDS_NDJSON_GZ))?;
+    let aggregator = match export(store, upload.as_mut(), week, options, progress).await {
+        Ok(aggregator) => aggregator,
+        Err(e) => {
+            // The run has already failed; a failed abort cannot leave more
+            // than the sink's own temp object, which it cleans up on drop.
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+    };
+    let records_info = upload.finish().await.map_err(write_err(RECORDS_NDJSON_GZ))?;
+
+    let summary = aggregator.finish();
+    let json =
+        summary.to_json().map_err(|e| SummarizeError::Encode { week, object: SUMMARY_JSON, source: e.into() })?;
+    let html = render_html(&summary);
+    let json_info = sink
+        .put_object(week, SUMMARY_JSON, "application/json", Bytes::from(json))
+        .await
+        .map_err(write_err(SUMMARY_JSON))?;
+    let html_info = sink
+        .put_object(week, SUMMARY_HTML, "text/html; charset=utf-8", Bytes::from(html))
+        .await
+        .map_err(write_err(SUMMARY_HTML))?;
+
+    let mut objects = vec![records_info, json_info, html_info];
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    let manifest = Manifest {
+        schema: super::SCHEMA_VERSION,
+        week,
+        records: summary.records,
+        tally_version: crate::VERSION.to_owned(),
+        generated_at: clock.now(),
+        objects: objects.clone(),
+    };
+    let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| encode_err(MANIFEST_JSON)(e.into()))?;
+    manifest_bytes.push(b'\n');
+    let manifest_info = sink.commit_week(week, Bytes::from(manifest_bytes)).await.map_err(write_err(MANIFEST_JSON))?;
+    Ok(WeekReport { week, records: summary.records, bytes: summary.bytes, objects, manifest: manifest_info })
+}
+
+/// Reads the week page by page, feeding the aggregator and the gzip export.
+async fn export(
+    store: &dyn RecordStore,
+    upload: &mut dyn ObjectUpload,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    progress: &dyn Progress,
+) -> Result<Aggregator, SummarizeError> {
+    let encode_err = |source| SummarizeError::Encode { week, object: RECORDS_NDJSON_GZ, source };
+    let write_err = |source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source };
+    let chunk = options.upload_chunk_bytes.max(1);
+    let mut aggregator = Aggregator::new(week, options);
+    // No file name and mtime 0 in the header: the same records give the same bytes.
+    let mut gz =
+        GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(options.gzip_level.min(9)));
+    let mut line = String::new();
+    let mut pages = store.scan_week(week, options.page_size.max(1));
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|source| SummarizeError::ReadRecords { week, source })?;
+        for record in &page {
+            aggregator.push(record);
+            line.clear();
+            record.write_json(&mut line);
+            line.push('\n');
+            gz.write_all(line.as_bytes()).map_err(encode_err)?;
+        }
+        progress.records_read(week, aggregator.records());
+        if gz.get_ref().len() >= chunk {
+            let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
+            upload.write(Bytes::from(full)).await.map_err(write_err)?;
+        }
+    }
+    let rest = gz.finish().map_err(encode_err)?;
+    if !rest.is_empty() {
+        upload.write(Bytes::from(rest)).await.map_err(write_err)?;
+    }
+    Ok(aggregator)
+}

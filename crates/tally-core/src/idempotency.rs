@@ -6,6 +6,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
+use crate::id::RecordId;
 
 /// How long a key is remembered. The contract promises at least 24 hours.
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
@@ -95,6 +96,22 @@ pub struct IdempotencyEntry {
     pub response: String,
     /// The store may forget the key after this instant.
     pub expires_at: Timestamp,
+}
+
+/// The seed of an idempotent request's deterministic record ids
+/// ([`RecordId::deterministic`]): the key and the request fingerprint.
+pub fn id_seed(key: &IdempotencyKey, fingerprint: &Fingerprint) -> Vec<u8> {
+    [key.as_str().as_bytes(), &[0], &fingerprint.0].concat()
+}
+
+impl IdempotencyEntry {
+    /// The id the `index`-th record of the remembered request was given. A
+    /// store that could not finish writing a request's records uses it to
+    /// rewrite them under their original ids when a retry (which carries a
+    /// later `received_at` of its own) comes in.
+    pub fn record_id(&self, index: usize) -> RecordId {
+        RecordId::deterministic(self.received_at, &id_seed(&self.key, &self.fingerprint), index)
+    }
 }
 
 #[cfg(test)]

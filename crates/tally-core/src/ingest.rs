@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, Timestamp};
 use crate::id::RecordId;
-use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
+use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS, id_seed};
 use crate::ports::{InsertOutcome, RecordStore, StoreError};
 use crate::record::Record;
 use crate::validate::{BodyFormat, Limits, Parsed, ValidationError, parse_body};
@@ -91,7 +91,7 @@ impl IngestService {
 
         let parsed = parse_body(body, format, &self.limits)?;
         let received_at = self.clock.now();
-        let seed = key.as_ref().map(|k| [k.as_str().as_bytes(), &[0], &fingerprint.0].concat());
+        let seed = key.as_ref().map(|k| id_seed(k, &fingerprint));
         let records: Vec<Record> = parsed
             .records()
             .iter()
@@ -195,6 +195,15 @@ mod tests {
         let err = svc.ingest(br#"[{"a":1},{"a":2}]"#, BodyFormat::NdJson, key("k1")).await.unwrap_err();
         assert!(matches!(err, IngestError::IdempotencyConflict));
         assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_knows_the_ids_its_request_was_given() {
+        let (svc, store) = service();
+        let r = svc.ingest(br#"[{"a":1},{"a":2}]"#, BodyFormat::Json, key("k2")).await.unwrap();
+        let IngestResponse::Batch { ids, .. } = r.response else { panic!() };
+        let entry = store.idempotency_entry(&key("k2").unwrap()).await.unwrap().unwrap();
+        assert_eq!(ids, vec![entry.record_id(0), entry.record_id(1)]);
     }
 
     #[tokio::test]

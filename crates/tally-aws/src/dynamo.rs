@@ -1,0 +1,552 @@
+//! [`RecordStore`] on one DynamoDB table (`pk` S HASH, `sk` S RANGE, TTL on `expires_at`).
+//!
+//! # Item layout
+//! ```text
+//! record       pk = D#2026-11-23#07   sk = 01KAQ6ZP4W...   data = "<JSON text as sent>"   received_at = 1763884800123
+//! week marker  pk = W                 sk = 2026-W48
+//! idempotency  pk = I#<key>           sk = I               fingerprint, received_at, status, response,
+//!                                                          expires_at (epoch s, TTL), expires_at_ms, complete
+//! ```
+//! A record's partition is its UTC day plus one of [`SHARDS`] shards picked by
+//! hashing the id, so writes spread over 16 partitions per day and
+//! `GET /records/{id}` is one GetItem: the ULID gives the day, its hash the shard.
+//! Reading a week queries its 7 × 16 partitions and merges them by id; the
+//! sort key is the ULID text, whose byte order is the id order.
+//!
+//! `weeks()` queries the `W` partition: each insert first puts the marker of
+//! its week(s) (an idempotent overwrite, cached per process so a warm Lambda
+//! writes it once per week), so no Scan is ever needed.
+//!
+//! # Idempotent batches
+//! DynamoDB cannot commit a 1000-item batch atomically. With a key, the entry
+//! is claimed first (conditional put, `complete = false`), then the records
+//! are written, then the entry is marked `complete`. An incomplete entry is
+//! invisible to [`RecordStore::idempotency_entry`], so a retry of a request
+//! that failed half-way goes on to `insert`, finds the incomplete entry with
+//! its own fingerprint, rewrites the records under their original ids
+//! ([`IdempotencyEntry::record_id`]: same key, body and `received_at`) and
+//! completes the entry: the request converges without duplicates, and a 201 is
+//! only ever given once every record is stored.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
+use futures::{StreamExt, TryStreamExt};
+use tally_core::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
+use tally_core::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
+use tally_core::{IsoWeek, Record, RecordId, Timestamp};
+use time::Date;
+use tracing::{Instrument, instrument};
+
+use crate::retry::RetryPolicy;
+
+/// Shards per day. Changing it orphans existing data: it is part of the key.
+pub const SHARDS: u16 = 16;
+/// BatchWriteItem's limit.
+const BATCH_LIMIT: usize = 25;
+/// Chunks of a batch written concurrently.
+const BATCH_CONCURRENCY: usize = 8;
+const WEEKS_PK: &str = "W";
+const KEY_SK: &str = "I";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The partition key of a record: `D#<UTC day>#<shard>`.
+pub fn record_pk(id: RecordId) -> String {
+    day_pk(id.timestamp().to_datetime().date(), id.shard(SHARDS))
+}
+
+fn day_pk(day: Date, shard: u16) -> String {
+    format!("D#{:04}-{:02}-{:02}#{shard:02}", day.year(), u8::from(day.month()), day.day())
+}
+
+fn key_pk(key: &IdempotencyKey) -> String {
+    format!("I#{}", key.as_str())
+}
+
+/// tally's records and idempotency keys in a DynamoDB table.
+#[derive(Debug)]
+pub struct DynamoDbRecordStore {
+    client: Client,
+    table: String,
+    retry: RetryPolicy,
+    /// Weeks whose marker this process has already written.
+    marked: Mutex<HashSet<IsoWeek>>,
+}
+
+impl DynamoDbRecordStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), retry: RetryPolicy::default(), marked: Mutex::default() }
+    }
+
+    /// Overrides how long unprocessed batch items are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn marked(&self) -> std::sync::MutexGuard<'_, HashSet<IsoWeek>> {
+        self.marked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts the `W` marker of every week of `records` not yet marked by this process.
+    async fn mark_weeks(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut weeks: Vec<IsoWeek> = records.iter().map(|r| IsoWeek::containing(r.received_at)).collect();
+        weeks.sort();
+        weeks.dedup();
+        weeks.retain(|w| !self.marked().contains(w));
+        for week in weeks {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(WEEKS_PK))
+                .item("sk", s(week.to_string()))
+                .send()
+                .await
+                .map_err(|e| classify("PutItem (week marker)", e))?;
+            self.marked().insert(week);
+        }
+        Ok(())
+    }
+
+    async fn write_records(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.mark_weeks(records).await?;
+        if let [record] = records {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(record_item(record)))
+                .send()
+                .await
+                .map_err(|e| classify("PutItem", e))?;
+            return Ok(());
+        }
+        // Futures are lazy: building them all up front costs nothing, and
+        // sidesteps a higher-ranked lifetime error with a closure in `map`.
+        let writes: Vec<_> = records.chunks(BATCH_LIMIT).map(|chunk| self.write_chunk(chunk)).collect();
+        futures::stream::iter(writes).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await
+    }
+
+    /// One BatchWriteItem, re-sending `UnprocessedItems` with backoff until
+    /// they are all written or the retry policy gives up.
+    async fn write_chunk(&self, chunk: &[Record]) -> Result<(), StoreError> {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|r| {
+                PutRequest::builder()
+                    .set_item(Some(record_item(r)))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::internal("could not build a DynamoDB put request", e))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut attempt = 0;
+        loop {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| classify("BatchWriteItem", e))?;
+            requests = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            let Some(delay) = self.retry.delay(attempt) else {
+                tracing::warn!(unprocessed = requests.len(), attempt, "BatchWriteItem still throttled; giving up");
+                return Err(StoreError::Unavailable {
+                    message: format!(
+                        "DynamoDB left {} items unprocessed after {attempt} attempts (throughput exceeded)",
+                        requests.len()
+                    ),
+                    retry_after: Duration::from_secs(1),
+                    source: None,
+                });
+            };
+            tracing::debug!(unprocessed = requests.len(), attempt, ?delay, "retrying unprocessed items");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Claims `entry.key` (as incomplete). `Ok(None)` if claimed, else the
+    /// entry already in the table and whether it is complete.
+    async fn claim(&self, entry: &IdempotencyEntry) -> Result<Option<(IdempotencyEntry, bool)>, StoreError> {
+        let now_s = Timestamp::now().as_millis().div_euclid(1000);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry_item(entry, false)))
+            // TTL deletion lags by up to days: an expired entry counts as absent.
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now_s))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let old = match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                let old = match old {
+                    Some(item) => Some(item),
+                    // Emulators may not return the old item; read it.
+                    None => self.get_entry_item(&entry.key).await?,
+                };
+                match old {
+                    Some(item) => Ok(Some(parse_entry(&entry.key, &item)?)),
+                    None => Err(StoreError::Unavailable {
+                        message: "an idempotency key vanished while it was being claimed".into(),
+                        retry_after: Duration::from_secs(1),
+                        source: None,
+                    }),
+                }
+            }
+            Err(e) => Err(classify("PutItem (idempotency key)", e)),
+        }
+    }
+
+    async fn complete(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(KEY_SK))
+            .update_expression("SET complete = :t")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| classify("UpdateItem (idempotency key)", e))?;
+        Ok(())
+    }
+
+    async fn get_entry_item(&self, key: &IdempotencyKey) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(KEY_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem (idempotency key)", e))?;
+        Ok(out.item)
+    }
+
+    /// One page of one day-shard partition.
+    async fn query_page(
+        &self,
+        pk: &str,
+        start: Option<Item>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .projection_expression("sk, #d, received_at")
+            .expression_attribute_names("#d", "data")
+            .consistent_read(true)
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let records = out.items.unwrap_or_default().iter().map(parse_record).collect::<Result<_, _>>()?;
+        Ok((records, out.last_evaluated_key.filter(|k| !k.is_empty())))
+    }
+}
+
+#[async_trait]
+impl RecordStore for DynamoDbRecordStore {
+    #[instrument(skip_all, fields(table = %self.table, records = records.len(), idempotent = idempotency.is_some()))]
+    async fn insert(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let Some(entry) = idempotency else {
+            self.write_records(records).await?;
+            return Ok(InsertOutcome::Inserted);
+        };
+        match self.claim(entry).await? {
+            None => {
+                self.write_records(records).await?;
+                self.complete(&entry.key).await?;
+                Ok(InsertOutcome::Inserted)
+            }
+            Some((existing, true)) => Ok(InsertOutcome::KeyExists(existing)),
+            Some((existing, false)) if existing.fingerprint != entry.fingerprint => {
+                Ok(InsertOutcome::KeyExists(existing))
+            }
+            Some((existing, false)) => {
+                // An earlier attempt of this very request claimed the key but did
+                // not finish (or is still running): write its records under the
+                // original ids and `received_at`, so both attempts converge.
+                tracing::info!("completing an interrupted idempotent request");
+                let rebased: Vec<Record> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| Record {
+                        id: existing.record_id(i),
+                        received_at: existing.received_at,
+                        data: r.data.clone(),
+                    })
+                    .collect();
+                self.write_records(&rebased).await?;
+                self.complete(&entry.key).await?;
+                Ok(InsertOutcome::KeyExists(existing))
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(table = %self.table))]
+    async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {
+        let Some(item) = self.get_entry_item(key).await? else { return Ok(None) };
+        let (entry, complete) = parse_entry(key, &item)?;
+        // Incomplete entries stay hidden so that a retry reaches `insert` and finishes the write.
+        Ok((complete && entry.expires_at > Timestamp::now()).then_some(entry))
+    }
+
+    #[instrument(skip_all, fields(table = %self.table, id = %id))]
+    async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(record_pk(id)))
+            .key("sk", s(id.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        out.item.as_ref().map(parse_record).transpose()
+    }
+
+    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+        let scan = WeekScan {
+            store: self,
+            days: week.days().into_iter().collect(),
+            shards: Vec::new(),
+            page_size: page_size.max(1),
+        };
+        let span = tracing::info_span!("scan_week", table = %self.table, week = %week);
+        futures::stream::unfold(Some(scan), move |state| {
+            async move {
+                let mut scan = state?;
+                match scan.next_page().await {
+                    Ok(Some(page)) => Some((Ok(page), Some(scan))),
+                    Ok(None) => None,
+                    // The stream ends after its first error.
+                    Err(e) => Some((Err(e), None)),
+                }
+            }
+            .instrument(span.clone())
+        })
+        .boxed()
+    }
+
+    #[instrument(skip_all, fields(table = %self.table))]
+    async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
+        let mut weeks = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(WEEKS_PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("Query (weeks)", e))?;
+            for item in out.items.unwrap_or_default() {
+                let sk = get_s(&item, "sk")?;
+                weeks
+                    .push(IsoWeek::parse(sk).map_err(|e| StoreError::internal("a week marker is not an ISO week", e))?);
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                break;
+            }
+        }
+        weeks.sort();
+        weeks.dedup();
+        Ok(weeks)
+    }
+}
+
+/// The state of a week scan: the days still to read and, for the current
+/// day, one cursor per shard. At most `SHARDS` query pages are held at once.
+struct WeekScan<'a> {
+    store: &'a DynamoDbRecordStore,
+    days: VecDeque<Date>,
+    shards: Vec<ShardCursor>,
+    page_size: usize,
+}
+
+struct ShardCursor {
+    pk: String,
+    buf: VecDeque<Record>,
+    /// Where the next query page starts; `None` once the partition is exhausted.
+    next: Option<Option<Item>>,
+}
+
+impl ShardCursor {
+    fn needs_page(&self) -> bool {
+        self.buf.is_empty() && self.next.is_some()
+    }
+}
+
+impl WeekScan<'_> {
+    async fn next_page(&mut self) -> Result<Option<Vec<Record>>, StoreError> {
+        let mut page = Vec::with_capacity(self.page_size);
+        while page.len() < self.page_size {
+            if self.shards.is_empty() {
+                let Some(day) = self.days.pop_front() else { break };
+                self.shards = (0..SHARDS)
+                    .map(|shard| ShardCursor { pk: day_pk(day, shard), buf: VecDeque::new(), next: Some(None) })
+                    .collect();
+            }
+            self.refill().await?;
+            // k-way merge: the smallest head among the day's shards.
+            let best = self
+                .shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.buf.front().map(|r| (r.id, i)))
+                .min()
+                .map(|(_, i)| i);
+            match best.and_then(|i| self.shards[i].buf.pop_front()) {
+                Some(record) => page.push(record),
+                // Every shard of the day is exhausted.
+                None => self.shards.clear(),
+            }
+        }
+        Ok((!page.is_empty()).then_some(page))
+    }
+
+    /// Fetches, in parallel, the next page of every shard whose buffer ran dry.
+    async fn refill(&mut self) -> Result<(), StoreError> {
+        if !self.shards.iter().any(ShardCursor::needs_page) {
+            return Ok(());
+        }
+        let store = self.store;
+        let limit = self.page_size;
+        let fetches = self.shards.iter_mut().filter(|c| c.needs_page()).map(|c| async move {
+            let start = c.next.take().flatten();
+            let (records, next) = store.query_page(&c.pk, start, limit).await?;
+            c.buf.extend(records);
+            c.next = next.map(Some);
+            Ok::<(), StoreError>(())
+        });
+        futures::future::try_join_all(fetches).await?;
+        Ok(())
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn record_item(r: &Record) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(record_pk(r.id))),
+        ("sk".to_owned(), s(r.id.to_string())),
+        ("data".to_owned(), s(r.data.clone())),
+        ("received_at".to_owned(), n(r.received_at.as_millis())),
+    ])
+}
+
+fn entry_item(e: &IdempotencyEntry, complete: bool) -> Item {
+    // TTL wants epoch seconds; round up so the key lives at least as long as promised.
+    let expires_s = (e.expires_at.as_millis() + 999).div_euclid(1000);
+    HashMap::from([
+        ("pk".to_owned(), s(key_pk(&e.key))),
+        ("sk".to_owned(), s(KEY_SK)),
+        ("fingerprint".to_owned(), s(e.fingerprint.to_hex())),
+        ("received_at".to_owned(), n(e.received_at.as_millis())),
+        ("status".to_owned(), n(i64::from(e.status))),
+        ("response".to_owned(), s(e.response.clone())),
+        ("expires_at".to_owned(), n(expires_s)),
+        ("expires_at_ms".to_owned(), n(e.expires_at.as_millis())),
+        ("complete".to_owned(), AttributeValue::Bool(complete)),
+    ])
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal { message: format!("a DynamoDB item has a missing or malformed `{what}`"), source: None }
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
+}
+
+fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
+}
+
+fn parse_record(item: &Item) -> Result<Record, StoreError> {
+    let id = RecordId::parse(get_s(item, "sk")?)
+        .map_err(|e| StoreError::internal("a record's sort key is not a ULID", e))?;
+    Ok(Record {
+        id,
+        received_at: Timestamp::from_millis(get_n(item, "received_at")?),
+        data: get_s(item, "data")?.to_owned(),
+    })
+}
+
+/// The entry and its `complete` flag.
+fn parse_entry(key: &IdempotencyKey, item: &Item) -> Result<(IdempotencyEntry, bool), StoreError> {
+    let fingerprint = Fingerprint::from_hex(get_s(item, "fingerprint")?).ok_or_else(|| corrupt("fingerprint"))?;
+    let entry = IdempotencyEntry {
+        key: key.clone(),
+        fingerprint,
+        received_at: Timestamp::from_millis(get_n(item, "received_at")?),
+        status: u16::try_from(get_n(item, "status")?).map_err(|_| corrupt("status"))?,
+        response: get_s(item, "response")?.to_owned(),
+        expires_at: Timestamp::from_millis(get_n(item, "expires_at_ms")?),
+    };
+    let complete = item.get("complete").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+    Ok((entry, complete))
+}
+
+/// Maps an SDK error: throttling, 5xx and network trouble are worth a retry
+/// by the client (503); anything else is a bug or misconfiguration (500).
+fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code().map(str::to_owned);
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => code.as_deref().is_some_and(crate::is_transient_code),
+        _ => false,
+    };
+    let message = format!("DynamoDB {op} failed ({})", code.as_deref().unwrap_or("no error code"));
+    if transient { StoreError::unavailable(message, err) } else { StoreError::internal(message, err) }
+}

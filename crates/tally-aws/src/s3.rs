@@ -1,0 +1,381 @@
+//! [`SummarySink`] on an S3 bucket.
+//!
+//! # Object layout
+//! ```text
+//! <prefix>summaries/2026-W47/summary.json        PutObject, SHA-256 checksum
+//! <prefix>summaries/2026-W47/records.ndjson.gz   multipart upload, SHA-256 per part
+//! <prefix>summaries/2026-W47/manifest.json       written last; readers trust only weeks with one
+//! ```
+//! A streamed upload buffers up to the part size (8 MiB by default; S3 wants
+//! at least 5 MiB for every part but the last), is aborted on error or when
+//! dropped unfinished, and falls back to one PutObject when it never filled a
+//! part. Nothing is visible under the key until it completes.
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tally_core::IsoWeek;
+use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink};
+use tracing::instrument;
+
+/// Default multipart part size.
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+const MANIFEST: &str = "manifest.json";
+
+/// tally's weekly summaries in an S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3SummarySink {
+    client: Client,
+    bucket: String,
+    /// Empty or ending in `/`.
+    prefix: String,
+    part_size: usize,
+}
+
+impl S3SummarySink {
+    /// `prefix` is prepended to every key (a `/` is added if it lacks one).
+    pub fn new(client: Client, bucket: impl Into<String>, prefix: Option<String>) -> Self {
+        let prefix = match prefix.as_deref().map(|p| p.trim_matches('/')) {
+            None | Some("") => String::new(),
+            Some(p) => format!("{p}/"),
+        };
+        Self { client, bucket: bucket.into(), prefix, part_size: DEFAULT_PART_SIZE }
+    }
+
+    /// Sets the multipart part size. Real S3 rejects parts under 5 MiB (but
+    /// the last); tests lower it together with moto's `S3_UPLOAD_PART_MIN_SIZE`.
+    pub fn with_part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes.max(1);
+        self
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn weeks_prefix(&self) -> String {
+        format!("{}summaries/", self.prefix)
+    }
+
+    fn key(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(SinkError::Internal { message: format!("{name:?} is not a valid object name"), source: None });
+        }
+        Ok(format!("{}{week}/{name}", self.weeks_prefix()))
+    }
+}
+
+#[async_trait]
+impl SummarySink for S3SummarySink {
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week))]
+    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(week, MANIFEST)?)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObject", e))?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name, bytes = body.len()))]
+    async fn put_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<ObjectInfo, SinkError> {
+        put_whole(&self.client, &self.bucket, self.key(week, name)?, content_type, body).await
+    }
+
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
+    async fn open_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectUpload>, SinkError> {
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key(week, name)?,
+            content_type: content_type.to_owned(),
+            part_size: self.part_size,
+            buf: Vec::new(),
+            hasher: Sha256::new(),
+            bytes: 0,
+            upload_id: None,
+            parts: Vec::new(),
+            done: false,
+        }))
+    }
+
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week))]
+    async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError> {
+        put_whole(&self.client, &self.bucket, self.key(week, MANIFEST)?, "application/json", manifest).await
+    }
+
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
+    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
+        let result = self.client.get_object().bucket(&self.bucket).key(self.key(week, name)?).send().await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
+            Err(e) => return Err(classify("GetObject", e)),
+        };
+        let body = out.body.collect().await.map_err(|e| SinkError::Unavailable {
+            message: "reading an object from S3 failed".into(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    #[instrument(skip_all, fields(bucket = %self.bucket))]
+    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        let prefix = self.weeks_prefix();
+        let mut weeks = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListObjectsV2", e))?;
+            for object in out.contents() {
+                let week = object
+                    .key()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                    .and_then(|k| k.strip_suffix("/manifest.json"))
+                    .and_then(|w| IsoWeek::parse(w).ok());
+                weeks.extend(week);
+            }
+            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
+            if token.is_none() {
+                break;
+            }
+        }
+        weeks.sort();
+        weeks.dedup();
+        Ok(weeks)
+    }
+}
+
+fn sha256_b64(digest: &[u8]) -> String {
+    aws_smithy_types::base64::encode(digest)
+}
+
+async fn put_whole(
+    client: &Client,
+    bucket: &str,
+    key: String,
+    content_type: &str,
+    body: Bytes,
+) -> Result<ObjectInfo, SinkError> {
+    let digest = Sha256::digest(&body);
+    let bytes = body.len() as u64;
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .content_type(content_type)
+        .checksum_sha256(sha256_b64(&digest))
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| classify("PutObject", e))?;
+    Ok(ObjectInfo { key, bytes, sha256: hex::encode(digest) })
+}
+
+/// A streamed upload; see the module docs.
+#[derive(Debug)]
+struct S3Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    content_type: String,
+    part_size: usize,
+    buf: Vec<u8>,
+    /// SHA-256 of the whole object, for the manifest.
+    hasher: Sha256,
+    bytes: u64,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+    /// Completed or aborted: nothing left to clean up.
+    done: bool,
+}
+
+impl S3Upload {
+    async fn upload_part(&mut self, part: Vec<u8>) -> Result<(), SinkError> {
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let out = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .content_type(&self.content_type)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .send()
+                    .await
+                    .map_err(|e| classify("CreateMultipartUpload", e))?;
+                let id = out.upload_id.ok_or_else(|| SinkError::Internal {
+                    message: "S3 started a multipart upload without an upload id".into(),
+                    source: None,
+                })?;
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
+        let checksum = sha256_b64(&Sha256::digest(&part));
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_sha256(&checksum)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| classify("UploadPart", e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .checksum_sha256(out.checksum_sha256.unwrap_or(checksum))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn finish_inner(&mut self) -> Result<ObjectInfo, SinkError> {
+        let rest = std::mem::take(&mut self.buf);
+        if self.upload_id.is_none() {
+            // Never filled a part: one PutObject is cheaper and just as atomic.
+            let info = put_whole(&self.client, &self.bucket, self.key.clone(), &self.content_type, rest.into()).await?;
+            self.done = true;
+            return Ok(info);
+        }
+        if !rest.is_empty() {
+            self.upload_part(rest).await?;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_upload_id(self.upload_id.clone())
+            .multipart_upload(
+                CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.parts))).build(),
+            )
+            .send()
+            .await
+            .map_err(|e| classify("CompleteMultipartUpload", e))?;
+        self.done = true;
+        let digest = std::mem::take(&mut self.hasher).finalize();
+        Ok(ObjectInfo { key: self.key.clone(), bytes: self.bytes, sha256: hex::encode(digest) })
+    }
+
+    async fn abort_inner(&mut self) -> Result<(), SinkError> {
+        self.done = true;
+        self.buf = Vec::new();
+        let Some(upload_id) = self.upload_id.take() else { return Ok(()) };
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| classify("AbortMultipartUpload", e))?;
+        Ok(())
+    }
+
+    /// Aborts after a failure, keeping the original error.
+    async fn fail(&mut self, err: SinkError) -> SinkError {
+        if let Err(abort) = self.abort_inner().await {
+            tracing::warn!(error = %abort, key = %self.key, "could not abort a failed multipart upload");
+        }
+        err
+    }
+}
+
+#[async_trait]
+impl ObjectUpload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        if self.done {
+            return Err(SinkError::Internal { message: "write after the upload ended".into(), source: None });
+        }
+        self.hasher.update(&chunk);
+        self.bytes += chunk.len() as u64;
+        self.buf.extend_from_slice(&chunk);
+        while self.buf.len() >= self.part_size {
+            let rest = self.buf.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buf, rest);
+            if let Err(e) = self.upload_part(part).await {
+                return Err(self.fail(e).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<ObjectInfo, SinkError> {
+        match self.finish_inner().await {
+            Ok(info) => Ok(info),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), SinkError> {
+        self.abort_inner().await
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(upload_id) = self.upload_id.take() else { return };
+        // Dropped mid-upload (a panic, a cancelled future): abort in the
+        // background so the parts are not billed forever. The bucket's
+        // lifecycle rule for incomplete uploads is the backstop.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let request = self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(upload_id);
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            if let Err(e) = request.send().await {
+                tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), %key, "could not abort a dropped multipart upload");
+            }
+        });
+    }
+}
+
+fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> SinkError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.code().map(str::to_owned);
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => code.as_deref().is_some_and(crate::is_transient_code),
+        _ => false,
+    };
+    let message = format!("S3 {op} failed ({})", code.as_deref().unwrap_or("no error code"));
+    let source = Some(Box::new(err) as tally_core::ports::BoxError);
+    if transient { SinkError::Unavailable { message, source } } else { SinkError::Internal { message, source } }
+}

@@ -1,0 +1,333 @@
+//! The AWS adapters against a real emulator. Run with
+//! `./scripts/with-moto cargo test -p tally-aws` (fails loudly without moto).
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tally_aws::testing::{fresh_adapters, fresh_config};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, dynamo::SHARDS};
+use tally_core::idempotency::IdempotencyKey;
+use tally_core::ports::{InsertOutcome, RecordStore, SummarySink};
+use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, store_contract};
+use tally_core::{BodyFormat, IngestError, IngestService, IsoWeek, Limits, Record, RecordId, Timestamp};
+
+async fn store() -> DynamoDbRecordStore {
+    fresh_adapters().await.0
+}
+
+fn record(at_ms: i64, data: String) -> Record {
+    let at = Timestamp::from_millis(at_ms);
+    Record { id: RecordId::generate(at), received_at: at, data }
+}
+
+async fn raw_clients(config: &tally_aws::AwsConfig) -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
+    let sdk = tally_aws::sdk_config(config).await;
+    (tally_aws::dynamodb_client(&sdk), tally_aws::s3_client(&sdk, true))
+}
+
+#[tokio::test]
+async fn dynamodb_store_meets_the_store_contract() {
+    store_contract(&store().await).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_1000_is_written_in_chunks_and_reads_back_in_order() {
+    let store = store().await;
+    let week = IsoWeek::parse("2026-W47").unwrap();
+    // GIVEN 1000 records spread over the week (more than 40 BatchWriteItem chunks)
+    let step = (week.end().as_millis() - week.start().as_millis()) / 1000;
+    let batch: Vec<Record> =
+        (0..1000).map(|i| record(week.start().as_millis() + i * step, format!(r#"{{"i":{i}}}"#))).collect();
+    // WHEN inserted as one batch
+    assert_eq!(store.insert(&batch, None).await.unwrap(), InsertOutcome::Inserted);
+    // THEN every record is there, and the week reads back in id order
+    for r in batch.iter().step_by(97) {
+        assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(r));
+    }
+    let mut expected = batch.clone();
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(collect_week(&store, week, 128).await, expected);
+    assert_eq!(store.weeks().await.unwrap(), vec![week]);
+}
+
+#[tokio::test]
+async fn a_week_scan_merges_all_shards_of_all_seven_days_in_id_order() {
+    let store = store().await;
+    let week = IsoWeek::parse("2026-W20").unwrap();
+    // GIVEN records in every (day, shard) partition of the week, several per millisecond
+    let mut records = Vec::new();
+    for (d, day) in week.days().into_iter().enumerate() {
+        let day_start = tally_core::week::date_start(day).as_millis();
+        let mut shards = BTreeSet::new();
+        let mut i = 0i64;
+        while shards.len() < usize::from(SHARDS) || i < 40 {
+            // Clustered timestamps make ids within one ms differ only in their random part.
+            let r = record(day_start + (i * 7_919_000) % 86_400_000 + (i % 3), format!(r#"{{"d":{d},"i":{i}}}"#));
+            shards.insert(r.id.shard(SHARDS));
+            records.push(r);
+            i += 1;
+        }
+    }
+    // AND records just outside the week
+    let before = record(week.start().as_millis() - 1, r#"{"out":"before"}"#.into());
+    let after = record(week.end().as_millis(), r#"{"out":"after"}"#.into());
+    store.insert(&records, None).await.unwrap();
+    store.insert(&[before.clone(), after.clone()], None).await.unwrap();
+
+    // WHEN the week is scanned in small pages
+    let scanned = collect_week(&store, week, 10).await;
+
+    // THEN it is exactly the week's records, in id order
+    records.sort_by_key(|r| r.id);
+    assert_eq!(scanned.len(), records.len());
+    assert_eq!(scanned, records);
+    assert_eq!(collect_week(&store, week.previous(), 10).await, vec![before]);
+    assert_eq!(collect_week(&store, week.next(), 10).await, vec![after]);
+    assert_eq!(store.weeks().await.unwrap(), vec![week.previous(), week, week.next()]);
+}
+
+fn ingest(store: Arc<dyn RecordStore>, at_ms: i64) -> IngestService {
+    IngestService::new(store, Arc::new(FixedClock::at(Timestamp::from_millis(at_ms))), Limits::default())
+}
+
+fn key(k: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::parse(k.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn idempotent_requests_replay_and_conflict() {
+    let store: Arc<dyn RecordStore> = Arc::new(store().await);
+    // Keys expire 24 h after `received_at`, so these requests happen now.
+    let t = Timestamp::now().as_millis();
+    let body = br#"[{"a":1},{"a":2},{"a":3}]"#;
+    let first = ingest(store.clone(), t).ingest(body, BodyFormat::Json, key("k-1")).await.unwrap();
+    // A retry an hour later is answered from the stored response and writes nothing.
+    let again = ingest(store.clone(), t + 3_600_000).ingest(body, BodyFormat::Json, key("k-1")).await.unwrap();
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.body, again.body);
+    assert_eq!(collect_week(store.as_ref(), IsoWeek::containing(Timestamp::from_millis(t)), 100).await.len(), 3);
+    // Same key, other body: conflict.
+    let err = ingest(store.clone(), t).ingest(br#"[{"a":1}]"#, BodyFormat::Json, key("k-1")).await.unwrap_err();
+    assert!(matches!(err, IngestError::IdempotencyConflict), "{err:?}");
+    // A single record with a key.
+    let one = ingest(store.clone(), t).ingest(br#"{"x":1}"#, BodyFormat::Json, key("k-2")).await.unwrap();
+    let id = one.response.location_id().unwrap();
+    assert_eq!(store.get(id).await.unwrap().unwrap().data, r#"{"x":1}"#);
+}
+
+#[tokio::test]
+async fn an_idempotent_batch_interrupted_half_way_converges_on_retry() {
+    let config = fresh_config().await;
+    let (dynamo, _) = raw_clients(&config).await;
+    let store: Arc<dyn RecordStore> = Arc::new(DynamoDbRecordStore::new(dynamo.clone(), config.table.clone()));
+    // Keys expire 24 h after `received_at`, so these requests happen now.
+    let t1 = Timestamp::now().as_millis() - 10_000;
+    let week = IsoWeek::containing(Timestamp::from_millis(t1));
+    let body = b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
+
+    // GIVEN what the first attempt would have produced (the same service on a memory store)
+    let memory = Arc::new(MemoryRecordStore::default());
+    let original = ingest(memory.clone(), t1).ingest(body, BodyFormat::NdJson, key("half")).await.unwrap();
+    let entry = memory.idempotency_entry(&key("half").unwrap()).await.unwrap().unwrap();
+    let records = collect_week(memory.as_ref(), week, 100).await;
+    assert_eq!(records.len(), 3);
+    // AND a DynamoDB table where that attempt claimed the key but wrote one record of three
+    let first = records.iter().find(|r| r.id == entry.record_id(0)).unwrap();
+    store.insert(std::slice::from_ref(first), Some(&entry)).await.unwrap();
+    dynamo
+        .update_item()
+        .table_name(&config.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("I#half".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("I".into()))
+        .update_expression("SET complete = :f")
+        .expression_attribute_values(":f", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
+        .send()
+        .await
+        .unwrap();
+    // An unfinished entry is not offered for replay.
+    assert_eq!(store.idempotency_entry(&key("half").unwrap()).await.unwrap(), None);
+
+    // WHEN the client retries two seconds later
+    let retry = ingest(store.clone(), t1 + 2000).ingest(body, BodyFormat::NdJson, key("half")).await.unwrap();
+
+    // THEN it gets the original answer, and exactly the original records are stored
+    assert!(retry.replayed);
+    assert_eq!(retry.body, original.body);
+    assert_eq!(collect_week(store.as_ref(), week, 100).await, records);
+    assert_eq!(store.idempotency_entry(&key("half").unwrap()).await.unwrap(), Some(entry));
+    // AND a further retry replays without writing
+    let again = ingest(store.clone(), t1 + 9000).ingest(body, BodyFormat::NdJson, key("half")).await.unwrap();
+    assert_eq!(again.body, original.body);
+    assert_eq!(collect_week(store.as_ref(), week, 100).await.len(), 3);
+}
+
+fn week() -> IsoWeek {
+    IsoWeek::parse("2026-W47").unwrap()
+}
+
+#[tokio::test]
+async fn s3_sink_round_trips_objects_and_manifest() {
+    let (_, sink, _) = fresh_adapters().await;
+    let w = week();
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+    sink.begin_week(w).await.unwrap();
+    let body = Bytes::from_static(br#"{"records":3}"#);
+    let info = sink.put_object(w, "summary.json", "application/json", body.clone()).await.unwrap();
+    assert_eq!(info.key, "summaries/2026-W47/summary.json");
+    assert_eq!(info.bytes, body.len() as u64);
+    assert_eq!(info.sha256, hex::encode(Sha256::digest(&body)));
+    assert_eq!(sink.read_object(w, "summary.json").await.unwrap(), Some(body));
+    assert_eq!(sink.read_object(w, "absent.json").await.unwrap(), None);
+    // Not listed until the manifest is written.
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+    sink.commit_week(w, Bytes::from_static(b"{}")).await.unwrap();
+    sink.commit_week(w.previous(), Bytes::from_static(b"{}")).await.unwrap();
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![w.previous(), w]);
+    // A rerun starts by withdrawing the manifest.
+    sink.begin_week(w).await.unwrap();
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![w.previous()]);
+    assert_eq!(sink.read_object(w, "manifest.json").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn s3_sink_honours_its_prefix_and_rejects_odd_names() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), Some("team/a".into()));
+    let info = sink.commit_week(week(), Bytes::from_static(b"{}")).await.unwrap();
+    assert_eq!(info.key, "team/a/summaries/2026-W47/manifest.json");
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![week()]);
+    assert_eq!(S3SummarySink::new(s3, config.bucket.clone(), None).list_weeks().await.unwrap(), vec![]);
+    for bad in ["", "../x", "a/b", ".."] {
+        assert!(sink.put_object(week(), bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
+    }
+}
+
+/// Deterministic incompressible-ish bytes.
+fn payload(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(b"seed");
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+async fn multipart_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    s3.list_multipart_uploads().bucket(bucket).send().await.unwrap().uploads().len()
+}
+
+async fn object_count(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    s3.list_objects_v2().bucket(bucket).send().await.unwrap().contents().len()
+}
+
+#[tokio::test]
+async fn a_large_object_is_uploaded_in_parts() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), None).with_part_size(64 * 1024);
+    let data = payload(300 * 1024 + 17);
+    let mut upload = sink.open_object(week(), "records.ndjson.gz", "application/gzip").await.unwrap();
+    for chunk in data.chunks(10_000) {
+        upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let info = upload.finish().await.unwrap();
+    assert_eq!(info.bytes, data.len() as u64);
+    assert_eq!(info.sha256, hex::encode(Sha256::digest(&data)));
+    assert_eq!(sink.read_object(week(), "records.ndjson.gz").await.unwrap().as_deref(), Some(&data[..]));
+    // Five parts: a multipart ETag ends in "-<parts>".
+    let head = s3.head_object().bucket(&config.bucket).key(&info.key).send().await.unwrap();
+    assert!(head.e_tag().unwrap_or_default().trim_matches('"').ends_with("-5"), "{:?}", head.e_tag());
+    assert_eq!(head.content_type(), Some("application/gzip"));
+    assert_eq!(multipart_uploads(&s3, &config.bucket).await, 0);
+}
+
+#[tokio::test]
+async fn a_small_streamed_object_is_one_put() {
+    let (_, sink, _) = fresh_adapters().await;
+    let mut upload = sink.open_object(week(), "records.ndjson.gz", "application/gzip").await.unwrap();
+    upload.write(Bytes::from_static(b"abc")).await.unwrap();
+    upload.write(Bytes::from_static(b"def")).await.unwrap();
+    let info = upload.finish().await.unwrap();
+    assert_eq!(info.sha256, hex::encode(Sha256::digest(b"abcdef")));
+    assert_eq!(sink.read_object(week(), "records.ndjson.gz").await.unwrap().as_deref(), Some(&b"abcdef"[..]));
+    // An empty stream is a valid, empty object.
+    let empty = sink.open_object(week(), "empty.gz", "application/gzip").await.unwrap();
+    assert_eq!(empty.finish().await.unwrap().bytes, 0);
+}
+
+#[tokio::test]
+async fn an_aborted_or_dropped_upload_leaves_nothing() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), None).with_part_size(32 * 1024);
+    // Aborted after three parts were uploaded.
+    let mut upload = sink.open_object(week(), "records.ndjson.gz", "application/gzip").await.unwrap();
+    upload.write(Bytes::from(payload(100 * 1024))).await.unwrap();
+    assert_eq!(multipart_uploads(&s3, &config.bucket).await, 1);
+    upload.abort().await.unwrap();
+    assert_eq!(multipart_uploads(&s3, &config.bucket).await, 0);
+    assert_eq!(object_count(&s3, &config.bucket).await, 0);
+    // Dropped without finishing: aborted in the background.
+    let mut upload = sink.open_object(week(), "records.ndjson.gz", "application/gzip").await.unwrap();
+    upload.write(Bytes::from(payload(100 * 1024))).await.unwrap();
+    drop(upload);
+    for _ in 0..50 {
+        if multipart_uploads(&s3, &config.bucket).await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(multipart_uploads(&s3, &config.bucket).await, 0);
+    assert_eq!(object_count(&s3, &config.bucket).await, 0);
+}
+
+#[tokio::test]
+async fn a_failing_upload_leaves_no_partial_object_and_no_manifest() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), None).with_part_size(32 * 1024);
+    let w = week();
+    // GIVEN a complete earlier run of the week
+    sink.put_object(w, "records.ndjson.gz", "application/gzip", Bytes::from_static(b"old")).await.unwrap();
+    sink.commit_week(w, Bytes::from_static(b"{}")).await.unwrap();
+    // WHEN a rerun starts, and its upload fails half-way (the upload vanishes under it)
+    sink.begin_week(w).await.unwrap();
+    let mut upload = sink.open_object(w, "records.ndjson.gz", "application/gzip").await.unwrap();
+    upload.write(Bytes::from(payload(70 * 1024))).await.unwrap();
+    let uploads = s3.list_multipart_uploads().bucket(&config.bucket).send().await.unwrap();
+    let u = &uploads.uploads()[0];
+    s3.abort_multipart_upload()
+        .bucket(&config.bucket)
+        .key(u.key().unwrap())
+        .upload_id(u.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let failed = async {
+        upload.write(Bytes::from(payload(70 * 1024))).await?;
+        upload.finish().await
+    };
+    assert!(failed.await.is_err());
+    // THEN the week has no manifest, no pending upload, and the new object never appeared
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+    assert_eq!(sink.read_object(w, "manifest.json").await.unwrap(), None);
+    assert_eq!(multipart_uploads(&s3, &config.bucket).await, 0);
+    assert_eq!(sink.read_object(w, "records.ndjson.gz").await.unwrap().as_deref(), Some(&b"old"[..]));
+}
+
+#[tokio::test]
+async fn a_missing_table_is_an_internal_error_not_a_hang() {
+    let mut config = fresh_config().await;
+    config.table = "no-such-table".into();
+    let (store, _) = tally_aws::connect(&config).await.unwrap();
+    let err = store.get(RecordId::generate(Timestamp::now())).await.unwrap_err();
+    assert!(matches!(err, tally_core::StoreError::Internal { .. }), "{err:?}");
+}

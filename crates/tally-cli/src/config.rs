@@ -1,0 +1,143 @@
+//! Command-line flags and environment variables, parsed into typed settings.
+//! Only the binary reads the environment; everything below gets plain values.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tally_core::Limits;
+
+use crate::telemetry::LogFormat;
+
+/// tally — JSON records in, weekly reports out.
+///
+/// Send JSON records to `tally serve`; every record is stored durably, and
+/// once a week tally writes a summary of that week (summary.json,
+/// summary.html, records.ndjson.gz, manifest.json) to the bucket folder.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API on an embedded SQLite store, with the weekly summary schedule.
+    Serve(ServeArgs),
+    /// Write the summary of one week, the last complete week, or a range of weeks.
+    Summarize(SummarizeArgs),
+}
+
+/// Where records and summaries live.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory holding the SQLite database (tally.db).
+    #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
+    pub data_dir: PathBuf,
+
+    /// Where summaries are written: a directory [default: DATA_DIR/bucket].
+    #[arg(long, env = "TALLY_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("tally.db")
+    }
+
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| self.data_dir.join("bucket"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// File whose first line is the API key clients must send in `x-api-key`
+    /// (the key may instead come from the TALLY_API_KEY environment variable).
+    /// Without a key, tally serves only on loopback addresses.
+    #[arg(long, env = "TALLY_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Longest time one request may take, body included (seconds).
+    #[arg(long, env = "TALLY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// When to summarize the previous week: a cron expression in UTC
+    /// (minute hour day-of-month month day-of-week).
+    #[arg(long, env = "TALLY_SCHEDULE", default_value = "5 0 * * MON")]
+    pub schedule: String,
+
+    /// Do not run the weekly summary schedule (nor the start-up catch-up).
+    #[arg(long, env = "TALLY_NO_SCHEDULE")]
+    pub no_schedule: bool,
+}
+
+/// Request limits; requests over them get 413 or 422.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest request body, in bytes.
+    #[arg(long, env = "TALLY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest single record, in bytes.
+    #[arg(long, env = "TALLY_MAX_RECORD_BYTES", default_value_t = 64 * 1024)]
+    pub max_record_bytes: usize,
+
+    /// Most records in one batch.
+    #[arg(long, env = "TALLY_MAX_BATCH_RECORDS", default_value_t = 1000)]
+    pub max_batch_records: usize,
+
+    /// Deepest nesting of objects and arrays in a record.
+    #[arg(long, env = "TALLY_MAX_DEPTH", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=Limits::DEPTH_CEILING as i64))]
+    pub max_depth: u16,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_record_bytes: self.max_record_bytes,
+            max_batch_records: self.max_batch_records,
+            max_depth: usize::from(self.max_depth),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").args(["week", "last", "from"])))]
+pub struct SummarizeArgs {
+    /// One ISO week, e.g. 2026-W47.
+    #[arg(long)]
+    pub week: Option<String>,
+
+    /// The last complete week (the default).
+    #[arg(long)]
+    pub last: bool,
+
+    /// First week of a range (backfill); use with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+
+    /// Last week of a range, inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}

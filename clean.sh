@@ -198,7 +198,22 @@ fi
 
 say "Deleting CloudFormation stack $stack_name..."
 aws cloudformation delete-stack --stack-name "$stack_name" --region "$region"
-if ! aws cloudformation wait stack-delete-complete --stack-name "$stack_name" --region "$region"; then
+# Poll instead of `aws cloudformation wait` (30 s steps, silent) to show progress.
+wait_deleted() {
+  local started=$SECONDS state
+  while ((SECONDS - started < 3600)); do
+    state="$(aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+      --query 'Stacks[0].StackStatus' --output text 2>/dev/null)" || return 0
+    case "$state" in
+      DELETE_COMPLETE) return 0 ;;
+      DELETE_FAILED) return 1 ;;
+    esac
+    say "  $state ($((SECONDS - started)) s)..."
+    sleep 5
+  done
+  return 1
+}
+if ! wait_deleted; then
   say "Resources that could not be deleted:"
   # shellcheck disable=SC2016 # backticks are JMESPath literals
   aws cloudformation describe-stack-events --stack-name "$stack_name" --region "$region" \

@@ -11,7 +11,8 @@ use serde::Serialize;
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::{BodyFormat, IsoWeek, RecordId};
 
-use crate::problem::ApiError;
+use crate::openapi::{AnyObject, Created, RecordsJson, RecordsNdjson, StoredRecord};
+use crate::problem::{ApiError, Problem};
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -19,13 +20,24 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const API_KEY: &str = "x-api-key";
 
 /// Body of `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// Always `ok` when the server answers.
+    #[schema(example = "ok")]
     pub status: &'static str,
+    /// The server's crate version.
+    #[schema(example = "0.1.0")]
     pub version: &'static str,
 }
 
 /// `GET /health` — liveness, no key needed.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    operation_id = "get_health",
+    responses((status = 200, description = "The server is up.", body = Health))
+)]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok", version: tally_core::VERSION })
 }
@@ -100,7 +112,53 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
     })
 }
 
-/// `POST /records` and `POST /post` — store one record or a batch.
+/// `POST /records` — store one record or a batch.
+///
+/// One JSON object answers `{id, received_at}` with `Location`; an array of
+/// objects or NDJSON answers `{count, ids}` (ids in input order). A batch is
+/// all or nothing. `201` comes only after the records are committed to disk.
+#[utoipa::path(
+    post,
+    path = "/records",
+    tag = "records",
+    operation_id = "create_records",
+    params(IdempotencyKeyHeader),
+    request_body(
+        description = "One JSON object, an array of objects, or NDJSON.",
+        content((RecordsJson = "application/json"), (RecordsNdjson = "application/x-ndjson")),
+    ),
+    responses(
+        (status = 201, description = "Stored (or, with `Idempotent-Replayed: true`, stored before).",
+            body = Created,
+            headers(
+                ("Location" = String,
+                    description = "`/records/<id>` of the new record; only when one object was sent."),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when this answers a retry with the same `Idempotency-Key` and body; \
+                                   nothing new was stored."),
+            ),
+            links(
+                ("GetRecord" = (operation_id = "get_record", parameters(("id" = "$response.body#/id")),
+                    description = "Read the record just created (single-object requests).")),
+            )),
+        (status = 400, description = "Malformed JSON (with `line` and `column`), invalid UTF-8, an empty body, \
+            or a bad `Idempotency-Key`. For a batch, `index` (and `line` for NDJSON) names the item.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used before with a different body.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit (1 MiB by default).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The `Content-Type` is neither `application/json` nor `application/x-ndjson`, \
+            the charset is not UTF-8, or the body is compressed.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Valid JSON that cannot be stored: not an object or array of objects, an empty \
+            batch, too many records, a record too large or too deep, or a duplicate key. `index` names the item.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store could not commit; nothing was stored. Retry after `Retry-After`.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn create_records(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let format = body_format(&parts.headers)?;
@@ -123,7 +181,85 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
     Ok(res)
 }
 
+/// `POST /post` — the original app's path: exactly `POST /records`.
+#[utoipa::path(
+    post,
+    path = "/post",
+    tag = "records",
+    operation_id = "create_records_post",
+    params(IdempotencyKeyHeader),
+    request_body(
+        description = "One JSON object, an array of objects, or NDJSON.",
+        content((RecordsJson = "application/json"), (RecordsNdjson = "application/x-ndjson")),
+    ),
+    responses(
+        (status = 201, description = "Stored (or, with `Idempotent-Replayed: true`, stored before).",
+            body = Created,
+            headers(
+                ("Location" = String,
+                    description = "`/records/<id>` of the new record; only when one object was sent."),
+                ("Idempotent-Replayed" = String,
+                    description = "`true` when this answers a retry with the same `Idempotency-Key` and body."),
+            ),
+            links(
+                ("GetRecord" = (operation_id = "get_record", parameters(("id" = "$response.body#/id")),
+                    description = "Read the record just created (single-object requests).")),
+            )),
+        (status = 400, description = "Malformed JSON, invalid UTF-8, an empty body, or a bad `Idempotency-Key`.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used before with a different body.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the limit.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Another content type, a charset other than UTF-8, or a compressed body.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Valid JSON that cannot be stored.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store could not commit; nothing was stored.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
+pub async fn create_records_post(state: State<AppState>, request: Request) -> Result<Response, ApiError> {
+    create_records(state, request).await
+}
+
+/// The `Idempotency-Key` request header of the `POST` routes.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// Makes a retry safe: the same key with the same body answers the first
+    /// answer again (same ids, `Idempotent-Replayed: true`) and stores
+    /// nothing; the same key with another body is 409. Keys are kept at
+    /// least 24 hours. 1–255 printable ASCII characters (HTTP drops spaces
+    /// around header values, so the pattern has none at either end).
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        pattern = "^[!-~]([ -~]{0,253}[!-~])?$",
+        min_length = 1,
+        max_length = 255
+    )]
+    pub idempotency_key: String,
+}
+
 /// `GET /records/{id}` — one record, exactly as sent.
+#[utoipa::path(
+    get,
+    path = "/records/{id}",
+    tag = "records",
+    operation_id = "get_record",
+    params(("id" = String, Path, description = "The record's id (a ULID), as returned when it was created.",
+        pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
+    responses(
+        (status = 200, description = "The record; `data` is exactly what was sent.", body = StoredRecord),
+        (status = 400, description = "The id is not a ULID.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No record has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be read right now.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn get_record(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
@@ -137,19 +273,36 @@ pub async fn get_record(
 }
 
 /// One entry of `GET /summaries`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WeekLink {
+    /// The ISO week, e.g. `2026-W47`.
+    #[schema(value_type = String, pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$", example = "2026-W47")]
     pub week: IsoWeek,
+    /// Where its `summary.json` is served.
+    #[schema(example = "/summaries/2026-W47")]
     pub href: String,
 }
 
 /// Body of `GET /summaries`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WeekList {
+    /// Weeks whose summary is complete, oldest first.
     pub weeks: Vec<WeekLink>,
 }
 
 /// `GET /summaries` — weeks whose summary is complete, oldest first.
+#[utoipa::path(
+    get,
+    path = "/summaries",
+    tag = "summaries",
+    operation_id = "list_summaries",
+    responses(
+        (status = 200, description = "Weeks whose summary is complete, oldest first.", body = WeekList),
+        (status = 503, description = "The summary bucket cannot be read right now.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn list_summaries(State(state): State<AppState>) -> Result<Json<WeekList>, ApiError> {
     let weeks = state.sink.list_weeks().await?;
     Ok(Json(WeekList {
@@ -158,6 +311,25 @@ pub async fn list_summaries(State(state): State<AppState>) -> Result<Json<WeekLi
 }
 
 /// `GET /summaries/{week}` — that week's `summary.json`.
+#[utoipa::path(
+    get,
+    path = "/summaries/{week}",
+    tag = "summaries",
+    operation_id = "get_summary",
+    params(("week" = String, Path,
+        description = "An ISO week such as `2026-W47`. `W53` exists only in years with 53 ISO weeks \
+                       (2026 has one, 2025 does not); elsewhere it is 400.",
+        pattern = "^[0-9]{4}-[Ww](0[1-9]|[1-4][0-9]|5[0-3])$")),
+    responses(
+        (status = 200, description = "The week's `summary.json`.", body = AnyObject),
+        (status = 400, description = "Not an ISO week.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No complete summary for this week (yet).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The summary bucket cannot be read right now.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn get_summary(
     State(state): State<AppState>,
     week: Result<Path<String>, PathRejection>,

@@ -8,14 +8,16 @@
 //! # Layout
 //! - [`state`]: what handlers share ([`AppState`]) and the API-key check.
 //! - [`problem`]: [`ApiError`] and the problem+json responses.
-//! - [`handlers`]: one function per route.
+//! - [`handlers`]: one function per route, each with its OpenAPI operation.
+//! - [`openapi`]: the OpenAPI 3.1 document built from the route table.
 //! - [`router`]: routes plus middleware (request ids, tracing, timeouts).
 
 pub mod handlers;
+pub mod openapi;
 pub mod problem;
 mod router;
 pub mod state;
 
 pub use problem::ApiError;
-pub use router::{HttpOptions, router};
+pub use router::{HttpOptions, openapi, router};
 pub use state::{AppState, Auth};

@@ -13,18 +13,33 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// A problem document. `type` is a relative URI naming the problem kind
 /// (documented in the README); `title` is fixed per kind; `detail` says what
 /// happened and what to do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(description = "An RFC 9457 problem document (`application/problem+json`).")]
 pub struct Problem {
+    /// The problem kind, a relative URI such as `/problems/malformed-json`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^/problems/[a-z0-9-]+$", example = "/problems/malformed-json")]
     pub kind: String,
+    /// A short summary, fixed per kind.
+    #[schema(example = "Malformed JSON")]
     pub title: &'static str,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599, example = 400)]
     pub status: u16,
+    /// What happened and what to do about it.
+    #[schema(example = "expected value at line 2 column 8; fix the JSON and send it again")]
     pub detail: String,
+    /// The batch item at fault (0-based), for batch requests.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub index: Option<usize>,
+    /// The line at fault (1-based): of the syntax error, or of the NDJSON item.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     pub line: Option<usize>,
+    /// The column of a syntax error (1-based; 0 when the input ended at a line start).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub column: Option<usize>,
     #[serde(skip)]
     pub retry_after: Option<Duration>,

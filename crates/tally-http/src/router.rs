@@ -7,13 +7,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::handlers::{self, API_KEY};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
@@ -34,38 +36,49 @@ impl Default for HttpOptions {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Routes anyone may call.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(handlers::health)).routes(routes!(crate::openapi::serve_openapi))
+}
+
+/// Routes that need the API key. Each handler's `#[utoipa::path]` documents
+/// it, so this table is also the OpenAPI document's list of operations.
+fn protected_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(handlers::create_records))
+        .routes(routes!(handlers::create_records_post))
+        .routes(routes!(handlers::get_record))
+        .routes(routes!(handlers::list_summaries))
+        .routes(routes!(handlers::get_summary))
+}
+
+/// The OpenAPI 3.1 document of [`router`]'s routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    crate::openapi::document(public_routes().into_openapi(), protected_routes().into_openapi())
+}
+
 /// The one route table, served by `tally serve` and by the Lambda function.
 pub fn router(state: AppState, options: HttpOptions) -> Router {
-    let protected = Router::new()
-        .route("/records", post(handlers::create_records))
-        .route("/post", post(handlers::create_records))
-        .route("/records/{id}", get(handlers::get_record))
-        .route("/summaries", get(handlers::list_summaries))
-        .route("/summaries/{week}", get(handlers::get_summary))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let (protected, _) = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key))
+        .split_for_parts();
+    let (public, _) = public_routes().split_for_parts();
 
-    Router::new()
-        .route("/health", get(handlers::health))
-        .merge(protected)
-        .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(make_span)
-                        .on_request(())
-                        .on_response(on_response)
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(|_| {
-                    Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
-                }))
-                .layer(middleware::map_response(problemize))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout)),
-        )
+    public.merge(protected).fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) }).with_state(state).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(make_span)
+                    .on_request(())
+                    .on_response(on_response)
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(|_| Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()))
+            .layer(middleware::map_response(problemize))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout)),
+    )
 }
 
 /// One span per request: method, route and request id — never headers,

@@ -1,0 +1,83 @@
+//! The OpenAPI document: served without a key, and committed as
+//! `docs/openapi.json` exactly as generated.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tally_core::testing::{MemoryRecordStore, MemorySummarySink};
+use tally_core::{IngestService, Limits, SystemClock};
+use tally_http::{AppState, Auth, HttpOptions, router};
+use tower::ServiceExt;
+
+fn app() -> axum::Router {
+    let ingest = IngestService::new(Arc::new(MemoryRecordStore::default()), Arc::new(SystemClock), Limits::default());
+    router(AppState::new(ingest, Arc::new(MemorySummarySink::default()), Auth::key("k")), HttpOptions::default())
+}
+
+#[test]
+fn the_committed_openapi_json_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = tally_http::openapi::openapi_json();
+    assert!(
+        committed == generated,
+        "{} is missing or out of date with the code: run scripts/openapi and commit the result",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn the_document_is_served_without_a_key() {
+    let res = app().oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, tally_http::openapi::openapi_json().as_bytes());
+}
+
+#[test]
+fn every_route_is_documented_with_its_errors_and_security() {
+    let doc: Value = serde_json::from_str(&tally_http::openapi::openapi_json()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["version"], tally_core::VERSION);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"],
+        serde_json::json!({"type": "apiKey", "in": "header", "name": "x-api-key", "description": doc["components"]["securitySchemes"]["api_key"]["description"]})
+    );
+    let ops = [
+        ("/health", "get", &[200][..], false),
+        ("/openapi.json", "get", &[200], false),
+        ("/records", "post", &[201, 400, 401, 409, 413, 415, 422, 503], true),
+        ("/post", "post", &[201, 400, 401, 409, 413, 415, 422, 503], true),
+        ("/records/{id}", "get", &[200, 400, 401, 404, 503], true),
+        ("/summaries", "get", &[200, 401, 503], true),
+        ("/summaries/{week}", "get", &[200, 400, 401, 404, 503], true),
+    ];
+    assert_eq!(doc["paths"].as_object().unwrap().len(), ops.len(), "a route is missing from this test");
+    for (path, method, statuses, secured) in ops {
+        let op = &doc["paths"][path][method];
+        let responses = op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path} is not documented"));
+        let got: Vec<u16> = responses.keys().map(|k| k.parse().unwrap()).collect();
+        assert_eq!(got, statuses, "{method} {path}");
+        for (status, response) in responses {
+            assert!(response["headers"]["x-request-id"].is_object(), "{method} {path} {status}");
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
+            }
+            if status == "503" {
+                assert!(response["headers"]["Retry-After"].is_object(), "{method} {path}");
+            }
+        }
+        assert_eq!(op["security"].is_array(), secured, "{method} {path}");
+    }
+    let post = &doc["paths"]["/records"]["post"];
+    assert_eq!(post["parameters"][0]["name"], "Idempotency-Key");
+    let content = post["requestBody"]["content"].as_object().unwrap();
+    assert!(content.contains_key("application/json") && content.contains_key("application/x-ndjson"));
+    let created = &post["responses"]["201"];
+    assert!(created["headers"]["Location"].is_object() && created["headers"]["Idempotent-Replayed"].is_object());
+    assert_eq!(created["links"]["GetRecord"]["operationId"], "get_record");
+}

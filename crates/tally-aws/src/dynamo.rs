@@ -220,17 +220,16 @@ impl DynamoDbRecordStore {
         }
     }
 
-    async fn complete(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+    /// Marks `entry` complete. A whole PutItem rather than an UpdateItem:
+    /// the API function's role allows only PutItem, GetItem and BatchWriteItem.
+    async fn complete(&self, entry: &IdempotencyEntry) -> Result<(), StoreError> {
         self.client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .key("pk", s(key_pk(key)))
-            .key("sk", s(KEY_SK))
-            .update_expression("SET complete = :t")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .set_item(Some(entry_item(entry, true)))
             .send()
             .await
-            .map_err(|e| classify("UpdateItem (idempotency key)", e))?;
+            .map_err(|e| classify("PutItem (complete idempotency key)", e))?;
         Ok(())
     }
 
@@ -289,7 +288,7 @@ impl RecordStore for DynamoDbRecordStore {
         match self.claim(entry).await? {
             None => {
                 self.write_records(records).await?;
-                self.complete(&entry.key).await?;
+                self.complete(entry).await?;
                 Ok(InsertOutcome::Inserted)
             }
             Some((existing, true)) => Ok(InsertOutcome::KeyExists(existing)),
@@ -311,7 +310,7 @@ impl RecordStore for DynamoDbRecordStore {
                     })
                     .collect();
                 self.write_records(&rebased).await?;
-                self.complete(&entry.key).await?;
+                self.complete(&existing).await?;
                 Ok(InsertOutcome::KeyExists(existing))
             }
         }

@@ -1,0 +1,18 @@
+//! `tally-weekly`: the weekly summary, invoked by EventBridge Scheduler.
+//! Wiring only; see `tally_lambda::handle_weekly`.
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use tally_lambda::{FunctionConfig, WeeklyDeps};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    // JSON logs (LoggingConfig in template.yaml) with the request id of each invocation.
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = FunctionConfig::from_env(|name| std::env::var(name))?;
+    let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
+    let deps = WeeklyDeps::new(Arc::new(store), Arc::new(sink));
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
+}

@@ -29,6 +29,8 @@ const MAX_KEY_BYTES: usize = 256;
 /// Bins of the per-field number histogram.
 const HISTOGRAM_BINS: usize = 20;
 
+/// Member positions per object whose last-seen key is remembered.
+const MAX_REMEMBERED_POSITIONS: usize = 64;
 /// Slot of the root object (not a field).
 const ROOT: u32 = 0;
 /// Slot standing for "some path past the cap": its children are `OTHER` too.
@@ -47,6 +49,10 @@ struct Node {
     key: Box<str>,
     parent: u32,
     children: HashMap<Box<str>, u32, FixedState>,
+    /// The child seen at each member position last time: records of one
+    /// source repeat their key order, so most lookups are one string compare
+    /// instead of a hash and probe.
+    order: Vec<u32>,
     stats: FieldStats,
 }
 
@@ -60,7 +66,13 @@ struct PathTable {
 
 impl PathTable {
     fn new(max_paths: usize) -> Self {
-        let root = Node { key: "".into(), parent: ROOT, children: HashMap::default(), stats: FieldStats::default() };
+        let root = Node {
+            key: "".into(),
+            parent: ROOT,
+            children: HashMap::default(),
+            order: Vec::new(),
+            stats: FieldStats::default(),
+        };
         Self { nodes: vec![root], other: FieldStats::default(), max_paths }
     }
 
@@ -77,9 +89,38 @@ impl PathTable {
             return OTHER;
         }
         let id = self.nodes.len() as u32;
-        self.nodes.push(Node { key: key.into(), parent, children: HashMap::default(), stats: FieldStats::default() });
+        self.nodes.push(Node {
+            key: key.into(),
+            parent,
+            children: HashMap::default(),
+            order: Vec::new(),
+            stats: FieldStats::default(),
+        });
         self.nodes[parent as usize].children.insert(key.into(), id);
         id
+    }
+
+    /// [`child`](Self::child) for the `index`-th member of an object, trying
+    /// the child seen at that position last time first.
+    #[inline]
+    fn child_at(&mut self, parent: u32, index: usize, key: &str) -> u32 {
+        if parent == OTHER {
+            return OTHER;
+        }
+        if let Some(&c) = self.nodes[parent as usize].order.get(index) {
+            if c != OTHER && *self.nodes[c as usize].key == *key {
+                return c;
+            }
+        }
+        let c = self.child(parent, key);
+        if index < MAX_REMEMBERED_POSITIONS {
+            let order = &mut self.nodes[parent as usize].order;
+            if order.len() <= index {
+                order.resize(index + 1, OTHER);
+            }
+            order[index] = c;
+        }
+        c
     }
 
     #[inline]
@@ -274,13 +315,13 @@ impl Walk<'_> {
             cur.pos += 1;
             return Ok(());
         }
-        loop {
+        for index in 0.. {
             cur.ws();
             if cur.peek() != Some(b'"') {
                 return Err(Malformed);
             }
             let key = cur.string(&mut self.buffers.key)?;
-            let slot = self.paths.child(parent, key);
+            let slot = self.paths.child_at(parent, index, key);
             cur.expect(b':')?;
             cur.ws();
             self.value(cur, slot, depth + 1)?;
@@ -290,6 +331,7 @@ impl Walk<'_> {
                 _ => return Err(Malformed),
             }
         }
+        Err(Malformed)
     }
 
     #[inline]

@@ -22,7 +22,9 @@ const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 #[derive(Debug, Clone)]
 pub struct Kll {
     k: usize,
-    levels: Vec<Vec<f64>>,
+    /// Values as order-preserving integer keys ([`key`]): sorting `u64`s is
+    /// much cheaper than sorting `f64`s by `total_cmp`, and compaction sorts.
+    levels: Vec<Vec<u64>>,
     size: usize,
     max_size: usize,
     n: u64,
@@ -52,7 +54,7 @@ impl Kll {
 
     pub fn insert(&mut self, x: f64) {
         debug_assert!(x.is_finite());
-        self.levels[0].push(x);
+        self.levels[0].push(key(x));
         self.size += 1;
         self.n += 1;
         if self.size >= self.max_size {
@@ -113,12 +115,12 @@ impl Kll {
 
     /// Retained items with their weights, sorted by value.
     fn weighted(&self) -> Vec<(f64, u64)> {
-        let mut items: Vec<(f64, u64)> = Vec::with_capacity(self.size);
+        let mut items: Vec<(u64, u64)> = Vec::with_capacity(self.size);
         for (h, level) in self.levels.iter().enumerate() {
-            items.extend(level.iter().map(|&v| (v, 1u64 << h)));
+            items.extend(level.iter().map(|&k| (k, 1u64 << h)));
         }
-        items.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        items
+        items.sort_unstable_by_key(|&(k, _)| k);
+        items.into_iter().map(|(k, w)| (value(k), w)).collect()
     }
 
     fn capacity(&self, h: usize) -> usize {
@@ -151,11 +153,10 @@ impl Kll {
     /// Halves level `h` into level `h + 1`, keeping one item back when odd.
     fn compact(&mut self, h: usize) {
         let mut buf = std::mem::take(&mut self.levels[h]);
-        buf.sort_unstable_by(f64::total_cmp);
+        buf.sort_unstable();
         let keep = buf.len() % 2;
         let offset = usize::from(self.coin());
-        let promoted: Vec<f64> = buf[keep..].iter().skip(offset).step_by(2).copied().collect();
-        self.levels[h + 1].extend_from_slice(&promoted);
+        self.levels[h + 1].extend(buf[keep..].iter().skip(offset).step_by(2).copied());
         buf.truncate(keep);
         self.levels[h] = buf;
     }
@@ -169,6 +170,19 @@ impl Kll {
         self.rng = x;
         x & 1 == 1
     }
+}
+
+/// Maps finite floats to integers in the same order (IEEE 754 sign-magnitude
+/// to two's-complement-like ordering). `-0.0` sorts just below `0.0`.
+#[inline]
+fn key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+#[inline]
+fn value(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
 #[cfg(test)]
@@ -210,6 +224,17 @@ mod tests {
                 u * u * 1000.0
             })
             .collect()
+    }
+
+    #[test]
+    fn keys_preserve_order_and_round_trip() {
+        let xs = [f64::MIN, -1e300, -2.5, -1.0, -1e-300, -0.0, 0.0, 1e-300, 1.0, 2.5, 1e300, f64::MAX];
+        for w in xs.windows(2) {
+            assert!(key(w[0]) < key(w[1]), "{} !< {}", w[0], w[1]);
+        }
+        for x in xs {
+            assert_eq!(value(key(x)).to_bits(), x.to_bits());
+        }
     }
 
     #[test]

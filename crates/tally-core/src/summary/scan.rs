@@ -65,7 +65,7 @@ impl<'a> Cursor<'a> {
         'a: 'b,
     {
         let start = self.pos + 1;
-        let mut p = start + memchr2(b'"', b'\\', self.b.get(start..).ok_or(Malformed)?).ok_or(Malformed)?;
+        let mut p = self.find_quote_or_backslash(start)?;
         if self.b[p] == b'"' {
             self.pos = p + 1;
             return self.text.get(start..p).ok_or(Malformed);
@@ -97,8 +97,20 @@ impl<'a> Cursor<'a> {
                 _ => return Err(Malformed),
             }
             seg = p;
-            p += memchr2(b'"', b'\\', self.b.get(p..).ok_or(Malformed)?).ok_or(Malformed)?;
+            p = self.find_quote_or_backslash(p)?;
         }
+    }
+
+    /// The position of the next `"` or `\\` at or after `from`. Most keys and
+    /// values are short, where a plain loop beats setting up a SIMD search.
+    #[inline]
+    fn find_quote_or_backslash(&self, from: usize) -> Scan<usize> {
+        let rest = self.b.get(from..).ok_or(Malformed)?;
+        let head = rest.len().min(24);
+        if let Some(i) = rest[..head].iter().position(|&c| c == b'"' || c == b'\\') {
+            return Ok(from + i);
+        }
+        memchr2(b'"', b'\\', &rest[head..]).map(|i| from + head + i).ok_or(Malformed)
     }
 
     /// Decodes the `XXXX` after `\u` at `p` (and a following low surrogate);
@@ -128,7 +140,7 @@ impl<'a> Cursor<'a> {
     fn skip_string(&mut self) -> Scan<()> {
         let mut p = self.pos + 1;
         loop {
-            p += memchr2(b'"', b'\\', self.b.get(p..).ok_or(Malformed)?).ok_or(Malformed)?;
+            p = self.find_quote_or_backslash(p)?;
             if self.b[p] == b'"' {
                 self.pos = p + 1;
                 return Ok(());

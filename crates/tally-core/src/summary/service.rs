@@ -3,7 +3,10 @@
 //! Used unchanged by `tally summarize`, the schedule in `tally serve` and the
 //! weekly Lambda. The run is a single pass over the week's pages: each page
 //! feeds the aggregator and the gzip export, then is dropped, so memory is one
-//! page plus the aggregator and one upload chunk.
+//! page plus the aggregator and one upload chunk. Each page is processed on
+//! two threads (statistics and export in parallel), synchronously: the run is
+//! CPU-bound, and callers run it as their one job (a CLI command, a Lambda
+//! invocation, a dedicated task in `tally serve`).
 //!
 //! # Commit protocol
 //! 1. [`SummarySink::begin_week`] removes the manifest: from here on readers
@@ -270,13 +273,24 @@ async fn export(
     let mut pages = store.scan_week(week, options.page_size.max(1));
     while let Some(page) = pages.next().await {
         let page = page.map_err(|source| SummarizeError::ReadRecords { week, source })?;
-        for record in &page {
-            aggregator.push(record);
-            line.clear();
-            record.write_json(&mut line);
-            line.push('\n');
-            gz.write_all(line.as_bytes()).map_err(encode_err)?;
-        }
+        // The two CPU-heavy halves of a page run side by side: statistics on a
+        // scoped thread, export (JSON lines + gzip) here. The page is borrowed
+        // by both and dropped after, so memory stays one page.
+        let agg = &mut aggregator;
+        let exported = std::thread::scope(|scope| {
+            let stats = scope.spawn(|| page.iter().for_each(|r| agg.push(r)));
+            let exported = page.iter().try_for_each(|record| {
+                line.clear();
+                record.write_json(&mut line);
+                line.push('\n');
+                gz.write_all(line.as_bytes())
+            });
+            if let Err(panic) = stats.join() {
+                std::panic::resume_unwind(panic);
+            }
+            exported
+        });
+        exported.map_err(encode_err)?;
         progress.records_read(week, aggregator.records());
         if gz.get_ref().len() >= chunk {
             let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));

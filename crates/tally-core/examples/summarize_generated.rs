@@ -96,6 +96,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for chunk in common::records(week, n, 7, common::event_text).chunks(10_000) {
         store.insert(chunk, None).await?;
     }
+    // Where the time goes, step by step, on this machine.
+    let records = tally_core::testing::collect_week(&store, week, 1000).await;
+    let t = Instant::now();
+    let mut agg = tally_core::Aggregator::new(week, &SummaryOptions::default());
+    records.iter().for_each(|r| agg.push(r));
+    drop(agg.finish());
+    println!("aggregator alone: {:.0} records/s", n as f64 / t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let mut line = String::new();
+    let mut total = 0;
+    for r in &records {
+        line.clear();
+        r.write_json(&mut line);
+        total += line.len();
+    }
+    println!("write_json alone: {:.0} records/s", n as f64 / t.elapsed().as_secs_f64());
+    for level in [1, 3, 6] {
+        let t = Instant::now();
+        let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::new(level));
+        for r in &records {
+            std::io::Write::write_all(&mut gz, r.data.as_bytes())?;
+        }
+        let gz_len = gz.finish()?.len();
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        println!("gzip level {level} alone: {rate:.0} records/s ({total} → {gz_len} bytes)");
+    }
+    drop(records);
+
     let sink: &'static folder::FolderSink = Box::leak(Box::new(folder::FolderSink(out.clone())));
     let start = Instant::now();
     let report = summarize_week(&store, &sink, &SystemClock, week, &SummaryOptions::default(), &NoProgress).await?;

@@ -51,7 +51,9 @@ pub struct SummaryOptions {
     pub exact_distinct_limit: usize,
     /// Records per store page: the unit of memory for the run.
     pub page_size: usize,
-    /// gzip level (0–9) for `records.ndjson.gz`.
+    /// gzip level (0–9) for `records.ndjson.gz`. The default, 3, is about
+    /// twice as fast as 6 for ~10% more bytes on typical records: gzip is
+    /// the most expensive step of a run.
     pub gzip_level: u32,
     /// Compressed bytes buffered before a chunk is handed to the upload.
     pub upload_chunk_bytes: usize,
@@ -65,7 +67,7 @@ impl Default for SummaryOptions {
             top_values: 10,
             exact_distinct_limit: 10_000,
             page_size: 1000,
-            gzip_level: 6,
+            gzip_level: 3,
             upload_chunk_bytes: 1 << 20,
         }
     }

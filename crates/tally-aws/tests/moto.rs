@@ -331,3 +331,28 @@ async fn a_missing_table_is_an_internal_error_not_a_hang() {
     let err = store.get(RecordId::generate(Timestamp::now())).await.unwrap_err();
     assert!(matches!(err, tally_core::StoreError::Internal { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_expired_idempotency_key_is_forgotten_and_can_be_claimed_again() {
+    let store = store().await;
+    let now = Timestamp::now().as_millis();
+    let key = IdempotencyKey::parse(b"old-key").unwrap();
+    let mut entry = tally_core::IdempotencyEntry {
+        key: key.clone(),
+        fingerprint: tally_core::Fingerprint::of("json", b"{}"),
+        received_at: Timestamp::from_millis(now - 2 * tally_core::idempotency::RETENTION_MS),
+        status: 201,
+        response: r#"{"count":0,"ids":[]}"#.into(),
+        expires_at: Timestamp::from_millis(now - tally_core::idempotency::RETENTION_MS),
+    };
+    let r = record(now, r#"{"a":1}"#.into());
+    // GIVEN an expired entry that DynamoDB's TTL sweeper has not deleted yet
+    assert_eq!(store.insert(std::slice::from_ref(&r), Some(&entry)).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(store.idempotency_entry(&key).await.unwrap(), None);
+    // WHEN the key is used again THEN it is claimed afresh
+    entry.fingerprint = tally_core::Fingerprint::of("json", b"[]");
+    entry.received_at = Timestamp::from_millis(now);
+    entry.expires_at = Timestamp::from_millis(now + tally_core::idempotency::RETENTION_MS);
+    assert_eq!(store.insert(std::slice::from_ref(&r), Some(&entry)).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(store.idempotency_entry(&key).await.unwrap(), Some(entry));
+}

@@ -1,0 +1,102 @@
+//! Throttling edge cases moto cannot produce: the SDK talks to canned HTTP
+//! responses (`aws-smithy-http-client`'s test client), not to a fake service.
+//! Everything else is tested against moto in `moto.rs`.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::test_util::infallible_client_fn;
+use aws_smithy_types::retry::RetryConfig;
+use tally_aws::{DynamoDbRecordStore, RetryPolicy};
+use tally_core::ports::{InsertOutcome, RecordStore, StoreError};
+use tally_core::{Record, RecordId, Timestamp};
+
+const UNPROCESSED: &str = r#"{"UnprocessedItems":{"t":[{"PutRequest":{"Item":{"pk":{"S":"D#2026-11-23#01"},"sk":{"S":"01KAQ6ZP4W0000000000000000"},"data":{"S":"{}"},"received_at":{"N":"1"}}}}]}}"#;
+const THROTTLED: &str =
+    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}"#;
+const INVALID: &str = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#;
+
+#[derive(Default)]
+struct Calls {
+    batch: AtomicUsize,
+    put: AtomicUsize,
+}
+
+/// A store whose HTTP layer answers with `respond(operation, calls so far of it)`.
+fn store(calls: Arc<Calls>, respond: fn(&str, usize) -> (u16, &'static str)) -> DynamoDbRecordStore {
+    let http = infallible_client_fn(move |req: http::Request<aws_smithy_types::body::SdkBody>| {
+        let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let op = target.rsplit('.').next().unwrap_or_default().to_owned();
+        let counter = if op == "BatchWriteItem" { &calls.batch } else { &calls.put };
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = respond(&op, n);
+        http::Response::builder().status(status).body(body).unwrap()
+    });
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(2).with_initial_backoff(Duration::from_millis(1)))
+        .build();
+    DynamoDbRecordStore::new(aws_sdk_dynamodb::Client::from_conf(config), "t").with_retry(RetryPolicy {
+        max_attempts: 3,
+        base: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+    })
+}
+
+fn records(n: usize) -> Vec<Record> {
+    let at = Timestamp::from_millis(1_795_939_200_000);
+    (0..n).map(|i| Record { id: RecordId::generate(at), received_at: at, data: format!(r#"{{"i":{i}}}"#) }).collect()
+}
+
+#[tokio::test]
+async fn unprocessed_items_are_resent_until_written() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |op, n| match (op, n) {
+        ("BatchWriteItem", 0) => (200, UNPROCESSED),
+        ("BatchWriteItem", _) => (200, r#"{"UnprocessedItems":{}}"#),
+        _ => (200, "{}"),
+    });
+    assert_eq!(store.insert(&records(10), None).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(calls.batch.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn unprocessed_items_that_outlast_the_retries_are_unavailable_not_inserted() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |op, _| if op == "BatchWriteItem" { (200, UNPROCESSED) } else { (200, "{}") });
+    // Two chunks of 25 written concurrently, three attempts each; the first
+    // chunk to give up fails the insert and stops the other.
+    let err = store.insert(&records(30), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    let batches = calls.batch.load(Ordering::SeqCst);
+    assert!((3..=6).contains(&batches), "{batches} BatchWriteItem calls");
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_sdk_retries_is_unavailable() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |_, _| (400, THROTTLED));
+    let err = store.insert(&records(1), None).await.unwrap_err();
+    let StoreError::Unavailable { retry_after, .. } = &err else { panic!("{err:?}") };
+    assert!(*retry_after >= Duration::from_secs(1));
+    // The SDK retried once (max_attempts 2) before giving up.
+    assert_eq!(calls.put.load(Ordering::SeqCst), 2);
+    let err = store.get(RecordId::generate(Timestamp::now())).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_rejected_request_is_internal_not_retried_by_clients() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |_, _| (400, INVALID));
+    let err = store.insert(&records(1), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Internal { .. }), "{err:?}");
+}

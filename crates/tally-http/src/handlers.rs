@@ -164,7 +164,7 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
     let format = body_format(&parts.headers)?;
     let key = idempotency_key(&parts.headers)?;
     let body = read_body(&parts.headers, body, state.ingest.limits().max_body_bytes).await?;
-    let receipt = state.ingest.ingest(&body, format, key).await?;
+    let receipt = within(&state, state.ingest.ingest(&body, format, key)).await??;
 
     let status = StatusCode::from_u16(receipt.status).unwrap_or(StatusCode::CREATED);
     let mut res = (status, receipt.body).into_response();
@@ -266,7 +266,7 @@ pub async fn get_record(
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(format!("the record id in the path is unreadable: {e}")))?;
     let id = RecordId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let record = state.ingest.store().get(id).await?.ok_or_else(|| {
+    let record = within(&state, state.ingest.store().get(id)).await??.ok_or_else(|| {
         ApiError::NotFound(format!("no record has id {id}; check the id returned when it was created"))
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], record.to_json()).into_response())
@@ -276,7 +276,7 @@ pub async fn get_record(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WeekLink {
     /// The ISO week, e.g. `2026-W47`.
-    #[schema(value_type = String, pattern = "^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$", example = "2026-W47")]
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{3}-W(0[1-9]|[1-4][0-9]|5[0-3])$", example = "2026-W47")]
     pub week: IsoWeek,
     /// Where its `summary.json` is served.
     #[schema(example = "/summaries/2026-W47")]
@@ -317,9 +317,9 @@ pub async fn list_summaries(State(state): State<AppState>) -> Result<Json<WeekLi
     tag = "summaries",
     operation_id = "get_summary",
     params(("week" = String, Path,
-        description = "An ISO week such as `2026-W47`. `W53` exists only in years with 53 ISO weeks \
-                       (2026 has one, 2025 does not); elsewhere it is 400.",
-        pattern = "^[0-9]{4}-[Ww](0[1-9]|[1-4][0-9]|5[0-3])$")),
+        description = "An ISO week, `YYYY-Www` with a year from 1000 to 9999, such as `2026-W47`. \
+                       `W53` exists only in years with 53 ISO weeks (2026 has one, 2025 does not); \
+                       the pattern lists those years.")),
     responses(
         (status = 200, description = "The week's `summary.json`.", body = AnyObject),
         (status = 400, description = "Not an ISO week.", body = Problem, content_type = "application/problem+json"),
@@ -345,4 +345,17 @@ pub async fn get_summary(
     state.sink.read_object(week, "manifest.json").await?.ok_or_else(not_yet)?;
     let summary = state.sink.read_object(week, "summary.json").await?.ok_or_else(not_yet)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], summary).into_response())
+}
+
+/// Runs one store call under the state's store timeout. A store that hangs
+/// (a stuck disk, a lost connection) is the server's problem: 503 with
+/// `Retry-After`, never the 408 that would blame the client.
+async fn within<T>(state: &AppState, call: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    tokio::time::timeout(state.store_timeout, call).await.map_err(|_| {
+        ApiError::Store(tally_core::StoreError::Unavailable {
+            message: format!("no answer within {:?}", state.store_timeout),
+            retry_after: std::time::Duration::from_secs(1),
+            source: None,
+        })
+    })
 }

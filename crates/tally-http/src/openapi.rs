@@ -183,8 +183,14 @@ pub(crate) fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
              Gateway key). Send it in this header, never in the URL.",
         ))),
     );
-    for (_, item) in doc.paths.paths.iter_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         for op in operations(item) {
+            for param in op.parameters.iter_mut().flatten() {
+                if path == "/summaries/{week}" && param.name == "week" {
+                    param.schema =
+                        Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(week_pattern())).into());
+                }
+            }
             for response in op.responses.responses.values_mut() {
                 if let RefOr::T(response) = response {
                     response.headers.insert(
@@ -199,6 +205,28 @@ pub(crate) fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
         }
     }
     doc
+}
+
+/// The exact pattern of the weeks [`IsoWeek::parse`] accepts: `W01`–`W52`
+/// of years 1000–9999, and `W53` of the years that have one. The calendar
+/// repeats every 400 years, so whether a year has a W53 depends only on its
+/// century modulo 4 and its last two digits; the pattern lists, for each of
+/// the four century classes, the centuries and the two-digit endings.
+///
+/// [`IsoWeek::parse`]: tally_core::IsoWeek::parse
+pub fn week_pattern() -> String {
+    let join = |v: Vec<String>| v.join("|");
+    let long_years = (0..4u32)
+        .map(|class| {
+            let centuries: Vec<u32> = (10..100).filter(|c| c % 4 == class).collect();
+            let endings: Vec<String> = (0..100u32)
+                .filter(|yy| tally_core::IsoWeek::new((centuries[0] * 100 + yy) as i32, 53).is_some())
+                .map(|yy| format!("{yy:02}"))
+                .collect();
+            format!("(?:{})(?:{})", join(centuries.iter().map(u32::to_string).collect()), join(endings))
+        })
+        .collect::<Vec<_>>();
+    format!("^(?:[1-9][0-9]{{3}}-[Ww](?:0[1-9]|[1-4][0-9]|5[0-2])|(?:{})-[Ww]53)$", long_years.join("|"))
 }
 
 fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -264,5 +292,6 @@ mod tests {
         assert!(RecordId::parse(&id.to_lowercase()).is_ok(), "lower case ids are documented as valid");
         assert!(tally_core::IdempotencyKey::parse(b"~ !").is_ok());
         assert!(tally_core::IsoWeek::parse("2026-w53").is_ok());
+        assert!(tally_core::IsoWeek::parse("0999-W01").is_err(), "years start at 1000, as the pattern says");
     }
 }

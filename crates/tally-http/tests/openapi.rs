@@ -81,3 +81,21 @@ fn every_route_is_documented_with_its_errors_and_security() {
     assert!(created["headers"]["Location"].is_object() && created["headers"]["Idempotent-Replayed"].is_object());
     assert_eq!(created["links"]["GetRecord"]["operationId"], "get_record");
 }
+
+#[test]
+fn the_week_pattern_accepts_exactly_the_weeks_the_server_accepts() {
+    let pattern = regex::Regex::new(&tally_http::openapi::week_pattern()).unwrap();
+    for year in [0, 999, 1000, 1004, 1999, 2015, 2020, 2025, 2026, 2027, 2032, 2400, 9998, 9999, 10000] {
+        for week in 0..=54 {
+            for w in ["W", "w"] {
+                let s = format!("{year:04}-{w}{week:02}");
+                let ok = tally_core::IsoWeek::parse(&s).is_ok();
+                assert_eq!(pattern.is_match(&s), ok, "{s}: server says {ok}");
+            }
+        }
+    }
+    for year in 1000..=9999 {
+        let s = format!("{year}-W53");
+        assert_eq!(pattern.is_match(&s), tally_core::IsoWeek::parse(&s).is_ok(), "{s}");
+    }
+}

@@ -33,16 +33,45 @@ pub enum Command {
     Summarize(SummarizeArgs),
 }
 
+/// Which record store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// An embedded SQLite file in --data-dir, summaries in a folder.
+    Sqlite,
+    /// A DynamoDB table (--table), summaries in an S3 bucket (--bucket).
+    Dynamodb,
+}
+
 /// Where records and summaries live.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
+    /// Record store: the embedded SQLite file, or DynamoDB + S3.
+    #[arg(long, env = "TALLY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+
     /// Directory holding the SQLite database (tally.db).
     #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
     pub data_dir: PathBuf,
 
-    /// Where summaries are written: a directory [default: DATA_DIR/bucket].
+    /// Where summaries are written with --store sqlite: a directory [default: DATA_DIR/bucket].
     #[arg(long, env = "TALLY_OUT")]
     pub out: Option<PathBuf>,
+
+    /// DynamoDB table name (with --store dynamodb).
+    #[arg(long, env = "TABLE_NAME", required_if_eq("store", "dynamodb"))]
+    pub table: Option<String>,
+
+    /// S3 bucket for summaries, as s3://BUCKET[/PREFIX] (with --store dynamodb).
+    #[arg(long, env = "TALLY_BUCKET", required_if_eq("store", "dynamodb"))]
+    pub bucket: Option<String>,
+
+    /// AWS endpoint override, e.g. a local emulator (http://127.0.0.1:5000).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region [default: from the AWS environment or profile].
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
 }
 
 impl StorageArgs {

@@ -2,6 +2,8 @@
 //! built, services run. Logic lives in the library crates.
 
 mod config;
+mod progress;
+mod schedule;
 mod server;
 mod telemetry;
 
@@ -11,11 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tally_core::{IngestService, SystemClock};
+use tally_core::summary::{SummaryOptions, WeeklySchedule, summarize_weeks};
+use tally_core::{IngestService, IsoWeek, RecordStore, SummarySink, SystemClock, Timestamp};
 use tally_http::{AppState, Auth, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
 
-use crate::config::{Cli, Command, ServeArgs, StorageArgs, SummarizeArgs};
+use crate::config::{Cli, Command, ServeArgs, StorageArgs, StoreKind, SummarizeArgs};
+use crate::progress::CliProgress;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -64,18 +68,49 @@ fn api_key(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     Ok(from_env.or(from_file))
 }
 
-fn open_store(storage: &StorageArgs) -> anyhow::Result<SqliteRecordStore> {
-    std::fs::create_dir_all(&storage.data_dir).with_context(|| {
-        format!("cannot create the data directory {}; choose another with --data-dir", storage.data_dir.display())
-    })?;
-    Ok(SqliteRecordStore::open(storage.db_path(), SqliteOptions::default())?)
+/// The adapters chosen by the storage flags.
+struct Storage {
+    store: Arc<dyn RecordStore>,
+    sink: Arc<dyn SummarySink>,
+    /// Where people find the summaries, for messages.
+    location: String,
 }
 
-fn open_sink(storage: &StorageArgs) -> anyhow::Result<DirSummarySink> {
-    let dir = storage.bucket_dir();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot use {} as the summary folder; choose another with --out", dir.display()))?;
-    Ok(DirSummarySink::new(dir))
+async fn open_storage(storage: &StorageArgs) -> anyhow::Result<Storage> {
+    match storage.store {
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&storage.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}; choose another with --data-dir",
+                    storage.data_dir.display()
+                )
+            })?;
+            let store = SqliteRecordStore::open(storage.db_path(), SqliteOptions::default())?;
+            let dir = storage.bucket_dir();
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!("cannot use {} as the summary folder; choose another with --out", dir.display())
+            })?;
+            Ok(Storage {
+                store: Arc::new(store),
+                sink: Arc::new(DirSummarySink::new(&dir)),
+                location: dir.display().to_string(),
+            })
+        }
+        StoreKind::Dynamodb => {
+            let (Some(table), Some(bucket)) = (&storage.table, &storage.bucket) else {
+                bail!("--store dynamodb needs --table NAME and --bucket s3://BUCKET");
+            };
+            let config = tally_aws::AwsConfig::new(table.clone(), bucket)?
+                .with_endpoint_url(storage.endpoint_url.clone())
+                .with_region(storage.region.clone());
+            let (store, sink) = tally_aws::connect(&config).await.with_context(|| {
+                format!(
+                    "cannot use DynamoDB table {table} and bucket {bucket}; check the names, region and AWS credentials"
+                )
+            })?;
+            Ok(Storage { store: Arc::new(store), sink: Arc::new(sink), location: bucket.clone() })
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -94,8 +129,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         ),
     };
-    let store = Arc::new(open_store(&args.storage)?);
-    let sink = Arc::new(open_sink(&args.storage)?);
+    let schedule = WeeklySchedule::parse(&args.schedule)?;
+    let Storage { store, sink, location } = open_storage(&args.storage).await?;
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth);
     let router =
@@ -105,41 +140,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
-        db = %args.storage.db_path().display(),
-        bucket = %args.storage.bucket_dir().display(),
+        store = ?args.storage.store,
+        summaries = %location,
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
-    let schedule = (!args.no_schedule).then(|| schedule::spawn(store.clone(), sink.clone(), &args.schedule));
-    let schedule = match schedule.transpose() {
-        Ok(s) => s,
-        Err(e) => return Err(e),
-    };
+    let scheduler = (!args.no_schedule).then(|| schedule::spawn(store.clone(), sink.clone(), schedule));
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
-    if let Some(task) = schedule {
+    if let Some(task) = scheduler {
         task.abort();
+        let _ = task.await;
     }
-    // Dropping the last handle to the store flushes its writer thread.
-    drop(store);
+    // Dropping the last handle to the store lets its writer finish and close.
+    drop((store, sink));
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
-    let _ = args;
-    bail!("not yet available")
+fn parse_week(flag: &str, value: &str) -> anyhow::Result<IsoWeek> {
+    IsoWeek::parse(value).with_context(|| format!("--{flag} {value:?}"))
 }
 
-mod schedule {
-    use std::sync::Arc;
-
-    use tally_local::{DirSummarySink, SqliteRecordStore};
-
-    pub fn spawn(
-        _store: Arc<SqliteRecordStore>,
-        _sink: Arc<DirSummarySink>,
-        _cron: &str,
-    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        Ok(tokio::spawn(async {}))
+async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
+    let weeks: Vec<IsoWeek> = match (&args.week, &args.from, &args.to) {
+        (Some(week), _, _) => vec![parse_week("week", week)?],
+        (None, Some(from), Some(to)) => {
+            let (from, to) = (parse_week("from", from)?, parse_week("to", to)?);
+            if from > to {
+                bail!("--from {from} is after --to {to}; swap them");
+            }
+            IsoWeek::range(from, to).collect()
+        }
+        _ => vec![IsoWeek::last_complete(Timestamp::now())],
+    };
+    let Storage { store, sink, location } = open_storage(&args.storage).await?;
+    let progress = CliProgress::new(weeks.len() as u64, false);
+    let result =
+        summarize_weeks(store.as_ref(), sink.as_ref(), &SystemClock, weeks, &SummaryOptions::default(), &progress)
+            .await;
+    progress.finish();
+    let reports = result.context(
+        "the summary run failed; nothing was committed for that week — fix the cause and run the same command again",
+    )?;
+    for r in &reports {
+        println!(
+            "{}  {:>10} records  {}/summaries/{}/summary.html",
+            r.week,
+            r.records,
+            location.trim_end_matches('/'),
+            r.week
+        );
     }
+    Ok(())
 }

@@ -430,7 +430,7 @@ fn check(case: &Case, res: &rawhttp::Response) -> Vec<String> {
     if p["status"] != case.status {
         wrong.push(format!("status member {}", p["status"]));
     }
-    if !p["title"].as_str().is_some_and(|t| !t.is_empty()) {
+    if p["title"].as_str().is_none_or(str::is_empty) {
         wrong.push("no title".into());
     }
     let detail = p["detail"].as_str().unwrap_or_default();

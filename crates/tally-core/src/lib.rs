@@ -22,6 +22,9 @@ pub mod week;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use id::RecordId;
 pub use idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};

@@ -1,6 +1,7 @@
 //! Shared handler state and API-key authentication.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -52,11 +53,24 @@ pub struct AppState {
     pub(crate) ingest: IngestService,
     pub(crate) sink: Arc<dyn SummarySink>,
     pub(crate) auth: Auth,
+    /// Longest wait for one store call; past it the request gets 503 with
+    /// `Retry-After` (the store's fault), not the router's 408 (the client's).
+    pub(crate) store_timeout: Duration,
 }
 
 impl AppState {
+    /// Default for [`with_store_timeout`](Self::with_store_timeout): well
+    /// below the default request timeout, well above SQLite's busy timeout.
+    pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
     pub fn new(ingest: IngestService, sink: Arc<dyn SummarySink>, auth: Auth) -> Self {
-        Self { ingest, sink, auth }
+        Self { ingest, sink, auth, store_timeout: Self::DEFAULT_STORE_TIMEOUT }
+    }
+
+    /// Sets the longest wait for one store call (keep it below the request timeout).
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
     }
 }
 

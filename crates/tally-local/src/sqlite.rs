@@ -226,7 +226,13 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<WriteJob>) {
+    fn commit_group(&mut self, mut group: Vec<WriteJob>) {
+        // A request that stopped waiting (timed out, client gone) was not
+        // acknowledged and never will be: do not store it behind its back.
+        group.retain(|job| !job.reply.is_closed());
+        if group.is_empty() {
+            return;
+        }
         let started = Instant::now();
         let size = group.len();
         let mut outcomes: Vec<Result<InsertOutcome, StoreError>> = Vec::with_capacity(size);
@@ -501,6 +507,33 @@ mod tests {
         let n = collect_week(store.as_ref(), week, 64).await.len()
             + collect_week(store.as_ref(), week.next(), 64).await.len();
         assert_eq!(n, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_abandoned_before_its_commit_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir));
+        let at = Timestamp::now();
+        // GIVEN the writer busy with a large batch
+        let big: Vec<Record> = (0..50_000)
+            .map(|i| Record { id: RecordId::generate(at), received_at: at, data: format!("{{\"i\":{i}}}") })
+            .collect();
+        let busy = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.insert(&big, None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // WHEN a request queues behind it and stops waiting (timeout, client gone)
+        let abandoned = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(1), store.insert(std::slice::from_ref(&abandoned), None));
+        assert!(gave_up.await.is_err(), "the writer should still be busy");
+        assert_eq!(busy.await.unwrap().unwrap(), InsertOutcome::Inserted);
+        // THEN it is not stored behind the client's back
+        let probe = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
+        store.insert(&[probe], None).await.unwrap();
+        assert_eq!(store.get(abandoned.id).await.unwrap(), None);
+        assert_eq!(store.count().await.unwrap(), 50_001);
     }
 
     #[tokio::test]

@@ -1,0 +1,328 @@
+//! Fault injection for tests (feature `fault-injection`, never in release
+//! builds): decorators that wrap any [`RecordStore`] or [`SummarySink`] and
+//! fail, or hang, chosen operations according to a shared [`FaultPlan`].
+//!
+//! ```ignore
+//! let plan = FaultPlan::new();
+//! let store = FaultyStore::new(real_store, plan.clone());
+//! plan.fail(Op::Insert, Fault::Unavailable);            // every insert: 503
+//! plan.fail_nth(Op::SinkPut("summary.html"), 1, Fault::Internal); // 2nd put only
+//! plan.clear();
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::id::RecordId;
+use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
+use crate::ports::{
+    InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RecordStore, SinkError, StoreError, SummarySink,
+};
+use crate::record::Record;
+use crate::week::IsoWeek;
+
+/// An operation a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    IdempotencyLookup,
+    Get,
+    /// One page of [`RecordStore::scan_week`] (the count is per page).
+    ScanPage,
+    Weeks,
+    SinkBegin,
+    /// [`SummarySink::put_object`] of the named object.
+    SinkPut(&'static str),
+    SinkOpen,
+    /// One chunk written to a streamed upload.
+    UploadWrite,
+    UploadFinish,
+    SinkCommit,
+    SinkRead,
+    SinkList,
+}
+
+/// What happens to a targeted call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A transient error (`StoreError::Unavailable` / `SinkError::Unavailable`).
+    Unavailable,
+    /// A permanent error (`Internal`).
+    Internal,
+    /// The call hangs this long, then proceeds normally (a slow disk or network).
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    fault: Fault,
+    /// Calls to let through before the fault applies.
+    skip: u64,
+    /// How many calls it applies to (`None`: all).
+    times: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct PlanInner {
+    rules: HashMap<Op, Rule>,
+    calls: HashMap<Op, u64>,
+    injected: u64,
+}
+
+/// The faults to inject, shared by decorators and changed while they run.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan(Arc<Mutex<PlanInner>>);
+
+impl FaultPlan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PlanInner> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every call of `op` from now on.
+    pub fn fail(&self, op: Op, fault: Fault) {
+        self.lock().rules.insert(op, Rule { fault, skip: 0, times: None });
+    }
+
+    /// Only the `n`-th call of `op` counted from now (0-based).
+    pub fn fail_nth(&self, op: Op, n: u64, fault: Fault) {
+        let mut inner = self.lock();
+        let done = inner.calls.get(&op).copied().unwrap_or(0);
+        inner.rules.insert(op, Rule { fault, skip: done + n, times: Some(1) });
+    }
+
+    /// Removes every rule (calls already hanging finish their delay).
+    pub fn clear(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// How many faults were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.lock().injected
+    }
+
+    /// Counts a call of `op` and returns the fault to apply, if any.
+    fn on_call(&self, op: Op) -> Option<Fault> {
+        let mut inner = self.lock();
+        let n = {
+            let c = inner.calls.entry(op).or_insert(0);
+            *c += 1;
+            *c - 1
+        };
+        let rule = *inner.rules.get(&op)?;
+        let applies = n >= rule.skip && rule.times.is_none_or(|t| n < rule.skip + t);
+        if applies {
+            inner.injected += 1;
+        }
+        applies.then_some(rule.fault)
+    }
+
+    async fn store(&self, op: Op) -> Result<(), StoreError> {
+        match self.on_call(op) {
+            None => Ok(()),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Some(Fault::Unavailable) => Err(StoreError::Unavailable {
+                message: format!("injected fault in {op:?}"),
+                retry_after: Duration::from_secs(2),
+                source: None,
+            }),
+            Some(Fault::Internal) => {
+                Err(StoreError::Internal { message: format!("injected fault in {op:?}"), source: None })
+            }
+        }
+    }
+
+    async fn sink(&self, op: Op) -> Result<(), SinkError> {
+        match self.on_call(op) {
+            None => Ok(()),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Some(Fault::Unavailable) => {
+                Err(SinkError::Unavailable { message: format!("injected fault in {op:?}"), source: None })
+            }
+            Some(Fault::Internal) => {
+                Err(SinkError::Internal { message: format!("injected fault in {op:?}"), source: None })
+            }
+        }
+    }
+}
+
+/// A [`RecordStore`] that consults a [`FaultPlan`] before each call.
+#[derive(Debug, Clone)]
+pub struct FaultyStore {
+    inner: Arc<dyn RecordStore>,
+    plan: FaultPlan,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn RecordStore>, plan: FaultPlan) -> Self {
+        Self { inner, plan }
+    }
+}
+
+#[async_trait]
+impl RecordStore for FaultyStore {
+    async fn insert(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.plan.store(Op::Insert).await?;
+        self.inner.insert(records, idempotency).await
+    }
+
+    async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {
+        self.plan.store(Op::IdempotencyLookup).await?;
+        self.inner.idempotency_entry(key).await
+    }
+
+    async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
+        self.plan.store(Op::Get).await?;
+        self.inner.get(id).await
+    }
+
+    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+        let plan = self.plan.clone();
+        self.inner
+            .scan_week(week, page_size)
+            .then(move |page| {
+                let plan = plan.clone();
+                async move {
+                    plan.store(Op::ScanPage).await?;
+                    page
+                }
+            })
+            .boxed()
+    }
+
+    async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
+        self.plan.store(Op::Weeks).await?;
+        self.inner.weeks().await
+    }
+}
+
+/// A [`SummarySink`] that consults a [`FaultPlan`] before each call,
+/// including each chunk of a streamed upload.
+#[derive(Debug, Clone)]
+pub struct FaultySink {
+    inner: Arc<dyn SummarySink>,
+    plan: FaultPlan,
+}
+
+impl FaultySink {
+    pub fn new(inner: Arc<dyn SummarySink>, plan: FaultPlan) -> Self {
+        Self { inner, plan }
+    }
+}
+
+fn put_op(name: &str) -> Op {
+    // Only the summary service's object names are targeted by name.
+    match name {
+        "summary.json" => Op::SinkPut("summary.json"),
+        "summary.html" => Op::SinkPut("summary.html"),
+        "records.ndjson.gz" => Op::SinkPut("records.ndjson.gz"),
+        _ => Op::SinkPut("other"),
+    }
+}
+
+#[async_trait]
+impl SummarySink for FaultySink {
+    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.plan.sink(Op::SinkBegin).await?;
+        self.inner.begin_week(week).await
+    }
+
+    async fn put_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<ObjectInfo, SinkError> {
+        self.plan.sink(put_op(name)).await?;
+        self.inner.put_object(week, name, content_type, body).await
+    }
+
+    async fn open_object(
+        &self,
+        week: IsoWeek,
+        name: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn ObjectUpload>, SinkError> {
+        self.plan.sink(Op::SinkOpen).await?;
+        let inner = self.inner.open_object(week, name, content_type).await?;
+        Ok(Box::new(FaultyUpload { inner, plan: self.plan.clone() }))
+    }
+
+    async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError> {
+        self.plan.sink(Op::SinkCommit).await?;
+        self.inner.commit_week(week, manifest).await
+    }
+
+    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.plan.sink(Op::SinkRead).await?;
+        self.inner.read_object(week, name).await
+    }
+
+    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        self.plan.sink(Op::SinkList).await?;
+        self.inner.list_weeks().await
+    }
+}
+
+struct FaultyUpload {
+    inner: Box<dyn ObjectUpload>,
+    plan: FaultPlan,
+}
+
+#[async_trait]
+impl ObjectUpload for FaultyUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.plan.sink(Op::UploadWrite).await?;
+        self.inner.write(chunk).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<ObjectInfo, SinkError> {
+        self.plan.sink(Op::UploadFinish).await?;
+        self.inner.finish().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), SinkError> {
+        // Aborting must always be possible: that is how failures clean up.
+        self.inner.abort().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_count_calls() {
+        let plan = FaultPlan::new();
+        assert_eq!(plan.on_call(Op::Insert), None);
+        plan.fail_nth(Op::Insert, 1, Fault::Internal);
+        assert_eq!(plan.on_call(Op::Insert), None);
+        assert_eq!(plan.on_call(Op::Insert), Some(Fault::Internal));
+        assert_eq!(plan.on_call(Op::Insert), None);
+        plan.fail(Op::Get, Fault::Unavailable);
+        assert_eq!(plan.on_call(Op::Get), Some(Fault::Unavailable));
+        assert_eq!(plan.on_call(Op::Get), Some(Fault::Unavailable));
+        assert_eq!(plan.injected(), 3);
+        plan.clear();
+        assert_eq!(plan.on_call(Op::Get), None);
+    }
+}

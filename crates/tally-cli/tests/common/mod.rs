@@ -30,16 +30,26 @@ impl Server {
         Self::start_with(data_dir, extra, Some(KEY))
     }
 
+    /// Like [`start`](Self::start), with the weekly schedule (and its start-up catch-up) on.
+    pub fn start_with_schedule(data_dir: &Path) -> Server {
+        Self::launch(data_dir, &[], Some(KEY), true)
+    }
+
     /// Like [`start`](Self::start), with the given key (or none).
     pub fn start_with(data_dir: &Path, extra: &[&str], key: Option<&str>) -> Server {
+        Self::launch(data_dir, extra, key, false)
+    }
+
+    fn launch(data_dir: &Path, extra: &[&str], key: Option<&str>, schedule: bool) -> Server {
         let mut cmd = tally();
         match key {
             Some(k) => cmd.env("TALLY_API_KEY", k),
             None => cmd.env_remove("TALLY_API_KEY"),
         };
         let mut child = cmd
-            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--no-schedule", "--data-dir"])
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(if schedule { &[][..] } else { &["--no-schedule"][..] })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

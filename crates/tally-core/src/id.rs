@@ -26,20 +26,27 @@ pub struct InvalidRecordId(pub String);
 impl RecordId {
     /// A fresh random id for a record received at `at`.
     pub fn generate(at: Timestamp) -> Self {
-        Self(Ulid::from_parts(millis(at), rand::random::<u128>()))
+        Self::sequence(at, rand::random::<u128>(), 0)
+    }
+
+    /// The `index`-th id of a batch received at `at` whose ids share the
+    /// random `base`: consecutive, so a batch's ids sort in input order (and
+    /// its export follows the order the client sent). The base keeps its top
+    /// random bit clear, so adding any batch index cannot overflow 80 bits.
+    pub fn sequence(at: Timestamp, base: u128, index: usize) -> Self {
+        const RANDOM_BITS: u32 = 80;
+        let base = base & ((1u128 << (RANDOM_BITS - 1)) - 1);
+        Self(Ulid::from_parts(millis(at), base + index as u128))
     }
 
     /// The id of the `index`-th record of an idempotent request: the same key,
     /// body and `received_at` always give the same ids, so a retried request
     /// writes over its own earlier attempt instead of adding duplicates.
     pub fn deterministic(at: Timestamp, seed: &[u8], index: usize) -> Self {
-        let mut h = Sha256::new();
-        h.update(seed);
-        h.update((index as u64).to_be_bytes());
-        let digest = h.finalize();
-        let mut random = [0u8; 16];
-        random.copy_from_slice(&digest[..16]);
-        Self(Ulid::from_parts(millis(at), u128::from_be_bytes(random)))
+        let digest = Sha256::digest(seed);
+        let mut base = [0u8; 16];
+        base.copy_from_slice(&digest[..16]);
+        Self::sequence(at, u128::from_be_bytes(base), index)
     }
 
     /// The smallest id that can belong to a record received at `at` or later.
@@ -140,6 +147,15 @@ mod tests {
         assert_eq!(RecordId::deterministic(at, b"k", 0), RecordId::deterministic(at, b"k", 0));
         assert_ne!(RecordId::deterministic(at, b"k", 0), RecordId::deterministic(at, b"k", 1));
         assert_ne!(RecordId::deterministic(at, b"k", 0), RecordId::deterministic(at, b"j", 0));
+        assert!(RecordId::deterministic(at, b"k", 0) < RecordId::deterministic(at, b"k", 1));
+    }
+
+    #[test]
+    fn a_batch_sorts_in_input_order_even_from_the_largest_base() {
+        let at = Timestamp::from_millis(5);
+        let ids: Vec<RecordId> = (0..1000).map(|i| RecordId::sequence(at, u128::MAX, i)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(ids.iter().all(|id| id.timestamp() == at));
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl IngestService {
         let parsed = parse_body(body, format, &self.limits)?;
         let received_at = self.clock.now();
         let seed = key.as_ref().map(|k| id_seed(k, &fingerprint));
+        let base = rand::random::<u128>();
         let records: Vec<Record> = parsed
             .records()
             .iter()
@@ -99,7 +100,7 @@ impl IngestService {
             .map(|(i, data)| Record {
                 id: match &seed {
                     Some(seed) => RecordId::deterministic(received_at, seed, i),
-                    None => RecordId::generate(received_at),
+                    None => RecordId::sequence(received_at, base, i),
                 },
                 received_at,
                 data: (*data).to_owned(),
@@ -171,6 +172,7 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(store.get(*id).await.unwrap().unwrap().data, format!("{{\"i\":{i}}}"));
         }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "a batch's ids sort in input order");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP API on an embedded SQLite store, with the weekly summary schedule.
+    /// Run the HTTP API (embedded SQLite by default, or DynamoDB + S3) with the weekly summary schedule.
     Serve(ServeArgs),
     /// Write the summary of one week, the last complete week, or a range of weeks.
     Summarize(SummarizeArgs),

@@ -154,7 +154,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
         (status = 422, description = "Valid JSON that cannot be stored: not an object or array of objects, an empty \
             batch, too many records, a record too large or too deep, or a duplicate key. `index` names the item.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store could not commit; nothing was stored. Retry after `Retry-After`.",
+        (status = 503, description = "The store could not commit, or too many uploads are in progress; \
+            nothing was stored. Retry after `Retry-After`.",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )
@@ -215,7 +216,8 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Valid JSON that cannot be stored.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store could not commit; nothing was stored.",
+        (status = 503, description = "The store could not commit, or too many uploads are in progress; \
+            nothing was stored.",
             body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )

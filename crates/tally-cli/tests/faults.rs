@@ -412,3 +412,34 @@ impl Drop for TinyFs {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+#[tokio::test]
+async fn uploads_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after() {
+    // GIVEN one ingest slot, held by a request whose insert hangs
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteRecordStore::open(dir.path().join("tally.db"), SqliteOptions::default()).unwrap());
+    let plan = FaultPlan::new();
+    let faulty: Arc<dyn RecordStore> = Arc::new(FaultyStore::new(store.clone(), plan.clone()));
+    let ingest = IngestService::new(faulty, Arc::new(SystemClock), Limits::default());
+    let state =
+        AppState::new(ingest, Arc::new(MemorySummarySink::default()), Auth::key(KEY)).with_ingest_concurrency(1);
+    let app = App { router: router(state, HttpOptions::default()), store, plan, _dir: dir };
+    app.plan.fail(Op::Insert, Fault::Delay(Duration::from_millis(800)));
+    let first = tokio::spawn({
+        let r = app.router.clone();
+        async move { r.oneshot(post(r#"{"first":1}"#, None)).await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // WHEN another upload arrives, it is shed at once; reads are not
+    let r = send(&app, post(r#"{"second":1}"#, None)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.body["type"], "/problems/overloaded");
+    assert!(r.retry_after.is_some_and(|s| s >= 1));
+    let health = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    // THEN the first completes, and the slot is free again
+    assert_eq!(first.await.unwrap(), StatusCode::CREATED);
+    app.plan.clear();
+    assert_eq!(send(&app, post(r#"{"third":1}"#, None)).await.status, StatusCode::CREATED);
+    assert_eq!(app.store.count().await.unwrap(), 2);
+}

@@ -60,6 +60,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The one route table, served by `tally serve` and by the Lambda function.
 pub fn router(state: AppState, options: HttpOptions) -> Router {
     let (protected, _) = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .split_for_parts();
     let (public, _) = public_routes().split_for_parts();
@@ -110,6 +111,28 @@ async fn problemize(res: Response) -> Response {
         }
     }
     fresh
+}
+
+/// Load shedding for uploads: a `POST` takes one of the state's ingest slots
+/// for its whole life (body read, validation, commit) or, if none is free, is
+/// answered 503 at once without reading its body.
+async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let Ok(_slot) = state.ingest_slots.clone().try_acquire_owned() else {
+        tracing::warn!("ingest slots exhausted; shedding a request");
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Server busy",
+            "too many uploads are in progress, so this one was not read and nothing was stored; \
+             retry after the time in Retry-After",
+        );
+        p.retry_after = Some(Duration::from_secs(1));
+        return p.into_response();
+    };
+    next.run(req).await
 }
 
 async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {

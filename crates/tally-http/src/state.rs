@@ -56,6 +56,10 @@ pub struct AppState {
     /// Longest wait for one store call; past it the request gets 503 with
     /// `Retry-After` (the store's fault), not the router's 408 (the client's).
     pub(crate) store_timeout: Duration,
+    /// Slots for requests that upload a body; a request finding none is shed
+    /// with 503 before its body is read, so memory stays bounded by
+    /// `slots x body limit` however many clients flood the server.
+    pub(crate) ingest_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -63,8 +67,24 @@ impl AppState {
     /// below the default request timeout, well above SQLite's busy timeout.
     pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
+    /// Default for [`with_ingest_concurrency`](Self::with_ingest_concurrency).
+    pub const DEFAULT_INGEST_CONCURRENCY: usize = 64;
+
     pub fn new(ingest: IngestService, sink: Arc<dyn SummarySink>, auth: Auth) -> Self {
-        Self { ingest, sink, auth, store_timeout: Self::DEFAULT_STORE_TIMEOUT }
+        Self {
+            ingest,
+            sink,
+            auth,
+            store_timeout: Self::DEFAULT_STORE_TIMEOUT,
+            ingest_slots: Arc::new(tokio::sync::Semaphore::new(Self::DEFAULT_INGEST_CONCURRENCY)),
+        }
+    }
+
+    /// Sets how many uploads (`POST`s) may be in progress at once; more are
+    /// answered 503 with `Retry-After` at once (load shedding).
+    pub fn with_ingest_concurrency(mut self, slots: usize) -> Self {
+        self.ingest_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+        self
     }
 
     /// Sets the longest wait for one store call (keep it below the request timeout).

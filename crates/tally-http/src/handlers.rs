@@ -182,50 +182,6 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
     Ok(res)
 }
 
-/// `POST /post` — the original app's path: exactly `POST /records`.
-#[utoipa::path(
-    post,
-    path = "/post",
-    tag = "records",
-    operation_id = "create_records_post",
-    params(IdempotencyKeyHeader),
-    request_body(
-        description = "One JSON object, an array of objects, or NDJSON.",
-        content((RecordsJson = "application/json"), (RecordsNdjson = "application/x-ndjson")),
-    ),
-    responses(
-        (status = 201, description = "Stored (or, with `Idempotent-Replayed: true`, stored before).",
-            body = Created,
-            headers(
-                ("Location" = String,
-                    description = "`/records/<id>` of the new record; only when one object was sent."),
-                ("Idempotent-Replayed" = String,
-                    description = "`true` when this answers a retry with the same `Idempotency-Key` and body."),
-            ),
-            links(
-                ("GetRecord" = (operation_id = "get_record", parameters(("id" = "$response.body#/id")),
-                    description = "Read the record just created (single-object requests).")),
-            )),
-        (status = 400, description = "Malformed JSON, invalid UTF-8, an empty body, or a bad `Idempotency-Key`.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The `Idempotency-Key` was used before with a different body.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than the limit.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Another content type, a charset other than UTF-8, or a compressed body.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Valid JSON that cannot be stored.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store could not commit, or too many uploads are in progress; \
-            nothing was stored.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
-    )
-)]
-pub async fn create_records_post(state: State<AppState>, request: Request) -> Result<Response, ApiError> {
-    create_records(state, request).await
-}
-
 /// The `Idempotency-Key` request header of the `POST` routes.
 #[derive(Debug, utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]

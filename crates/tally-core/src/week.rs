@@ -29,6 +29,9 @@ impl IsoWeek {
         Date::from_iso_week_date(year, week, Weekday::Monday)
             .ok()
             .filter(|_| (1000..=9999).contains(&year))
+            // The week must end on a representable date: 9999-W52 would end
+            // in year 10000, past `time::Date::MAX` (found by fuzzing).
+            .filter(|monday| monday.checked_add(Duration::days(7)).is_some())
             .map(|_| Self { year, week })
     }
 
@@ -144,6 +147,16 @@ impl<'de> Deserialize<'de> for IsoWeek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_representable_week_is_the_last_accepted() {
+        // Regression (fuzzing): 9999-W52 parsed, then `end()` panicked.
+        assert!(IsoWeek::parse("9999-W52").is_err());
+        let last = IsoWeek::parse("9999-W51").unwrap();
+        assert!(last.start() < last.end());
+        let first = IsoWeek::parse("1000-W01").unwrap();
+        assert!(first.previous() < first && first.start() < first.end());
+    }
 
     fn w(s: &str) -> IsoWeek {
         IsoWeek::parse(s).unwrap()

@@ -17,8 +17,17 @@
 //! its week(s) (an idempotent overwrite, cached per process so a warm Lambda
 //! writes it once per week), so no Scan is ever needed.
 //!
+//! # Atomic batches
+//! A batch of up to [`TRANSACT_LIMIT`] records (and under [`TRANSACT_MAX_BYTES`])
+//! is one `TransactWriteItems`: all or nothing, as the HTTP contract promises.
+//! DynamoDB cannot commit more items than that atomically; larger batches go
+//! out as concurrent `BatchWriteItem` chunks, so if one of those fails after
+//! retries, the chunks already written stay (the API role may not delete).
+//! Clients sending batches over 100 records should send an `Idempotency-Key`
+//! and retry on 503: the retry then converges as below.
+//!
 //! # Idempotent batches
-//! DynamoDB cannot commit a 1000-item batch atomically. With a key, the entry
+//! With a key, the entry
 //! is claimed first (conditional put, `complete = false`), then the records
 //! are written, then the entry is marked `complete`. An incomplete entry is
 //! invisible to [`RecordStore::idempotency_entry`], so a retry of a request
@@ -36,7 +45,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+};
 use futures::{StreamExt, TryStreamExt};
 use tally_core::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
 use tally_core::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
@@ -50,6 +61,10 @@ use crate::retry::RetryPolicy;
 pub const SHARDS: u16 = 16;
 /// BatchWriteItem's limit.
 const BATCH_LIMIT: usize = 25;
+/// TransactWriteItems' item limit: batches up to this size commit atomically.
+pub const TRANSACT_LIMIT: usize = 100;
+/// TransactWriteItems' 4 MB request limit, with room for keys and attribute names.
+pub const TRANSACT_MAX_BYTES: usize = 3 * 1024 * 1024;
 /// Chunks of a batch written concurrently.
 const BATCH_CONCURRENCY: usize = 8;
 const WEEKS_PK: &str = "W";
@@ -131,10 +146,57 @@ impl DynamoDbRecordStore {
                 .map_err(|e| classify("PutItem", e))?;
             return Ok(());
         }
+        let bytes: usize = records.iter().map(|r| r.data.len() + 64).sum();
+        if records.len() <= TRANSACT_LIMIT && bytes <= TRANSACT_MAX_BYTES {
+            return self.write_transaction(records).await;
+        }
         // Futures are lazy: building them all up front costs nothing, and
         // sidesteps a higher-ranked lifetime error with a closure in `map`.
         let writes: Vec<_> = records.chunks(BATCH_LIMIT).map(|chunk| self.write_chunk(chunk)).collect();
         futures::stream::iter(writes).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await
+    }
+
+    /// All of `records` in one TransactWriteItems, retried with backoff while
+    /// DynamoDB throttles or cancels it for a conflicting transaction.
+    async fn write_transaction(&self, records: &[Record]) -> Result<(), StoreError> {
+        let items: Vec<TransactWriteItem> = records
+            .iter()
+            .map(|r| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(record_item(r)))
+                    .build()
+                    .map(|put| TransactWriteItem::builder().put(put).build())
+                    .map_err(|e| StoreError::internal("could not build a DynamoDB transaction item", e))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut attempt = 0;
+        loop {
+            let sent = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let retryable = matches!(
+                err.code(),
+                Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException")
+            ) || (err.code() == Some("TransactionCanceledException")
+                && err.message().is_some_and(|m| m.contains("Conflict") || m.contains("Throttl")));
+            if !retryable {
+                return Err(classify("TransactWriteItems", err));
+            }
+            attempt += 1;
+            let Some(delay) = self.retry.delay(attempt) else {
+                tracing::warn!(attempt, code = ?err.code(), "TransactWriteItems still throttled; giving up");
+                return Err(StoreError::Unavailable {
+                    message: format!("DynamoDB kept cancelling the batch's transaction after {attempt} attempts"),
+                    retry_after: Duration::from_secs(1),
+                    source: Some(Box::new(err)),
+                });
+            };
+            tracing::debug!(attempt, ?delay, code = ?err.code(), "retrying TransactWriteItems");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// One BatchWriteItem, re-sending `UnprocessedItems` with backoff until

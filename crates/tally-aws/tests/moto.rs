@@ -56,6 +56,28 @@ async fn a_batch_of_1000_is_written_in_chunks_and_reads_back_in_order() {
 }
 
 #[tokio::test]
+async fn a_batch_of_up_to_100_is_all_or_nothing() {
+    let store = store().await;
+    let at = Timestamp::now();
+    // GIVEN a batch DynamoDB must refuse: its last item repeats the first one's key
+    let mut batch: Vec<Record> = (0..60)
+        .map(|i| Record { id: RecordId::sequence(at, 7, i), received_at: at, data: format!("{{\"i\":{i}}}") })
+        .collect();
+    batch.push(batch[0].clone());
+    // WHEN it is inserted THEN it fails and none of its records were stored
+    assert!(store.insert(&batch, None).await.is_err());
+    for r in &batch[..60] {
+        assert_eq!(store.get(r.id).await.unwrap(), None, "record {} of a failed batch was stored", r.id);
+    }
+    // AND the same batch without the duplicate is stored whole
+    batch.pop();
+    assert_eq!(store.insert(&batch, None).await.unwrap(), InsertOutcome::Inserted);
+    for r in &batch {
+        assert_eq!(store.get(r.id).await.unwrap().as_ref(), Some(r));
+    }
+}
+
+#[tokio::test]
 async fn a_week_scan_merges_all_shards_of_all_seven_days_in_id_order() {
     let store = store().await;
     let week = IsoWeek::parse("2026-W20").unwrap();

@@ -64,20 +64,32 @@ async fn unprocessed_items_are_resent_until_written() {
         ("BatchWriteItem", _) => (200, r#"{"UnprocessedItems":{}}"#),
         _ => (200, "{}"),
     });
-    assert_eq!(store.insert(&records(10), None).await.unwrap(), InsertOutcome::Inserted);
-    assert_eq!(calls.batch.load(Ordering::SeqCst), 2);
+    // Over TRANSACT_LIMIT records, so BatchWriteItem in 5 chunks; the first answer leaves one item over.
+    assert_eq!(store.insert(&records(110), None).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(calls.batch.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test]
 async fn unprocessed_items_that_outlast_the_retries_are_unavailable_not_inserted() {
     let calls = Arc::new(Calls::default());
     let store = store(calls.clone(), |op, _| if op == "BatchWriteItem" { (200, UNPROCESSED) } else { (200, "{}") });
-    // Two chunks of 25 written concurrently, three attempts each; the first
-    // chunk to give up fails the insert and stops the other.
-    let err = store.insert(&records(30), None).await.unwrap_err();
+    // Five chunks of 25 written concurrently, three attempts each; the first
+    // chunk to give up fails the insert and stops the others.
+    let err = store.insert(&records(125), None).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let batches = calls.batch.load(Ordering::SeqCst);
-    assert!((3..=6).contains(&batches), "{batches} BatchWriteItem calls");
+    assert!((3..=15).contains(&batches), "{batches} BatchWriteItem calls");
+}
+
+#[tokio::test]
+async fn a_transaction_cancelled_by_throttling_is_retried_then_unavailable() {
+    const CANCELLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError, None]"}"#;
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |op, _| if op == "TransactWriteItems" { (400, CANCELLED) } else { (200, "{}") });
+    let err = store.insert(&records(2), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    // One week-marker PutItem, then our three attempts (each once: the SDK does not retry cancellations).
+    assert!(calls.put.load(Ordering::SeqCst) >= 4, "{} calls", calls.put.load(Ordering::SeqCst));
 }
 
 #[tokio::test]

@@ -605,3 +605,53 @@ fn slow_headers_are_cut_off_and_the_server_stays_healthy() {
     }
     assert!(healthy(&addr));
 }
+
+#[test]
+fn keys_idempotency_keys_and_bodies_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let addr = authority(&server.base).to_owned();
+    let wrong = "wrong-key-Zq8v1Lr0";
+    let idem = "idem-key-Xk3Tb7Pp";
+    let bearer = "bearer-token-Mm4Nn5";
+    let body_marker = "body-marker-Yy6Ww2";
+    let json = ("content-type".to_owned(), b"application/json".to_vec());
+    let body = Body::Sized(format!(r#"{{"m":"{body_marker}"}}"#).into_bytes());
+    let requests = [
+        // 401: wrong key, key in the query string, bearer token
+        (
+            vec![("x-api-key".to_owned(), wrong.as_bytes().to_vec()), json.clone()],
+            format!("/records?x-api-key={wrong}"),
+            401,
+        ),
+        (
+            vec![("authorization".to_owned(), format!("Bearer {bearer}").into_bytes()), json.clone()],
+            "/records".into(),
+            401,
+        ),
+        // 201 then replay, and 409 on reuse, all with an idempotency key
+        (
+            vec![("x-api-key".to_owned(), KEY.into()), ("idempotency-key".to_owned(), idem.into()), json.clone()],
+            "/records".into(),
+            201,
+        ),
+        (
+            vec![("x-api-key".to_owned(), KEY.into()), ("idempotency-key".to_owned(), idem.into()), json.clone()],
+            "/records".into(),
+            201,
+        ),
+        // 400 for a bad body that carries the marker
+        (vec![("x-api-key".to_owned(), KEY.into()), json], "/records".into(), 400),
+    ];
+    for (i, (headers, path, status)) in requests.into_iter().enumerate() {
+        let body = if i == 4 { Body::Sized(format!(r#"{{"m":"{body_marker}""#).into_bytes()) } else { body.clone() };
+        let res = send(&addr, request("POST", &path, &headers, &body), Duration::from_secs(10)).unwrap();
+        assert_eq!(res.status, status, "request {i}: {}", res.text());
+    }
+    assert!(server.terminate().success());
+    let logs = server.log_text();
+    assert!(logs.matches("request done").count() >= 5, "requests were not logged:\n{logs}");
+    for secret in [KEY, wrong, idem, bearer, body_marker] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
+    }
+}

@@ -21,6 +21,7 @@ SUMMARIES_PREFIX = {"StringLike": {"s3:prefix": ["summaries/", "summaries/*"]}}
 API_GRANTS = {
     ("logs:CreateLogStream", "ApiFunctionLogGroup.Arn", None),
     ("logs:PutLogEvents", "ApiFunctionLogGroup.Arn", None),
+    # PutItem also covers the Put actions inside TransactWriteItems.
     ("dynamodb:PutItem", "{table}.Arn", None),
     ("dynamodb:GetItem", "{table}.Arn", None),
     ("dynamodb:BatchWriteItem", "{table}.Arn", None),

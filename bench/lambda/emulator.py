@@ -37,6 +37,7 @@ class State:
         self.first_next = None
         self.event_sent = None
         self.responded = None
+        self.first_ms = None
         self.rss_kb = None
         self.hwm_kb = None
         self.status = None
@@ -104,6 +105,7 @@ def make_handler(state):
                 self.reply(202, b'{"status":"OK"}')
             elif "/invocation/" in self.path and self.path.endswith("/response"):
                 state.responded = time.perf_counter()
+                state.first_ms = (state.responded - state.event_sent) * 1000
                 state.hwm_kb = vm(state.pid, "VmHWM")
                 state.rss_kb = vm(state.pid, "VmRSS")
                 try:
@@ -165,7 +167,7 @@ def main():
             sys.exit(1)
         runs.append({
             "init_ms": (state.first_next - state.spawned) * 1000,
-            "first_ms": (state.responded - state.event_sent) * 1000,
+            "first_ms": state.first_ms,
             "hwm_mb": (state.hwm_kb or 0) / 1024,
             "status": state.status,
             "warm_ms": statistics.median(state.warm_ms) if state.warm_ms else None,

@@ -13,7 +13,8 @@ source "$here/../lib.sh"
 runs="${BENCH_LAMBDA_RUNS:-7}"
 
 build() { # ARCH_FLAG DIR
-    (cd "$root" && cargo lambda build --release -p tally-lambda "$1" --output-format zip --lambda-dir "$2") \
+    # The shipped profile (stripped), not run-all's profiling one.
+    (cd "$root" && env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG cargo lambda build --release -p tally-lambda "$1" --output-format zip --lambda-dir "$2") \
         >"$2.log" 2>&1 || { tail -30 "$2.log" >&2; return 1; }
     for f in tally-api tally-weekly; do
         mkdir -p "$2/$f/unzipped" && (cd "$2/$f/unzipped" && python3 -m zipfile -e ../bootstrap.zip .)
@@ -25,6 +26,7 @@ build --x86-64 "$WORK/lambda-x86_64"
 size() { python3 -c "import os, sys; print(f'{os.path.getsize(sys.argv[1]) / 1048576:.2f}')" "$1"; }
 
 # A table and bucket for the functions (tally's key schema).
+export AWS_ENDPOINT_URL="$TALLY_MOTO_ENDPOINT"
 names="$("$PY" - <<'PY'
 import uuid, boto3
 t = f"tally-bench-{uuid.uuid4().hex[:8]}"
@@ -35,7 +37,7 @@ boto3.client("s3").create_bucket(Bucket=t)
 print(t)
 PY
 )"
-export TABLE_NAME="$names" BUCKET_NAME="$names" AWS_ENDPOINT_URL="$TALLY_MOTO_ENDPOINT"
+export TABLE_NAME="$names" BUCKET_NAME="$names"
 export AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true RUST_LOG=warn AWS_LAMBDA_LOG_LEVEL=WARN
 emu() { "$PY" "$here/emulator.py" --runs "$runs" "$@"; }
 api="$(emu --label tally-api --event "$root/events/apigw-post-records.json" -- "$WORK/lambda-x86_64/tally-api/unzipped/bootstrap")"

@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let limits = if selector & 2 == 0 {
         Limits::default()
     } else {
-        Limits { max_body_bytes: 4096, max_record_bytes: 64, max_batch_records: 3, max_depth: 2 + usize::from(selector >> 4) }
+        Limits {
+            max_body_bytes: 4096,
+            max_record_bytes: 64,
+            max_batch_records: 3,
+            max_depth: 2 + usize::from(selector >> 4),
+        }
     };
     let Ok(parsed) = parse_body(body, format, &limits) else { return };
     let records = parsed.records();

@@ -10,8 +10,12 @@
 # Guide: docs/DEPLOY.md
 set -euo pipefail
 
+SCRIPT="clean.sh"
+ERROR_HINT="fix that and re-run ./clean.sh; it is safe to run again."
+# shellcheck source=scripts/lib/cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/cli.sh"
+
 readonly DEFAULT_STACK="tally"
-readonly RULE="########################################"
 # Versions removed per DeleteObjects call (the API maximum).
 readonly BATCH=1000
 
@@ -40,23 +44,6 @@ Options:
 EOF
 }
 
-say() { printf '%s\n' "$*"; }
-banner() { say "$RULE"; say "$*"; say "$RULE"; }
-die() {
-  printf 'error: %s\n' "$1" >&2
-  [[ $# -gt 1 ]] && printf '  next: %s\n' "$2" >&2
-  exit 1
-}
-on_error() {
-  printf 'error: clean.sh stopped at line %s (exit %s); the output above says why.\n' "$1" "$2" >&2
-  printf '  next: fix that and re-run ./clean.sh; it is safe to run again.\n' >&2
-}
-trap 'on_error "$LINENO" "$?"' ERR
-
-need_value() {
-  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value" "run ./clean.sh --help for usage"
-}
-
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --stack-name) need_value "$@"; stack_name="$2"; shift 2 ;;
@@ -73,17 +60,6 @@ done
 
 interactive=false
 if [[ -t 0 ]]; then interactive=true; fi
-
-ask() {
-  local var="$1" question="$2" example="$3" default="${4:-}" reply=""
-  if [[ -n "$default" ]]; then
-    printf '%s (Example: "%s") [%s]\n' "$question" "$example" "$default"
-  else
-    printf '%s (Example: "%s")\n' "$question" "$example"
-  fi
-  IFS= read -r reply || true
-  printf -v "$var" '%s' "${reply:-$default}"
-}
 
 command -v aws >/dev/null 2>&1 ||
   die "'aws' is not installed or not on PATH" "install the AWS CLI v2: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html (or: pip install awscli)"

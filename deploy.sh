@@ -9,8 +9,12 @@
 # Run ./deploy.sh --help for every option. Guide: docs/DEPLOY.md
 set -euo pipefail
 
+SCRIPT="deploy.sh"
+ERROR_HINT="fix that, then re-run ./deploy.sh (docs/DEPLOY.md#troubleshooting)."
+# shellcheck source=scripts/lib/cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/cli.sh"
+
 readonly DEFAULT_STACK="tally"
-readonly RULE="########################################"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly ROOT
@@ -54,24 +58,6 @@ Options:
 EOF
 }
 
-say() { printf '%s\n' "$*"; }
-banner() { say "$RULE"; say "$*"; say "$RULE"; }
-die() {
-  # die "what went wrong" "what to do next"
-  printf 'error: %s\n' "$1" >&2
-  [[ $# -gt 1 ]] && printf '  next: %s\n' "$2" >&2
-  exit 1
-}
-on_error() {
-  printf 'error: deploy.sh stopped at line %s (exit %s); the output above says why.\n' "$1" "$2" >&2
-  printf '  next: fix that, then re-run ./deploy.sh (docs/DEPLOY.md#troubleshooting).\n' >&2
-}
-trap 'on_error "$LINENO" "$?"' ERR
-
-need_value() {
-  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value" "run ./deploy.sh --help for usage"
-}
-
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --stack-name) need_value "$@"; stack_name="$2"; shift 2 ;;
@@ -95,18 +81,6 @@ done
 
 interactive=false
 if [[ -t 0 && "$assume_yes" == false ]]; then interactive=true; fi
-
-# ask VAR "question" "example" [default]: prints like the 2021 scripts did.
-ask() {
-  local var="$1" question="$2" example="$3" default="${4:-}" reply=""
-  if [[ -n "$default" ]]; then
-    printf '%s (Example: "%s") [%s]\n' "$question" "$example" "$default"
-  else
-    printf '%s (Example: "%s")\n' "$question" "$example"
-  fi
-  IFS= read -r reply || true
-  printf -v "$var" '%s' "${reply:-$default}"
-}
 
 require() {
   # require COMMAND "install hint"

@@ -82,8 +82,11 @@ impl IngestService {
         format: BodyFormat,
         key: Option<IdempotencyKey>,
     ) -> Result<IngestReceipt, IngestError> {
-        let fingerprint = Fingerprint::of(format.tag(), body);
-        if let Some(key) = &key
+        // Only an idempotent request needs the body's SHA-256 (a whole pass
+        // over up to 1 MiB); without a key, nothing reads it.
+        let fingerprint = key.as_ref().map(|_| Fingerprint::of(format.tag(), body));
+        let request_body = body;
+        if let (Some(key), Some(fingerprint)) = (&key, fingerprint)
             && let Some(entry) = self.store.idempotency_entry(key).await?
         {
             return replay(entry, fingerprint);
@@ -91,7 +94,7 @@ impl IngestService {
 
         let parsed = parse_body(body, format, &self.limits)?;
         let received_at = self.clock.now();
-        let seed = key.as_ref().map(|k| id_seed(k, &fingerprint));
+        let seed = key.as_ref().zip(fingerprint.as_ref()).map(|(k, f)| id_seed(k, f));
         let base = rand::random::<u128>();
         let records: Vec<Record> = parsed
             .records()
@@ -113,7 +116,7 @@ impl IngestService {
             }
         };
         let body = serde_json::to_string(&response).unwrap_or_default();
-        let entry = key.map(|key| IdempotencyEntry {
+        let entry = key.zip(fingerprint).map(|(key, fingerprint)| IdempotencyEntry {
             key,
             fingerprint,
             received_at,
@@ -123,7 +126,9 @@ impl IngestService {
         });
         match self.store.insert(&records, entry.as_ref()).await? {
             InsertOutcome::Inserted => Ok(IngestReceipt { status: 201, response, body, replayed: false }),
-            InsertOutcome::KeyExists(existing) => replay(existing, fingerprint),
+            InsertOutcome::KeyExists(existing) => {
+                replay(existing, fingerprint.unwrap_or_else(|| Fingerprint::of(format.tag(), request_body)))
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Lambda cold start: cargo-lambda builds tally-api and tally-weekly (arm64 for
-# the zip sizes that ship, x86_64 to run here), then bench/lambda/emulator.py
+# Lambda cold start: tally-api and tally-weekly (arm64 zips from cargo-lambda,
+# the sizes that ship; x86_64 builds to run here), then bench/lambda/emulator.py
 # starts each bootstrap against a local Runtime API and measures init, first
 # invocation and RSS, next to a Python 3 boto3 handler doing the same put.
 # The functions talk to moto. Run under scripts/with-moto. Appends to $RESULTS.
@@ -9,20 +9,26 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 # shellcheck source=../lib.sh
 source "$here/../lib.sh"
-: "${RESULTS:?}" "${WORK:?}" "${PY:?}" "${TALLY_MOTO_ENDPOINT:?run under scripts/with-moto}"
+: "${RESULTS:?}" "${WORK:?}" "${PY:?}" "${BIN:?}" "${TALLY_MOTO_ENDPOINT:?run under scripts/with-moto}"
 runs="${BENCH_LAMBDA_RUNS:-7}"
 
-build() { # ARCH_FLAG DIR
-    # The shipped profile (stripped), not run-all's profiling one.
-    (cd "$root" && env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG cargo lambda build --release -p tally-lambda "$1" --output-format zip --lambda-dir "$2") \
-        >"$2.log" 2>&1 || { tail -30 "$2.log" >&2; return 1; }
-    for f in tally-api tally-weekly; do
-        mkdir -p "$2/$f/unzipped" && (cd "$2/$f/unzipped" && python3 -m zipfile -e ../bootstrap.zip .)
-        chmod +x "$2/$f/unzipped/bootstrap"
-    done
-}
-build --arm64 "$WORK/lambda-arm64"
-build --x86-64 "$WORK/lambda-x86_64"
+# arm64: cargo-lambda (zig as the cross linker), the zips that ship.
+arm="$WORK/lambda-arm64"
+# The shipped profile (stripped), not run-all's profiling one.
+(cd "$root" && env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG \
+    cargo lambda build --release -p tally-lambda --arm64 --output-format zip --lambda-dir "$arm") \
+    >"$arm.log" 2>&1 || { tail -30 "$arm.log" >&2; exit 1; }
+# x86_64 (this machine): the host-triple release build of the same crate and
+# profile, which shares the workspace's compiled dependencies (a cargo-lambda
+# --x86-64 build would recompile all of them for an explicit target triple);
+# stripped and zipped the way cargo-lambda packages a bootstrap.
+x86="$WORK/lambda-x86_64"
+(cd "$root" && cargo build --release --locked -q -p tally-lambda)
+for f in tally-api tally-weekly; do
+    mkdir -p "$x86/$f"
+    strip -o "$x86/$f/bootstrap" "$BIN/$f"
+    (cd "$x86/$f" && python3 -c 'import sys, zipfile; z = zipfile.ZipFile("bootstrap.zip", "w", zipfile.ZIP_DEFLATED); z.write("bootstrap"); z.close()')
+done
 size() { python3 -c "import os, sys; print(f'{os.path.getsize(sys.argv[1]) / 1048576:.2f}')" "$1"; }
 
 # A table and bucket for the functions (tally's key schema).
@@ -40,8 +46,8 @@ PY
 export TABLE_NAME="$names" BUCKET_NAME="$names"
 export AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true RUST_LOG=warn AWS_LAMBDA_LOG_LEVEL=WARN
 emu() { "$PY" "$here/emulator.py" --runs "$runs" "$@"; }
-api="$(emu --label tally-api --event "$root/events/apigw-post-records.json" -- "$WORK/lambda-x86_64/tally-api/unzipped/bootstrap")"
-weekly="$(emu --label tally-weekly --event "$root/events/schedule-week.json" -- "$WORK/lambda-x86_64/tally-weekly/unzipped/bootstrap")"
+api="$(emu --label tally-api --event "$root/events/apigw-post-records.json" -- "$x86/tally-api/bootstrap")"
+weekly="$(emu --label tally-weekly --event "$root/events/schedule-week.json" -- "$x86/tally-weekly/bootstrap")"
 python="$(cd "$here/python" && emu --label python-boto3 --event "$root/events/apigw-post-records.json" -- "$PY" bootstrap.py)"
 echo "$api" >&2; echo "$weekly" >&2; echo "$python" >&2
 

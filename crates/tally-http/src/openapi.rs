@@ -208,7 +208,7 @@ pub(crate) fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
 }
 
 /// The exact pattern of the weeks [`IsoWeek::parse`] accepts: `W01`–`W52`
-/// of years 1000–9999, and `W53` of the years that have one. The calendar
+/// of years 1000–9999 (but not `9999-W52`), and `W53` of the years that have one. The calendar
 /// repeats every 400 years, so whether a year has a W53 depends only on its
 /// century modulo 4 and its last two digits; the pattern lists, for each of
 /// the four century classes, the centuries and the two-digit endings.
@@ -226,7 +226,13 @@ pub fn week_pattern() -> String {
             format!("(?:{})(?:{})", join(centuries.iter().map(u32::to_string).collect()), join(endings))
         })
         .collect::<Vec<_>>();
-    format!("^(?:[1-9][0-9]{{3}}-[Ww](?:0[1-9]|[1-4][0-9]|5[0-2])|(?:{})-[Ww]53)$", long_years.join("|"))
+    // 9999-W52 is the one exception to "W01-W52 of every year": it would end in
+    // year 10000, past what tally's dates can represent, so the parser refuses it.
+    format!(
+        "^(?:(?:[1-8][0-9]{{3}}|9[0-8][0-9]{{2}}|99[0-8][0-9]|999[0-8])-[Ww](?:0[1-9]|[1-4][0-9]|5[0-2])\
+         |9999-[Ww](?:0[1-9]|[1-4][0-9]|5[01])|(?:{})-[Ww]53)$",
+        long_years.join("|")
+    )
 }
 
 fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {

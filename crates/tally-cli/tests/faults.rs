@@ -45,8 +45,8 @@ fn app(store_timeout: Duration) -> App {
     let plan = FaultPlan::new();
     let faulty: Arc<dyn RecordStore> = Arc::new(FaultyStore::new(store.clone(), plan.clone()));
     let ingest = IngestService::new(faulty, Arc::new(SystemClock), Limits::default());
-    let state =
-        AppState::new(ingest, Arc::new(MemorySummarySink::default()), Auth::key(KEY)).with_store_timeout(store_timeout);
+    let sink: Arc<dyn SummarySink> = Arc::new(FaultySink::new(Arc::new(MemorySummarySink::default()), plan.clone()));
+    let state = AppState::new(ingest, sink, Auth::key(KEY)).with_store_timeout(store_timeout);
     App { router: router(state, HttpOptions::default()), store, plan, _dir: dir }
 }
 
@@ -76,10 +76,14 @@ fn post(body: &str, key: Option<&str>) -> Request<Body> {
 }
 
 fn assert_503(r: &Reply, what: &str) {
+    assert_503_of(r, what, "/problems/store-unavailable");
+}
+
+fn assert_503_of(r: &Reply, what: &str, kind: &str) {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {}", r.body);
     assert_eq!(r.content_type.as_deref(), Some("application/problem+json"), "{what}");
     assert!(r.retry_after.is_some_and(|s| s >= 1), "{what}: Retry-After missing");
-    assert_eq!(r.body["type"], "/problems/store-unavailable", "{what}");
+    assert_eq!(r.body["type"], kind, "{what}");
     assert!(r.body["detail"].as_str().unwrap_or_default().contains("Retry-After"), "{what}");
 }
 
@@ -139,6 +143,22 @@ async fn a_hanging_store_gives_503_not_408_and_stores_nothing_behind_the_clients
     )
     .await;
     assert_503(&r, "hanging get");
+}
+
+#[tokio::test]
+async fn a_hanging_or_failing_summary_bucket_gives_503_not_408() {
+    let app = app(Duration::from_millis(300));
+    let get = |path: &str| Request::get(path).header("x-api-key", KEY).body(Body::empty()).unwrap();
+    for fault in [Fault::Delay(Duration::from_secs(3)), Fault::Unavailable] {
+        app.plan.fail(Op::SinkList, fault);
+        app.plan.fail(Op::SinkRead, fault);
+        let started = std::time::Instant::now();
+        assert_503_of(&send(&app, get("/summaries")).await, "list summaries", "/problems/bucket-unavailable");
+        assert_503_of(&send(&app, get("/summaries/2026-W47")).await, "read a summary", "/problems/bucket-unavailable");
+        assert!(started.elapsed() < Duration::from_secs(2), "{fault:?} took {:?}", started.elapsed());
+    }
+    app.plan.clear();
+    assert_eq!(send(&app, get("/summaries")).await.status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

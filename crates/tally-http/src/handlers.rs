@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tally_core::idempotency::IdempotencyKey;
+use tally_core::ports::SinkError;
 use tally_core::{BodyFormat, IsoWeek, RecordId};
 
 use crate::openapi::{AnyObject, Created, RecordsJson, RecordsNdjson, StoredRecord};
@@ -262,7 +263,7 @@ pub struct WeekList {
     )
 )]
 pub async fn list_summaries(State(state): State<AppState>) -> Result<Json<WeekList>, ApiError> {
-    let weeks = state.sink.list_weeks().await?;
+    let weeks = within_bucket(&state, state.sink.list_weeks()).await?;
     Ok(Json(WeekList {
         weeks: weeks.into_iter().map(|week| WeekLink { week, href: format!("/summaries/{week}") }).collect(),
     }))
@@ -300,8 +301,8 @@ pub async fn get_summary(
         ))
     };
     // Only a week with a manifest is complete; a run in progress has none.
-    state.sink.read_object(week, "manifest.json").await?.ok_or_else(not_yet)?;
-    let summary = state.sink.read_object(week, "summary.json").await?.ok_or_else(not_yet)?;
+    within_bucket(&state, state.sink.read_object(week, "manifest.json")).await?.ok_or_else(not_yet)?;
+    let summary = within_bucket(&state, state.sink.read_object(week, "summary.json")).await?.ok_or_else(not_yet)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], summary).into_response())
 }
 
@@ -316,4 +317,18 @@ async fn within<T>(state: &AppState, call: impl std::future::Future<Output = T>)
             source: None,
         })
     })
+}
+
+/// [`within`] for the summary bucket: a bucket that hangs is a 503 too.
+async fn within_bucket<T>(
+    state: &AppState,
+    call: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(state.store_timeout, call).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ApiError::Sink(SinkError::Unavailable {
+            message: format!("no answer within {:?}", state.store_timeout),
+            source: None,
+        })),
+    }
 }

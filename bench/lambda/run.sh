@@ -15,7 +15,10 @@ runs="${BENCH_LAMBDA_RUNS:-7}"
 # arm64: cargo-lambda (zig as the cross linker), the zips that ship.
 arm="$WORK/lambda-arm64"
 # The shipped profile (stripped), not run-all's profiling one.
+# It shares the target dir of `sam build` (scripts/check-infra --with-build),
+# whose arm64 artifacts are the same crates and profile.
 (cd "$root" && env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG \
+    CARGO_TARGET_DIR="${BENCH_ARM_TARGET_DIR:-$HOME/.cache/tally-target-lambda}" \
     cargo lambda build --release -p tally-lambda --arm64 --output-format zip --lambda-dir "$arm") \
     >"$arm.log" 2>&1 || { tail -30 "$arm.log" >&2; exit 1; }
 # x86_64 (this machine): the host-triple release build of the same crate and

@@ -46,7 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let options = &options;
             workers.push(s.spawn(move || -> Result<Aggregator, String> {
                 let mut agg = Aggregator::new(week, options);
-                let mut rec = Record { id: RecordId::from_bytes([0; 16]), received_at: Timestamp::from_millis(0), data: String::new() };
+                let mut rec = Record {
+                    id: RecordId::from_bytes([0; 16]),
+                    received_at: Timestamp::from_millis(0),
+                    data: String::new(),
+                };
                 for block in rx {
                     for line in &block {
                         let l: Line<'_> = serde_json::from_str(line).map_err(|e| format!("bad line: {e}"))?;
@@ -93,8 +97,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs = start.elapsed().as_secs_f64();
     let hwm = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.trim_start_matches("VmHWM:").trim().to_owned()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
+        })
         .unwrap_or_else(|| "n/a".into());
-    println!("records={total} secs={secs:.3} records_per_s={:.0} threads={threads} peak_rss={hwm}", total as f64 / secs);
+    println!(
+        "records={total} secs={secs:.3} records_per_s={:.0} threads={threads} peak_rss={hwm}",
+        total as f64 / secs
+    );
     Ok(())
 }

@@ -76,13 +76,19 @@ mod tests {
             received_at: Timestamp,
             data: &'a RawValue,
         }
-        for (ms, data) in [(0, "{}"), (1_763_000_000_123, " {\"a\": [1, {\"b\":null}]}\n"), (253_402_300_799_999, r#"{"k":"\"q\""}"#)] {
+        for (ms, data) in
+            [(0, "{}"), (1_763_000_000_123, " {\"a\": [1, {\"b\":null}]}\n"), (253_402_300_799_999, r#"{"k":"\"q\""}"#)]
+        {
             let at = Timestamp::from_millis(ms);
             let r = Record { id: RecordId::deterministic(at, b"t", 3), received_at: at, data: data.into() };
             let view = View { id: r.id, received_at: at, data: serde_json::from_str(data).unwrap() };
             assert_eq!(r.to_json(), serde_json::to_string(&view).unwrap());
         }
-        let bad = Record { id: RecordId::from_bytes([0; 16]), received_at: Timestamp::from_millis(0), data: "not json".into() };
+        let bad = Record {
+            id: RecordId::from_bytes([0; 16]),
+            received_at: Timestamp::from_millis(0),
+            data: "not json".into(),
+        };
         assert!(bad.to_json().contains(r#""data":"not json""#), "{}", bad.to_json());
     }
 }

@@ -42,7 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                let at = Timestamp::from_millis(slice + (r.received_at.as_millis() - week.start().as_millis()) / chunks);
+                let at =
+                    Timestamp::from_millis(slice + (r.received_at.as_millis() - week.start().as_millis()) / chunks);
                 Record { id: RecordId::deterministic(at, &(c as u64).to_be_bytes(), i), received_at: at, data: r.data }
             })
             .collect();

@@ -499,6 +499,9 @@ impl WeekScan<'_> {
                 .map(|(_, i)| i);
             match best.and_then(|i| self.shards[i].buf.pop_front()) {
                 Some(record) => page.push(record),
+                // A query page may come back empty yet not be the last one:
+                // fetch again rather than take the partition as exhausted.
+                None if self.shards.iter().any(ShardCursor::needs_page) => continue,
                 // Every shard of the day is exhausted.
                 None => self.shards.clear(),
             }
@@ -603,11 +606,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_owned);
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => code.as_deref().is_some_and(crate::is_transient_code),
-        _ => false,
-    };
+    let transient = crate::is_transient(&err);
     let message = format!("DynamoDB {op} failed ({})", code.as_deref().unwrap_or("no error code"));
     if transient { StoreError::unavailable(message, err) } else { StoreError::internal(message, err) }
 }

@@ -134,6 +134,20 @@ pub async fn connect(config: &AwsConfig) -> anyhow::Result<(DynamoDbRecordStore,
     Ok((store, sink))
 }
 
+/// Whether an SDK error is worth a retry by the client (503) rather than a
+/// bug or misconfiguration (500): timeouts, network trouble, unreadable
+/// responses, and service errors whose code is [transient](is_transient_code).
+pub(crate) fn is_transient<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> bool {
+    use aws_sdk_dynamodb::error::SdkError;
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(e) => e.err().code().is_some_and(is_transient_code),
+        _ => false,
+    }
+}
+
 /// Error codes worth a retry by the client: throttling and server faults.
 pub(crate) fn is_transient_code(code: &str) -> bool {
     matches!(

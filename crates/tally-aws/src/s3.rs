@@ -370,11 +370,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = err.code().map(str::to_owned);
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => code.as_deref().is_some_and(crate::is_transient_code),
-        _ => false,
-    };
+    let transient = crate::is_transient(&err);
     let message = format!("S3 {op} failed ({})", code.as_deref().unwrap_or("no error code"));
     let source = Some(Box::new(err) as tally_core::ports::BoxError);
     if transient { SinkError::Unavailable { message, source } } else { SinkError::Internal { message, source } }

@@ -35,37 +35,16 @@ async fn serve_and_summarize_work_the_same_on_dynamodb_and_s3() {
 
     // A lossless single record and a batch.
     let single = r#"{"z":1.0,"big":123456789012345678901234567890,"s":"é😀"}"#;
-    let r = http
-        .post(server.url("/records"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/json")
-        .body(single)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/records", "application/json", single).await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let r = http
-        .post(server.url("/post"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/x-ndjson")
-        .body("{\"i\":0}\n{\"i\":1}\n")
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/post", "application/x-ndjson", "{\"i\":0}\n{\"i\":1}\n").await;
     assert_eq!(r.status(), 201);
     let text = http.get(server.url(&format!("/records/{id}"))).header("x-api-key", KEY).send().await.unwrap();
     assert!(text.text().await.unwrap().ends_with(&format!(r#""data":{single}}}"#)));
 
     // A refused batch stores nothing.
-    let r = http
-        .post(server.url("/records"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/json")
-        .body(r#"[{"ok":1},{"a":1,"a":2}]"#)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/records", "application/json", r#"[{"ok":1},{"a":1,"a":2}]"#).await;
     assert_eq!(r.status(), 422);
 
     // The weekly run writes to S3 and the API serves it.

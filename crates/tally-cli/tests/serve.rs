@@ -11,24 +11,10 @@ async fn records_survive_a_restart_byte_for_byte() {
     let mut server = Server::start(dir.path(), &[]);
     let http = client();
     let single = r#"{"z":1.0,"a":1e400,"n":123456789012345678901234567890,"s":"é😀\u0000"}"#;
-    let r = http
-        .post(server.url("/records"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/json")
-        .body(single)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/records", "application/json", single).await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let r = http
-        .post(server.url("/post"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/x-ndjson")
-        .body("{\"i\":1}\n{\"i\":2}\n")
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/post", "application/x-ndjson", "{\"i\":1}\n{\"i\":2}\n").await;
     assert_eq!(r.status(), 201);
     let ids: Vec<String> = serde_json::from_value(r.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
     let before = http.get(server.url(&format!("/records/{id}"))).header("x-api-key", KEY).send().await.unwrap();

@@ -42,14 +42,7 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
     let body = r#"[{"user":{"name":"ada","age":36},"ok":true,"tags":["a","b"]},
                    {"user":{"name":"bob","age":41},"ok":false,"note":null},
                    {"user":{"name":"ada","age":1e400},"ok":true}]"#;
-    let r = http
-        .post(server.url("/records"))
-        .header("x-api-key", KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post(&http, "/records", "application/json", body).await;
     assert_eq!(r.status(), 201);
     let ids: Vec<String> = serde_json::from_value(r.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
     let week = IsoWeek::containing(Timestamp::now()).to_string();

@@ -116,3 +116,16 @@ impl Drop for Server {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
+
+impl Server {
+    /// `POST path` with the test key, the given `Content-Type` and body.
+    pub async fn post(&self, http: &reqwest::Client, path: &str, content_type: &str, body: &str) -> reqwest::Response {
+        http.post(self.url(path))
+            .header("x-api-key", KEY)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST")
+    }
+}

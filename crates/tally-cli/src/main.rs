@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tally_core::summary::{SummaryOptions, WeeklySchedule, summarize_weeks};
+use tally_core::summary::{WeeklySchedule, summarize_weeks};
 use tally_core::{IngestService, IsoWeek, RecordStore, SummarySink, SystemClock, Timestamp};
 use tally_http::{AppState, Auth, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
@@ -145,7 +145,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
-    let scheduler = (!args.no_schedule).then(|| schedule::spawn(store.clone(), sink.clone(), schedule));
+    let scheduler =
+        (!args.no_schedule).then(|| schedule::spawn(store.clone(), sink.clone(), schedule, args.summary.options()));
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
     if let Some(task) = scheduler {
         task.abort();
@@ -176,8 +177,7 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
     let Storage { store, sink, location } = open_storage(&args.storage).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
     let result =
-        summarize_weeks(store.as_ref(), sink.as_ref(), &SystemClock, weeks, &SummaryOptions::default(), &progress)
-            .await;
+        summarize_weeks(store.as_ref(), sink.as_ref(), &SystemClock, weeks, &args.summary.options(), &progress).await;
     progress.finish();
     let reports = result.context(
         "the summary run failed; nothing was committed for that week — fix the cause and run the same command again",

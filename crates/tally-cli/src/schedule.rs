@@ -18,9 +18,9 @@ pub fn spawn(
     store: Arc<dyn RecordStore>,
     sink: Arc<dyn SummarySink>,
     schedule: WeeklySchedule,
+    options: SummaryOptions,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let options = SummaryOptions::default();
         let clock = SystemClock;
         with_retries("catch-up", || async {
             catch_up(store.as_ref(), sink.as_ref(), &clock, &options, &CliProgress::new(0, true)).await.map(|r| r.len())

@@ -27,7 +27,9 @@ fn aggregate(c: &mut Criterion) {
     for _ in 0..3 {
         let (start, cpu) = (Instant::now(), thread_cpu_secs());
         let mut agg = Aggregator::new(week(), &options);
-        records.iter().for_each(|r| agg.push(r));
+        records.iter().for_each(|r| {
+            agg.push(r);
+        });
         black_box(agg.finish());
         let secs = start.elapsed().as_secs_f64();
         let cpu = thread_cpu_secs().map(|end| end - cpu.unwrap_or(end));
@@ -44,11 +46,15 @@ fn aggregate(c: &mut Criterion) {
     let (mut a, b) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             let mut agg = Aggregator::new(week(), &options);
-            right.iter().for_each(|r| agg.push(r));
+            right.iter().for_each(|r| {
+                agg.push(r);
+            });
             agg
         });
         let mut agg = Aggregator::new(week(), &options);
-        left.iter().for_each(|r| agg.push(r));
+        left.iter().for_each(|r| {
+            agg.push(r);
+        });
         (agg, h.join().expect("shard thread"))
     });
     a.merge(b).expect("same week");
@@ -62,7 +68,9 @@ fn aggregate(c: &mut Criterion) {
     group.bench_function("push 200k events + finish", |b| {
         b.iter(|| {
             let mut agg = Aggregator::new(week(), &options);
-            records.iter().for_each(|r| agg.push(r));
+            records.iter().for_each(|r| {
+                agg.push(r);
+            });
             black_box(agg.finish())
         })
     });

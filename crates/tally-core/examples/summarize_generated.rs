@@ -100,7 +100,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let records = tally_core::testing::collect_week(&store, week, 1000).await;
     let t = Instant::now();
     let mut agg = tally_core::Aggregator::new(week, &SummaryOptions::default());
-    records.iter().for_each(|r| agg.push(r));
+    records.iter().for_each(|r| {
+        agg.push(r);
+    });
     drop(agg.finish());
     println!("aggregator alone: {:.0} records/s", n as f64 / t.elapsed().as_secs_f64());
     let t = Instant::now();
@@ -108,11 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut total = 0;
     for r in &records {
         line.clear();
-        r.write_json(&mut line);
+        r.write_export_line(&mut line, true);
         total += line.len();
     }
     println!("write_json alone: {:.0} records/s", n as f64 / t.elapsed().as_secs_f64());
-    for level in [1, 3, 6] {
+    for level in [1, 2, 3, 6] {
         let t = Instant::now();
         let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::new(level));
         for r in &records {

@@ -220,6 +220,35 @@ async fn a_week_produces_four_objects_with_a_manifest_of_their_hashes() {
 }
 
 #[tokio::test]
+async fn the_export_has_one_valid_line_per_record_even_for_pretty_printed_or_corrupt_data() {
+    let mut records = common::records(week(), 300, 3, |r| {
+        format!(r#"{{"user":"u{}","ms":{},"tags":["a","b"]}}"#, r.below(50), r.below(1000))
+    });
+    // Sent pretty-printed (stored verbatim, newlines and all), and one the
+    // store hands back corrupted: neither may break the NDJSON framing.
+    records[10].data = "{\n  \"pretty\": [1,\r\n 2],\n  \"s\": \"a\\nb\"\n}".into();
+    records[200].data = "{\"truncated\": [1, 2".into();
+    let store = store_with(&records).await;
+    let sink = leak(MemorySink::default());
+
+    summarize_week(&store, &sink, &clock(), week(), &small_chunks(), &NoProgress).await.unwrap();
+
+    let ndjson = gunzip(&sink.get(week(), RECORDS_NDJSON_GZ).unwrap());
+    let lines: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), records.len());
+    for (line, record) in lines.iter().zip(&records) {
+        assert_eq!(line["id"], record.id.to_string());
+    }
+    assert_eq!(lines[10]["data"], serde_json::json!({"pretty": [1, 2], "s": "a\nb"}));
+    assert_eq!(lines[200]["data"], "{\"truncated\": [1, 2", "corrupt data is kept, as a string");
+    assert_eq!(lines[11], serde_json::from_str::<serde_json::Value>(&records[11].to_json()).unwrap());
+
+    let summary: serde_json::Value = serde_json::from_slice(&sink.get(week(), SUMMARY_JSON).unwrap()).unwrap();
+    assert_eq!(summary["records"], 300);
+    assert_eq!(summary["unparsable_records"], 1);
+}
+
+#[tokio::test]
 async fn reruns_write_byte_identical_outputs() {
     let records = common::records(week(), 700, 2, |r| common::rich_value(r).text());
     let store = store_with(&records).await;

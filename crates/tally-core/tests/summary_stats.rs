@@ -16,7 +16,9 @@ fn week() -> IsoWeek {
 
 fn summarize(records: &[Record], options: &SummaryOptions) -> Summary {
     let mut agg = Aggregator::new(week(), options);
-    records.iter().for_each(|r| agg.push(r));
+    records.iter().for_each(|r| {
+        agg.push(r);
+    });
     agg.finish()
 }
 
@@ -226,7 +228,9 @@ proptest! {
         let mut merged = Aggregator::new(week(), &options);
         for w in bounds.windows(2) {
             let mut shard = Aggregator::new(week(), &options);
-            records[w[0]..w[1]].iter().for_each(|r| shard.push(r));
+            records[w[0]..w[1]].iter().for_each(|r| {
+        shard.push(r);
+    });
             merged.merge(shard).unwrap();
         }
         let merged = merged.finish();
@@ -250,7 +254,9 @@ fn merged_sketches_stay_within_their_bounds_past_the_exact_range() {
     let mut merged = Aggregator::new(week(), &options);
     for chunk in records.chunks(7_001) {
         let mut shard = Aggregator::new(week(), &options);
-        chunk.iter().for_each(|r| shard.push(r));
+        chunk.iter().for_each(|r| {
+            shard.push(r);
+        });
         merged.merge(shard).unwrap();
     }
     let merged = merged.finish();

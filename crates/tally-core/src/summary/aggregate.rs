@@ -211,17 +211,20 @@ impl Aggregator {
     }
 
     /// Adds one record. Never fails: a record that cannot be scanned is
-    /// counted as unparsable.
-    pub fn push(&mut self, record: &Record) {
+    /// counted as unparsable, and `false` says so (the weekly export uses it
+    /// instead of parsing every record a second time).
+    pub fn push(&mut self, record: &Record) -> bool {
         self.records += 1;
         self.bytes += record.data.len() as u64;
         let offset = record.received_at.as_millis() - self.start_ms;
         if let Some(slot) = usize::try_from(offset / HOUR_MS).ok().filter(|&h| offset >= 0 && h < HOURS) {
             self.per_hour[slot] += 1;
         }
-        if self.scan(&record.data).is_err() {
+        let parsed = self.scan(&record.data).is_ok();
+        if !parsed {
             self.unparsable += 1;
         }
+        parsed
     }
 
     fn scan(&mut self, text: &str) -> Scan<()> {
@@ -233,7 +236,10 @@ impl Aggregator {
             max_depth: self.options.max_depth,
             exact_limit: self.options.exact_distinct_limit,
         };
-        walk.object(&mut cur, ROOT, 0)
+        walk.object(&mut cur, ROOT, 0)?;
+        // One object and nothing after it but whitespace.
+        cur.ws();
+        if cur.peek().is_some() { Err(Malformed) } else { Ok(()) }
     }
 
     /// Folds in an aggregator of the same week fed other records. Paths new

@@ -1,12 +1,12 @@
 //! The summarize service: one week from the store to the bucket.
 //!
 //! Used unchanged by `tally summarize`, the schedule in `tally serve` and the
-//! weekly Lambda. The run is a single pass over the week's pages: each page
-//! feeds the aggregator and the gzip export, then is dropped, so memory is one
-//! page plus the aggregator and one upload chunk. Each page is processed on
-//! two threads (statistics and export in parallel), synchronously: the run is
-//! CPU-bound, and callers run it as their one job (a CLI command, a Lambda
-//! invocation, a dedicated task in `tally serve`).
+//! weekly Lambda. The run is a single pass over the week's pages, pipelined:
+//! while the store reads a page, one thread aggregates the one before and
+//! another gzips the export of the one before that (see [`export`]). Memory is
+//! a few pages plus the aggregator and one upload chunk. The threads are plain
+//! OS threads (the work is CPU-bound), joined without blocking the caller's
+//! async runtime.
 //!
 //! # Commit protocol
 //! 1. [`SummarySink::begin_week`] removes the manifest: from here on readers
@@ -25,10 +25,12 @@ use bytes::Bytes;
 use flate2::{Compression, GzBuilder};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
 use super::html::render_html;
+use crate::Record;
 use crate::clock::{Clock, Timestamp};
 use crate::ports::{ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
 use crate::week::IsoWeek;
@@ -254,7 +256,20 @@ async fn run(
     Ok(WeekReport { week, records: summary.records, bytes: summary.bytes, objects, manifest: manifest_info })
 }
 
+/// How many pages may wait for each stage: enough to keep the cores busy
+/// while the store reads ahead, few enough that memory stays a few pages.
+const PAGES_IN_FLIGHT: usize = 2;
+
 /// Reads the week page by page, feeding the aggregator and the gzip export.
+///
+/// A three-stage pipeline, so the run uses every core it is given: this task
+/// reads pages from the store (and uploads finished gzip chunks); one thread
+/// folds each page into the statistics, noting which records its scanner
+/// could not read; another writes the page's export lines through gzip,
+/// trusting that scan instead of parsing each record again. A page moves
+/// between stages, never copied, and every channel is bounded, so the store is
+/// read at the pace of the slowest stage and memory stays a few pages. The
+/// stages see pages in order, so the bytes, and reruns, do not change.
 async fn export(
     store: &dyn RecordStore,
     upload: &mut dyn ObjectUpload,
@@ -264,42 +279,105 @@ async fn export(
 ) -> Result<Aggregator, SummarizeError> {
     let encode_err = |source| SummarizeError::Encode { week, object: RECORDS_NDJSON_GZ, source };
     let write_err = |source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source };
-    let chunk = options.upload_chunk_bytes.max(1);
+    let (stats_tx, mut stats_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+    let (export_tx, mut export_rx) = mpsc::channel::<(Page, Vec<bool>)>(PAGES_IN_FLIGHT);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<u8>>(PAGES_IN_FLIGHT);
+
     let mut aggregator = Aggregator::new(week, options);
-    // No file name and mtime 0 in the header: the same records give the same bytes.
-    let mut gz =
-        GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(options.gzip_level.min(9)));
-    let mut line = String::new();
-    let mut pages = store.scan_week(week, options.page_size.max(1));
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|source| SummarizeError::ReadRecords { week, source })?;
-        // The two CPU-heavy halves of a page run side by side: statistics on a
-        // scoped thread, export (JSON lines + gzip) here. The page is borrowed
-        // by both and dropped after, so memory stays one page.
-        let agg = &mut aggregator;
-        let exported = std::thread::scope(|scope| {
-            let stats = scope.spawn(|| page.iter().for_each(|r| agg.push(r)));
-            let exported = page.iter().try_for_each(|record| {
-                line.clear();
-                record.write_json(&mut line);
-                line.push('\n');
-                gz.write_all(line.as_bytes())
-            });
-            if let Err(panic) = stats.join() {
-                std::panic::resume_unwind(panic);
+    let stats = Worker::spawn("tally-summary-stats", move || {
+        while let Some(page) = stats_rx.blocking_recv() {
+            let parsed = page.iter().map(|record| aggregator.push(record)).collect();
+            if export_tx.blocking_send((page, parsed)).is_err() {
+                break; // the export stopped on an error, which its join reports
             }
-            exported
-        });
-        exported.map_err(encode_err)?;
-        progress.records_read(week, aggregator.records());
-        if gz.get_ref().len() >= chunk {
-            let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
-            upload.write(Bytes::from(full)).await.map_err(write_err)?;
         }
+        Ok(aggregator)
+    })
+    .map_err(encode_err)?;
+    let (chunk, level) = (options.upload_chunk_bytes.max(1), options.gzip_level.min(9));
+    let exporter = Worker::spawn("tally-summary-export", move || {
+        // No file name and mtime 0 in the header: the same records give the same bytes.
+        let mut gz = GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(level));
+        let mut line = String::new();
+        while let Some((page, parsed)) = export_rx.blocking_recv() {
+            for (record, is_json) in page.iter().zip(parsed) {
+                line.clear();
+                record.write_export_line(&mut line, is_json);
+                line.push('\n');
+                gz.write_all(line.as_bytes())?;
+            }
+            if gz.get_ref().len() >= chunk {
+                let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
+                if chunk_tx.blocking_send(full).is_err() {
+                    return Ok(()); // the upload failed: that error is the run's
+                }
+            }
+        }
+        let rest = gz.finish()?;
+        if !rest.is_empty() {
+            let _ = chunk_tx.blocking_send(rest);
+        }
+        Ok(())
+    })
+    .map_err(encode_err)?;
+
+    // Each future owns its channel ends, so whichever stops first (done or
+    // failed) closes its channels and the workers wind down instead of waiting.
+    let page_size = options.page_size.max(1);
+    let read = async move {
+        let mut pages = store.scan_week(week, page_size);
+        let mut records = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|source| SummarizeError::ReadRecords { week, source })?;
+            records += page.len() as u64;
+            // A send fails only when a worker has stopped on an error, which
+            // its join below reports.
+            if stats_tx.send(page).await.is_err() {
+                break;
+            }
+            progress.records_read(week, records);
+        }
+        Ok(())
+    };
+    let write = async move {
+        while let Some(bytes) = chunk_rx.recv().await {
+            upload.write(Bytes::from(bytes)).await.map_err(write_err)?;
+        }
+        Ok(())
+    };
+    let streamed = futures::future::try_join(read, write).await;
+    // Both workers see their input closed by now and finish the page at hand.
+    let exported = exporter.join().await;
+    let aggregator = stats.join().await;
+    streamed?;
+    exported.map_err(encode_err)?;
+    aggregator.map_err(encode_err)
+}
+
+type Page = Vec<Record>;
+
+/// A named OS thread for CPU-bound work, joined without blocking the async
+/// caller: the result comes back on a oneshot, and a panic is re-raised here.
+struct Worker<T> {
+    handle: std::thread::JoinHandle<()>,
+    result: oneshot::Receiver<std::io::Result<T>>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn spawn(name: &str, work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<Self> {
+        let (tx, result) = oneshot::channel();
+        let handle = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+            let _ = tx.send(work());
+        })?;
+        Ok(Self { handle, result })
     }
-    let rest = gz.finish().map_err(encode_err)?;
-    if !rest.is_empty() {
-        upload.write(Bytes::from(rest)).await.map_err(write_err)?;
+
+    async fn join(self) -> std::io::Result<T> {
+        let result = self.result.await;
+        // The thread has sent its result or died: either way it has ended.
+        if let Err(panic) = self.handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+        result.expect("a worker that did not panic sent its result")
     }
-    Ok(aggregator)
 }

@@ -9,7 +9,11 @@ true/false counts; arrays: length min/max/mean. Plus records per day and per
 hour of received_at. Prints wall time and result size; peak RSS is measured
 from outside with /usr/bin/time.
 
-    python duckdb_agg.py FILE [THREADS]
+With EXPORT (a path ending in .ndjson.gz) it also does the rest of tally's
+weekly job, as a DuckDB user would write it: a second statement copies every
+record to a gzipped NDJSON file (COPY ... (FORMAT json, COMPRESSION gzip)).
+
+    python duckdb_agg.py FILE [THREADS [EXPORT]]
 """
 import json
 import sys
@@ -19,6 +23,7 @@ import duckdb
 
 path = sys.argv[1]
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+export = sys.argv[3] if len(sys.argv) > 3 else None
 t0 = time.perf_counter()
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
@@ -58,6 +63,8 @@ for i, (expr, kind) in enumerate(struct_leaves("data", dtype)):
 aggs.append("histogram(date_trunc('day', received_at::TIMESTAMP)) AS per_day")
 aggs.append("histogram(date_trunc('hour', received_at::TIMESTAMP)) AS per_hour")
 row = con.execute(f"SELECT {', '.join(aggs)} FROM {src}").fetchone()
+if export:
+    con.execute(f"COPY (SELECT * FROM {src}) TO '{export}' (FORMAT json, COMPRESSION gzip)")
 secs = time.perf_counter() - t0
 def plain(v):
     if isinstance(v, dict):
@@ -69,4 +76,5 @@ def plain(v):
 
 out = json.dumps(plain(dict(zip([d[0] for d in con.description], row))), default=str)
 print(f"records={row[0]} secs={secs:.3f} records_per_s={row[0] / secs:.0f} threads={threads} "
-      f"fields={len(names)} result_bytes={len(out)} duckdb={duckdb.__version__}")
+      f"fields={len(names)} result_bytes={len(out)} duckdb={duckdb.__version__}"
+      + (f" export={export}" if export else ""))

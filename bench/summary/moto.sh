@@ -16,7 +16,8 @@ echo "$(cat "$WORK/moto-fill.log")" >&2
 timed "$WORK/scan.log" env AWS_ENDPOINT_URL="$TALLY_MOTO_ENDPOINT" "$PY" "$here/scan_dump.py" "$table" "$bucket"
 p_wall=$WALL p_rss=$RSS_MB
 timed "$WORK/tally-ddb.log" "$BIN/tally" summarize --store dynamodb --table "$table" --bucket "s3://$bucket" \
-    --endpoint-url "$TALLY_MOTO_ENDPOINT" --region us-east-1 --week "$week"
+    --endpoint-url "$TALLY_MOTO_ENDPOINT" --region us-east-1 --week "$week" \
+    --aws-attempt-timeout-secs 300
 t_wall=$WALL t_rss=$RSS_MB
 grep -h "items=" "$WORK/scan.log" >&2
 md "| $(printf "%'d" "$n") records in moto | wall | peak RSS |"

@@ -5,6 +5,8 @@
 #                     aggregate, gzip the NDJSON export, JSON + HTML + manifest)
 #   tally aggregator  examples/aggregate_ndjson on the NDJSON file (2 threads)
 #   DuckDB            read_json_auto + the same per-field aggregates (2 threads)
+#   DuckDB, same job  the aggregates plus a gzipped NDJSON export of every
+#                     record, like tally's run (which also writes HTML)
 # Wall time and peak RSS from /usr/bin/time -v. Appends markdown to $RESULTS.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,8 +16,8 @@ source "$here/../lib.sh"
 week=2026-W47
 sizes="${BENCH_SIZES:-1000000 4000000}"
 
-md "| records | tally summarize (store → 4 objects) | tally aggregator on NDJSON | DuckDB on NDJSON | tally agg / DuckDB | tally summarize / DuckDB |"
-md "|---:|---|---|---|---:|---:|"
+md "| records | tally summarize (store → 4 objects) | DuckDB aggregates + gzip NDJSON export | tally aggregator on NDJSON | DuckDB aggregates on NDJSON | tally summarize / DuckDB same job | tally agg / DuckDB aggregates | tally summarize / DuckDB aggregates |"
+md "|---:|---|---|---|---|---:|---:|---:|"
 for n in $sizes; do
     data="$WORK/sum-$n"
     rm -rf "$data" && mkdir -p "$data"
@@ -31,10 +33,14 @@ for n in $sizes; do
     a_wall=$WALL a_rss=$RSS_MB
     timed "$data/duck.log" "$PY" "$here/duckdb_agg.py" "$data/week.ndjson" 2
     d_wall=$WALL d_rss=$RSS_MB
+    timed "$data/duck-full.log" "$PY" "$here/duckdb_agg.py" "$data/week.ndjson" 2 "$data/duck-export.ndjson.gz"
+    f_wall=$WALL f_rss=$RSS_MB
+    echo "gzip exports: tally $(du -m "$data/bucket/summaries/$week/records.ndjson.gz" | cut -f1) MB, DuckDB $(du -m "$data/duck-export.ndjson.gz" | cut -f1) MB" >&2
     grep -h "records=" "$data/agg.log" "$data/duck.log" >&2
     rate() { python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):,.0f}')" "$n" "$1"; }
-    md "| $(printf "%'d" "$n") | ${s_wall} s, $(rate "$s_wall") rec/s, **${s_rss} MB** | ${a_wall} s, $(rate "$a_wall") rec/s, **${a_rss} MB** | ${d_wall} s, $(rate "$d_wall") rec/s, **${d_rss} MB** | **$(ratio "$a_wall" "$d_wall")×** | **$(ratio "$s_wall" "$d_wall")×** |"
-    echo "$n $s_wall $s_rss $a_wall $a_rss $d_wall $d_rss" >>"$WORK/summary.tsv"
+    cell() { echo "$1 s, $(rate "$1") rec/s, **$2 MB**"; }
+    md "| $(printf "%'d" "$n") | $(cell "$s_wall" "$s_rss") | $(cell "$f_wall" "$f_rss") | $(cell "$a_wall" "$a_rss") | $(cell "$d_wall" "$d_rss") | **$(ratio "$s_wall" "$f_wall")×** | **$(ratio "$a_wall" "$d_wall")×** | **$(ratio "$s_wall" "$d_wall")×** |"
+    echo "$n $s_wall $s_rss $a_wall $a_rss $d_wall $d_rss $f_wall $f_rss" >>"$WORK/summary.tsv"
     # Keep the disk footprint down: 4M records are ~2.5 GB across store and file.
     rm -rf "$data"
 done
@@ -54,10 +60,14 @@ rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
 peak = max(r[2] for r in rows)
 flat = rows[-1][2] / rows[0][2] if len(rows) > 1 else 1.0
 worst = max(r[1] / r[5] for r in rows)
+same = max(r[1] / r[7] for r in rows)
 aggw = max(r[3] / r[5] for r in rows)
 ok = lambda c: "met" if c else "MISSED"
 print(f"- tally summarize peak RSS: max **{peak:.1f} MB** (target ≤ 64 MB: {ok(peak <= 64)}); "
       f"largest/smallest size = {flat:.2f}× (flat: {ok(flat <= 1.15)})")
 print(f"- tally aggregator vs DuckDB wall time: worst **{aggw:.2f}×** (target ≤ 1.0×: {ok(aggw <= 1.0)})")
-print(f"- tally full weekly run (incl. gzip export, HTML, manifest) vs DuckDB's aggregates only: worst **{worst:.2f}×**")
+print(f"- tally full weekly run (aggregates, gzip export, HTML, manifest) vs DuckDB doing the same job "
+      f"(aggregates + gzip NDJSON export): worst **{same:.2f}×** (target ≤ 1.0×: {ok(same <= 1.0)})")
+print(f"- tally full weekly run vs DuckDB's aggregates alone (no export): worst **{worst:.2f}×** "
+      f"(target ≤ 1.0×: {ok(worst <= 1.0)})")
 PY

@@ -40,7 +40,14 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// Region override; otherwise the SDK's default chain (env, profile, IMDS).
     pub region: Option<String>,
+    /// Time one DynamoDB request attempt may take before it is retried
+    /// [default: [`DEFAULT_ATTEMPT_TIMEOUT`]]. Raise it only for slow
+    /// emulators: the default keeps an API request within API Gateway's 29 s.
+    pub attempt_timeout: Option<Duration>,
 }
+
+/// One DynamoDB request attempt; the whole operation, retries included, gets four times this.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an [`AwsConfig`] cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,11 @@ impl AwsConfig {
 
     pub fn with_endpoint_url(mut self, url: Option<String>) -> Self {
         self.endpoint_url = url;
+        self
+    }
+
+    pub fn with_attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.attempt_timeout = timeout;
         self
     }
 
@@ -100,13 +112,15 @@ pub async fn sdk_config(config: &AwsConfig) -> SdkConfig {
     loader.load().await
 }
 
-/// A DynamoDB client with attempt timeouts short enough to answer within
-/// API Gateway's 29 s even after the SDK's own retries.
-pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
+/// A DynamoDB client whose attempt timeout (default [`DEFAULT_ATTEMPT_TIMEOUT`])
+/// is short enough to answer within API Gateway's 29 s even after the SDK's
+/// own retries.
+pub fn dynamodb_client(sdk: &SdkConfig, attempt_timeout: Option<Duration>) -> aws_sdk_dynamodb::Client {
+    let attempt = attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(20))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 4)
         .build();
     aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(timeouts).build())
 }
@@ -125,7 +139,7 @@ pub async fn connect(config: &AwsConfig) -> anyhow::Result<(DynamoDbRecordStore,
     }
     parse_bucket_url(&config.bucket)?;
     let sdk = sdk_config(config).await;
-    let store = DynamoDbRecordStore::new(dynamodb_client(&sdk), config.table.clone());
+    let store = DynamoDbRecordStore::new(dynamodb_client(&sdk, config.attempt_timeout), config.table.clone());
     let sink = S3SummarySink::new(
         s3_client(&sdk, config.endpoint_url.is_some()),
         config.bucket.clone(),

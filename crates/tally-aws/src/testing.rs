@@ -36,9 +36,10 @@ pub async fn fresh_config() -> AwsConfig {
         prefix: None,
         endpoint_url: Some(moto_endpoint()),
         region: Some("us-east-1".into()),
+        attempt_timeout: None,
     };
     let sdk = crate::sdk_config(&config).await;
-    create_table(&crate::dynamodb_client(&sdk), &config.table).await;
+    create_table(&crate::dynamodb_client(&sdk, None), &config.table).await;
     create_bucket(&crate::s3_client(&sdk, true), &config.bucket).await;
     config
 }

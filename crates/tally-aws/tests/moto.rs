@@ -27,7 +27,7 @@ fn record(at_ms: i64, data: String) -> Record {
 
 async fn raw_clients(config: &tally_aws::AwsConfig) -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
     let sdk = tally_aws::sdk_config(config).await;
-    (tally_aws::dynamodb_client(&sdk), tally_aws::s3_client(&sdk, true))
+    (tally_aws::dynamodb_client(&sdk, None), tally_aws::s3_client(&sdk, true))
 }
 
 #[tokio::test]

@@ -73,6 +73,11 @@ pub struct StorageArgs {
     /// AWS region [default: from the AWS environment or profile].
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
+
+    /// Seconds one DynamoDB request attempt may take (with --store dynamodb);
+    /// raise it for slow emulators [default: 5].
+    #[arg(long, env = "TALLY_AWS_ATTEMPT_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub aws_attempt_timeout_secs: Option<u64>,
 }
 
 impl StorageArgs {

@@ -102,7 +102,8 @@ async fn open_storage(storage: &StorageArgs) -> anyhow::Result<Storage> {
             };
             let config = tally_aws::AwsConfig::new(table.clone(), bucket)?
                 .with_endpoint_url(storage.endpoint_url.clone())
-                .with_region(storage.region.clone());
+                .with_region(storage.region.clone())
+                .with_attempt_timeout(storage.aws_attempt_timeout_secs.map(Duration::from_secs));
             let (store, sink) = tally_aws::connect(&config).await.with_context(|| {
                 format!(
                     "cannot use DynamoDB table {table} and bucket {bucket}; check the names, region and AWS credentials"

@@ -379,9 +379,46 @@ fn string_end(b: &[u8], start: usize) -> usize {
 /// Walks syntactically valid JSON `text` for what `serde_json`'s raw parse
 /// lets through: repeated keys in one object (reported with a JSONPath-like
 /// location) and strings whose escapes are not valid Unicode.
+/// The keys seen so far in one object. Most objects have a handful of keys,
+/// where comparing against each is cheaper than hashing; past
+/// [`KeySet::LINEAR`] keys they move to a hash set (randomly seeded: the keys
+/// come from clients).
+enum KeySet<'a> {
+    Few(Vec<Cow<'a, str>>),
+    Many(HashSet<Cow<'a, str>, foldhash::fast::RandomState>),
+}
+
+impl Default for KeySet<'_> {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
+impl<'a> KeySet<'a> {
+    const LINEAR: usize = 16;
+
+    /// Adds `key`; false if it was already there.
+    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+        match self {
+            Self::Few(keys) if keys.contains(&key) => false,
+            Self::Few(keys) if keys.len() < Self::LINEAR => {
+                keys.push(key);
+                true
+            }
+            Self::Few(keys) => {
+                let mut set: HashSet<_, _> = keys.drain(..).collect();
+                set.insert(key);
+                *self = Self::Many(set);
+                true
+            }
+            Self::Many(set) => set.insert(key),
+        }
+    }
+}
+
 fn scan_record(text: &str) -> Result<(), Flaw> {
     enum Frame<'a> {
-        Object { keys: HashSet<Cow<'a, str>>, expect_key: bool, current: Option<Cow<'a, str>> },
+        Object { keys: KeySet<'a>, expect_key: bool, current: Option<Cow<'a, str>> },
         Array { index: usize },
     }
     let path_of = |stack: &[Frame<'_>]| -> String {
@@ -408,7 +445,7 @@ fn scan_record(text: &str) -> Result<(), Flaw> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'{' => stack.push(Frame::Object { keys: HashSet::new(), expect_key: true, current: None }),
+            b'{' => stack.push(Frame::Object { keys: KeySet::default(), expect_key: true, current: None }),
             b'[' => stack.push(Frame::Array { index: 0 }),
             b'}' | b']' => {
                 stack.pop();
@@ -555,6 +592,29 @@ mod tests {
         assert!(matches!(json(r#"[{"l":[{"k":1,"k":2}]}]"#), Err(ValidationError::DuplicateKey { .. })));
         assert!(json(r#"{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}"#).is_ok());
         assert!(json(r#"{"a\"b":1,"a":2,"x":"\"a\""}"#).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_objects_of_any_size() {
+        // Below, at and past the switch from a list to a hash set, with the
+        // duplicate early, at the switch and last.
+        for n in [2, KeySet::LINEAR, KeySet::LINEAR + 1, 200] {
+            let keys: Vec<String> = (0..n).map(|i| format!("\"k{i}\":{i}")).collect();
+            assert!(json(&format!("{{{}}}", keys.join(","))).is_ok(), "{n} distinct keys");
+            for dup in [0, (KeySet::LINEAR - 1).min(n - 1), n - 1] {
+                let body = format!("{{{},\"k{dup}\":0}}", keys.join(","));
+                let err = json(&body).unwrap_err();
+                assert_eq!(
+                    err,
+                    ValidationError::DuplicateKey {
+                        key: format!("k{dup}"),
+                        path: "$".into(),
+                        pos: Position::default()
+                    },
+                    "{n} keys, duplicate of k{dup}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -63,9 +63,12 @@ for i, (expr, kind) in enumerate(struct_leaves("data", dtype)):
 aggs.append("histogram(date_trunc('day', received_at::TIMESTAMP)) AS per_day")
 aggs.append("histogram(date_trunc('hour', received_at::TIMESTAMP)) AS per_hour")
 row = con.execute(f"SELECT {', '.join(aggs)} FROM {src}").fetchone()
+columns = [d[0] for d in con.description]
 if export:
     con.execute(f"COPY (SELECT * FROM {src}) TO '{export}' (FORMAT json, COMPRESSION gzip)")
 secs = time.perf_counter() - t0
+
+
 def plain(v):
     if isinstance(v, dict):
         return {str(k): plain(x) for k, x in v.items()}
@@ -74,7 +77,7 @@ def plain(v):
     return v
 
 
-out = json.dumps(plain(dict(zip([d[0] for d in con.description], row))), default=str)
+out = json.dumps(plain(dict(zip(columns, row))), default=str)
 print(f"records={row[0]} secs={secs:.3f} records_per_s={row[0] / secs:.0f} threads={threads} "
       f"fields={len(names)} result_bytes={len(out)} duckdb={duckdb.__version__}"
       + (f" export={export}" if export else ""))

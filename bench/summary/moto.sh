@@ -11,7 +11,7 @@ source "$here/../lib.sh"
 n="${BENCH_MOTO_RECORDS:-100000}"
 week=2026-W47
 read -r table bucket < <("$BIN/examples/bench_fill_dynamodb" "$n" "$week" 2>"$WORK/moto-fill.log")
-echo "$(cat "$WORK/moto-fill.log")" >&2
+cat "$WORK/moto-fill.log" >&2
 
 timed "$WORK/scan.log" env AWS_ENDPOINT_URL="$TALLY_MOTO_ENDPOINT" "$PY" "$here/scan_dump.py" "$table" "$bucket"
 p_wall=$WALL p_rss=$RSS_MB

@@ -12,21 +12,13 @@ source "$here/../lib.sh"
 : "${RESULTS:?}" "${WORK:?}" "${PY:?}" "${BIN:?}" "${TALLY_MOTO_ENDPOINT:?run under scripts/with-moto}"
 runs="${BENCH_LAMBDA_RUNS:-7}"
 
-# arm64: cargo-lambda (zig as the cross linker), the zips that ship.
-arm="$WORK/lambda-arm64"
-# The shipped profile (stripped), not run-all's profiling one.
-# It shares the target dir of `sam build` (scripts/check-infra --with-build),
-# whose arm64 artifacts are the same crates and profile.
-(cd "$root" && env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG \
-    CARGO_TARGET_DIR="${BENCH_ARM_TARGET_DIR:-$HOME/.cache/tally-target-lambda}" \
-    cargo lambda build --release -p tally-lambda --arm64 --output-format zip --lambda-dir "$arm") \
-    >"$arm.log" 2>&1 || { tail -30 "$arm.log" >&2; exit 1; }
-# x86_64 (this machine): the host-triple release build of the same crate and
-# profile, which shares the workspace's compiled dependencies (a cargo-lambda
-# --x86-64 build would recompile all of them for an explicit target triple);
-# stripped and zipped the way cargo-lambda packages a bootstrap.
+# Both architectures' builds, from bench/lambda/build.sh: run-all has run it
+# in the background (BENCH_LAMBDA_BUILT=1); alone, build here.
+if [[ "${BENCH_LAMBDA_BUILT:-}" != 1 ]]; then
+    "$here/build.sh" >"$WORK/lambda-build.log" 2>&1 || { tail -30 "$WORK/lambda-build.log" >&2; exit 1; }
+fi
+# x86_64 (this machine): stripped and zipped the way cargo-lambda packages a bootstrap.
 x86="$WORK/lambda-x86_64"
-(cd "$root" && cargo build --release --locked -q -p tally-lambda)
 for f in tally-api tally-weekly; do
     mkdir -p "$x86/$f"
     strip -o "$x86/$f/bootstrap" "$BIN/$f"

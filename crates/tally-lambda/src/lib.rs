@@ -30,17 +30,33 @@ pub struct FunctionConfig {
     pub table: String,
     /// `BUCKET_NAME`.
     pub bucket: String,
+    /// `TALLY_GZIP_LEVEL` (optional, 0–9): the weekly export's gzip level,
+    /// as `tally summarize --gzip-level` [default: `SummaryOptions`'].
+    pub gzip_level: Option<u32>,
 }
 
 impl FunctionConfig {
-    /// Reads `TABLE_NAME` and `BUCKET_NAME` through `var` (e.g. `std::env::var`).
+    /// Reads `TABLE_NAME`, `BUCKET_NAME` and the optional `TALLY_GZIP_LEVEL`
+    /// through `var` (e.g. `std::env::var`).
     pub fn from_env(var: impl Fn(&str) -> Result<String, std::env::VarError>) -> anyhow::Result<Self> {
         let get = |name: &str| {
             var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
                 anyhow::anyhow!("environment variable {name} is not set; template.yaml sets it for the function")
             })
         };
-        Ok(Self { table: get("TABLE_NAME")?, bucket: get("BUCKET_NAME")? })
+        let gzip_level = match var("TALLY_GZIP_LEVEL").ok().filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
+                anyhow::anyhow!("TALLY_GZIP_LEVEL is {v:?}; set it to a gzip level from 0 to 9, or unset it")
+            })?),
+        };
+        Ok(Self { table: get("TABLE_NAME")?, bucket: get("BUCKET_NAME")?, gzip_level })
+    }
+
+    /// How `tally-weekly` writes the summary.
+    pub fn summary_options(&self) -> SummaryOptions {
+        let defaults = SummaryOptions::default();
+        SummaryOptions { gzip_level: self.gzip_level.unwrap_or(defaults.gzip_level), ..defaults }
     }
 
     pub fn aws_config(&self) -> tally_aws::AwsConfig {
@@ -323,6 +339,28 @@ mod tests {
 
     fn w(s: &str) -> IsoWeek {
         IsoWeek::parse(s).unwrap()
+    }
+
+    #[test]
+    fn function_config_from_env() {
+        use std::collections::HashMap;
+        let env = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            move |name: &str| map.get(name).cloned().ok_or(std::env::VarError::NotPresent)
+        };
+        let base = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b")];
+        let config = FunctionConfig::from_env(env(&base)).unwrap();
+        assert_eq!((config.table.as_str(), config.bucket.as_str(), config.gzip_level), ("t", "b", None));
+        assert_eq!(config.summary_options(), SummaryOptions::default());
+
+        let config = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", "6")])).unwrap();
+        assert_eq!(config.summary_options().gzip_level, 6);
+        for bad in ["10", "-1", "fast"] {
+            let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", bad)])).unwrap_err();
+            assert!(err.to_string().contains("from 0 to 9"), "{bad}: {err}");
+        }
+        let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
+        assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
     }
 
     #[test]

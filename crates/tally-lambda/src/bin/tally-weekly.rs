@@ -13,6 +13,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = FunctionConfig::from_env(|name| std::env::var(name))?;
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
-    let deps = WeeklyDeps::new(Arc::new(store), Arc::new(sink));
+    let deps = WeeklyDeps { options: config.summary_options(), ..WeeklyDeps::new(Arc::new(store), Arc::new(sink)) };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
 }

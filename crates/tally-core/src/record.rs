@@ -49,7 +49,7 @@ impl Record {
         if !data_is_json {
             return self.write_data_as_string(out);
         }
-        let data = self.data.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        let data = self.data.trim_matches(crate::validate::is_json_ws);
         if memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_none() {
             return self.write_object(out, data);
         }

@@ -202,7 +202,7 @@ pub fn parse_body<'a>(body: &'a [u8], format: BodyFormat, limits: &Limits) -> Re
     }
 }
 
-fn is_json_ws(c: char) -> bool {
+pub(crate) fn is_json_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 

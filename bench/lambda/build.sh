@@ -16,7 +16,7 @@ arm="$WORK/lambda-arm64"
 # artifacts are the same crates and profile.
 cd "$root"
 env -u CARGO_PROFILE_RELEASE_STRIP -u CARGO_PROFILE_RELEASE_DEBUG \
-    CARGO_TARGET_DIR="${BENCH_ARM_TARGET_DIR:-$HOME/.cache/tally-target-lambda}" \
+    CARGO_TARGET_DIR="${BENCH_ARM_TARGET_DIR:-$PWD/target/lambda}" \
     cargo lambda build --release -p tally-lambda --arm64 --output-format zip --lambda-dir "$arm"
 # x86_64: the host-triple release build of the same crate, in run-all's
 # target dir, sharing the workspace's compiled dependencies (a cargo-lambda

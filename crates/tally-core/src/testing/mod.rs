@@ -2,6 +2,8 @@
 //! in-memory [`RecordStore`], a fixed clock, and the contract every store
 //! adapter must pass.
 
+pub mod fuzz;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

@@ -46,11 +46,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use futures::{StreamExt, TryStreamExt};
 use tally_core::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
-use tally_core::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
+use tally_core::ports::{InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
 use tally_core::{IsoWeek, Record, RecordId, Timestamp};
 use time::Date;
 use tracing::{Instrument, instrument};
@@ -199,10 +200,9 @@ impl DynamoDbRecordStore {
         }
     }
 
-    /// One BatchWriteItem, re-sending `UnprocessedItems` with backoff until
-    /// they are all written or the retry policy gives up.
+    /// One BatchWriteItem of puts (see [`send_batch`](Self::send_batch)).
     async fn write_chunk(&self, chunk: &[Record]) -> Result<(), StoreError> {
-        let mut requests: Vec<WriteRequest> = chunk
+        let requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|r| {
                 PutRequest::builder()
@@ -212,6 +212,13 @@ impl DynamoDbRecordStore {
                     .map_err(|e| StoreError::internal("could not build a DynamoDB put request", e))
             })
             .collect::<Result<_, _>>()?;
+        self.send_batch(requests).await
+    }
+
+    /// One BatchWriteItem (puts or deletes, at most [`BATCH_LIMIT`]),
+    /// re-sending `UnprocessedItems` with backoff until they are all written
+    /// or the retry policy gives up.
+    async fn send_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         let mut attempt = 0;
         loop {
             let out = self
@@ -309,10 +316,11 @@ impl DynamoDbRecordStore {
         Ok(out.item)
     }
 
-    /// One page of one day-shard partition.
+    /// One page of one day-shard partition, sort keys from `bounds.0` to `bounds.1` inclusive.
     async fn query_page(
         &self,
         pk: &str,
+        bounds: &(String, String),
         start: Option<Item>,
         limit: usize,
     ) -> Result<(Vec<Record>, Option<Item>), StoreError> {
@@ -320,8 +328,10 @@ impl DynamoDbRecordStore {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
             .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":lo", s(bounds.0.clone()))
+            .expression_attribute_values(":hi", s(bounds.1.clone()))
             .projection_expression("sk, #d, received_at")
             .expression_attribute_names("#d", "data")
             .consistent_read(true)
@@ -401,14 +411,20 @@ impl RecordStore for DynamoDbRecordStore {
         out.item.as_ref().map(parse_record).transpose()
     }
 
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
-        let scan = WeekScan {
-            store: self,
-            days: week.days().into_iter().collect(),
-            shards: Vec::new(),
-            page_size: page_size.max(1),
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
+        // Sort keys are ULID text, whose order is id order: the range is
+        // `from ..= to - 1`, on every day partition from `from`'s day to that id's.
+        let last = u128::from_be_bytes(to.to_bytes()).checked_sub(1).map(|n| RecordId::from_bytes(n.to_be_bytes()));
+        let days: VecDeque<Date> = match last.filter(|last| from <= *last) {
+            Some(last) => {
+                let (first, last_day) = (from.timestamp().to_datetime().date(), last.timestamp().to_datetime().date());
+                std::iter::successors(Some(first), |d| d.next_day().filter(|d| *d <= last_day)).collect()
+            }
+            None => VecDeque::new(),
         };
-        let span = tracing::info_span!("scan_week", table = %self.table, week = %week);
+        let bounds = (from.to_string(), last.unwrap_or(from).to_string());
+        let scan = RangeScan { store: self, days, bounds, shards: Vec::new(), page_size: page_size.max(1) };
+        let span = tracing::info_span!("scan_range", table = %self.table, from = %from, to = %to);
         futures::stream::unfold(Some(scan), move |state| {
             async move {
                 let mut scan = state?;
@@ -456,11 +472,177 @@ impl RecordStore for DynamoDbRecordStore {
     }
 }
 
-/// The state of a week scan: the days still to read and, for the current
+/// BatchGetItem's limit.
+const GET_LIMIT: usize = 100;
+
+impl DynamoDbRecordStore {
+    /// The stored versions of `ids` (consistent reads, BatchGetItem of up to
+    /// [`GET_LIMIT`], unprocessed keys re-sent with backoff).
+    async fn stored(&self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(GET_LIMIT) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([("pk".into(), s(record_pk(*id))), ("sk".into(), s(id.to_string()))]))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .projection_expression("sk, #d, received_at")
+                    .expression_attribute_names("#d", "data")
+                    .build()
+                    .map_err(|e| StoreError::internal("could not build a DynamoDB BatchGetItem request", e))?,
+            );
+            let mut attempt = 0;
+            while let Some(keys) = request.take() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| classify("BatchGetItem", e))?;
+                for item in out.responses.and_then(|mut m| m.remove(&self.table)).unwrap_or_default() {
+                    let record = parse_record(&item)?;
+                    found.insert(record.id, record);
+                }
+                request = out.unprocessed_keys.and_then(|mut m| m.remove(&self.table));
+                if request.is_some() {
+                    attempt += 1;
+                    let delay = self.retry.delay(attempt).ok_or_else(|| StoreError::Unavailable {
+                        message: format!("DynamoDB left keys unread after {attempt} BatchGetItem attempts"),
+                        retry_after: Duration::from_secs(1),
+                        source: None,
+                    })?;
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The keys of every record of one day-shard partition within `bounds`, page by page.
+    async fn partition_keys(&self, pk: &str, bounds: &(String, String)) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":lo", s(bounds.0.clone()))
+                .expression_attribute_values(":hi", s(bounds.1.clone()))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("Query (keys)", e))?;
+            for item in out.items.unwrap_or_default() {
+                keys.push(get_s(&item, "sk")?.to_owned());
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// Deletes the items with these keys, in BatchWriteItem chunks.
+    async fn delete_items(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
+        let requests: Vec<WriteRequest> = keys
+            .into_iter()
+            .map(|(pk, sk)| {
+                DeleteRequest::builder()
+                    .key("pk", s(pk))
+                    .key("sk", s(sk))
+                    .build()
+                    .map(|del| WriteRequest::builder().delete_request(del).build())
+                    .map_err(|e| StoreError::internal("could not build a DynamoDB delete request", e))
+            })
+            .collect::<Result<_, _>>()?;
+        let batches: Vec<_> = requests.chunks(BATCH_LIMIT).map(|chunk| self.send_batch(chunk.to_vec())).collect();
+        futures::stream::iter(batches).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await
+    }
+}
+
+#[async_trait]
+impl RecordLifecycle for DynamoDbRecordStore {
+    /// Reads the batch's ids first (BatchGetItem) so a conflict writes
+    /// nothing, then writes the missing records with BatchWriteItem, 25 at a
+    /// time with retries; not atomic across chunks (a rerun converges).
+    #[instrument(skip_all, fields(table = %self.table, records = records.len()))]
+    async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
+        let ids: Vec<RecordId> = records.iter().map(|r| r.id).collect();
+        let stored = self.stored(&ids).await?;
+        if let Some(r) = records.iter().find(|r| stored.get(&r.id).is_some_and(|old| old != *r)) {
+            return Ok(RestoreOutcome::Conflict(r.id));
+        }
+        let missing: Vec<Record> = records.iter().filter(|r| !stored.contains_key(&r.id)).cloned().collect();
+        if !missing.is_empty() {
+            self.mark_weeks(&missing).await?;
+            let writes: Vec<_> = missing.chunks(BATCH_LIMIT).map(|chunk| self.write_chunk(chunk)).collect();
+            futures::stream::iter(writes).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await?;
+        }
+        Ok(RestoreOutcome::Restored { inserted: missing.len(), present: records.len() - missing.len() })
+    }
+
+    #[instrument(skip_all, fields(table = %self.table, id = %id))]
+    async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(record_pk(id)))
+            .key("sk", s(id.to_string()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// Queries the keys of each of the week's 7 x 16 partitions and deletes
+    /// them with BatchWriteItem, then the week's marker.
+    #[instrument(skip_all, fields(table = %self.table, week = %week))]
+    async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        let bounds = (
+            RecordId::lower_bound(week.start()).to_string(),
+            RecordId::from_bytes((u128::from_be_bytes(RecordId::lower_bound(week.end()).to_bytes()) - 1).to_be_bytes())
+                .to_string(),
+        );
+        let mut deleted = 0;
+        for day in week.days() {
+            for shard in 0..SHARDS {
+                let pk = day_pk(day, shard);
+                let keys = self.partition_keys(&pk, &bounds).await?;
+                deleted += keys.len() as u64;
+                self.delete_items(keys.into_iter().map(|sk| (pk.clone(), sk)).collect()).await?;
+            }
+        }
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(WEEKS_PK))
+            .key("sk", s(week.to_string()))
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem (week marker)", e))?;
+        self.marked().remove(&week);
+        Ok(deleted)
+    }
+}
+
+/// The state of a range scan: the days still to read and, for the current
 /// day, one cursor per shard. At most `SHARDS` query pages are held at once.
-struct WeekScan<'a> {
+struct RangeScan<'a> {
     store: &'a DynamoDbRecordStore,
     days: VecDeque<Date>,
+    /// The sort-key bounds, both inclusive.
+    bounds: (String, String),
     shards: Vec<ShardCursor>,
     page_size: usize,
 }
@@ -478,7 +660,7 @@ impl ShardCursor {
     }
 }
 
-impl WeekScan<'_> {
+impl RangeScan<'_> {
     async fn next_page(&mut self) -> Result<Option<Vec<Record>>, StoreError> {
         let mut page = Vec::with_capacity(self.page_size);
         while page.len() < self.page_size {
@@ -516,9 +698,10 @@ impl WeekScan<'_> {
         }
         let store = self.store;
         let limit = self.page_size;
+        let bounds = &self.bounds;
         let fetches = self.shards.iter_mut().filter(|c| c.needs_page()).map(|c| async move {
             let start = c.next.take().flatten();
-            let (records, next) = store.query_page(&c.pk, start, limit).await?;
+            let (records, next) = store.query_page(&c.pk, bounds, start, limit).await?;
             c.buf.extend(records);
             c.next = next.map(Some);
             Ok::<(), StoreError>(())

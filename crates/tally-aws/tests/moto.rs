@@ -13,7 +13,7 @@ use tally_aws::testing::{fresh_adapters, fresh_config};
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, dynamo::SHARDS};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::{InsertOutcome, RecordStore, SummarySink};
-use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, store_contract};
+use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, lifecycle_contract, store_contract};
 use tally_core::{BodyFormat, IngestError, IngestService, IsoWeek, Limits, Record, RecordId, Timestamp};
 
 async fn store() -> DynamoDbRecordStore {
@@ -33,6 +33,11 @@ async fn raw_clients(config: &tally_aws::AwsConfig) -> (aws_sdk_dynamodb::Client
 #[tokio::test]
 async fn dynamodb_store_meets_the_store_contract() {
     store_contract(&store().await).await;
+}
+
+#[tokio::test]
+async fn dynamodb_store_meets_the_lifecycle_contract() {
+    lifecycle_contract(&store().await).await;
 }
 
 #[tokio::test]

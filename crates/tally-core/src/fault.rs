@@ -32,7 +32,7 @@ pub enum Op {
     Insert,
     IdempotencyLookup,
     Get,
-    /// One page of [`RecordStore::scan_week`] (the count is per page).
+    /// One page of [`RecordStore::scan_range`] (the count is per page).
     ScanPage,
     Weeks,
     SinkBegin,
@@ -194,10 +194,10 @@ impl RecordStore for FaultyStore {
         self.inner.get(id).await
     }
 
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
         let plan = self.plan.clone();
         self.inner
-            .scan_week(week, page_size)
+            .scan_range(from, to, page_size)
             .then(move |page| {
                 let plan = plan.clone();
                 async move {

@@ -5,6 +5,7 @@
 //! - [`validate`]: turns a request body into raw, validated record texts (lossless).
 //! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`]).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
+//! - [`lifecycle`]: reading back, import and restore, retention and erasure.
 //!
 //! This crate must not depend on HTTP, AWS or SQLite crates: it is what the
 //! local server, the Lambda functions and every adapter share.
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod id;
 pub mod idempotency;
 pub mod ingest;
+pub mod lifecycle;
 pub mod ports;
 pub mod record;
 pub mod summary;
@@ -29,7 +31,7 @@ pub use clock::{Clock, SystemClock, Timestamp};
 pub use id::RecordId;
 pub use idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
 pub use ingest::{IngestError, IngestReceipt, IngestResponse, IngestService};
-pub use ports::{InsertOutcome, RecordPages, RecordStore, StoreError, SummarySink};
+pub use ports::{InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError, SummarySink};
 pub use record::Record;
 pub use summary::{Aggregator, Summary, SummaryOptions, WeekReport, summarize_week};
 pub use validate::{BodyFormat, Limits, ValidationError};

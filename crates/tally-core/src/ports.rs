@@ -85,14 +85,61 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// One record by id.
     async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError>;
 
-    /// Streams the records of `week`, touching no other week's data, in pages
-    /// of at most `page_size`, ordered by id. Memory use must not grow with
-    /// the size of the week.
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_>;
+    /// Streams the records with `from <= id < to`, touching no data outside
+    /// that range's days, in pages of at most `page_size`, ordered by id.
+    /// Memory use must not grow with the size of the range.
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_>;
+
+    /// [`scan_range`](Self::scan_range) over the ids of `week`.
+    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+        self.scan_range(RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()), page_size)
+    }
 
     /// Weeks that hold at least one record, ascending. Used to catch up
     /// missed summaries on start-up.
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError>;
+}
+
+/// What [`RecordLifecycle::restore`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// `inserted` records were written; `present` were already stored with
+    /// the same `received_at` and data, and were left alone.
+    Restored { inserted: usize, present: usize },
+    /// This id is stored with other content: nothing of the call was written.
+    Conflict(RecordId),
+}
+
+/// The data lifecycle beyond ingest: restoring records under their own ids,
+/// erasing one record, deleting a week (retention). A separate port from
+/// [`RecordStore`] because only the stores (not every decorator or test
+/// double of the ingest path) need it.
+#[async_trait]
+pub trait RecordLifecycle: RecordStore {
+    /// Stores `records` with their own ids and `received_at` (an import or a
+    /// restore from an export). Ids already stored with the same
+    /// `received_at` and data are skipped, so restoring twice adds nothing.
+    /// Conflicts are checked before anything is written: if an id is stored
+    /// with other content, nothing is written and that id is returned.
+    /// The writes of one call need not be atomic: after an error some may be
+    /// stored, and calling again with the same records converges.
+    async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError>;
+
+    /// Erases one record; `false` when no record had that id.
+    async fn delete(&self, id: RecordId) -> Result<bool, StoreError>;
+
+    /// Deletes every record of `week` and its entry in [`RecordStore::weeks`];
+    /// returns how many records went. It may work in several steps so that
+    /// ingest is never blocked for long: after an error a prefix of the week
+    /// may be gone, and calling again finishes the job.
+    async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError>;
+}
+
+/// Asks for a week's summary to be rewritten soon (after an erasure changed
+/// its records). Fire and forget: the implementation queues or schedules it
+/// and never blocks the caller; a week asked for twice may run once.
+pub trait WeekRefresh: Send + Sync + std::fmt::Debug {
+    fn request(&self, week: IsoWeek);
 }
 
 /// Why a sink operation failed.

@@ -144,10 +144,10 @@ impl RecordStore for FlakyStore {
     async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
         self.inner.get(id).await
     }
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
         let good = self.good_pages;
         self.inner
-            .scan_week(week, page_size)
+            .scan_range(from, to, page_size)
             .enumerate()
             .map(move |(i, page)| {
                 if i < good {

@@ -302,7 +302,7 @@ impl RecordStore for UnavailableStore {
     async fn get(&self, _: RecordId) -> Result<Option<Record>, StoreError> {
         Err(StoreError::unavailable("disk full", std::io::Error::other("ENOSPC")))
     }
-    fn scan_week(&self, _: IsoWeek, _: usize) -> RecordPages<'_> {
+    fn scan_range(&self, _: RecordId, _: RecordId, _: usize) -> RecordPages<'_> {
         Box::pin(futures::stream::empty())
     }
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {

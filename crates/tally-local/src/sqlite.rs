@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tally_core::idempotency::Fingerprint;
-use tally_core::ports::{InsertOutcome, RecordPages, RecordStore, StoreError};
+use tally_core::ports::{InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
 use tally_core::{IdempotencyEntry, IdempotencyKey, IsoWeek, Record, RecordId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,10 +78,46 @@ struct WriteJob {
     reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
 }
 
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What the writer thread does: inserts are group-committed; the data
+/// lifecycle's writes (restore, erasure, retention) each run in a short
+/// transaction of their own between groups.
+enum Job {
+    Insert(WriteJob),
+    Restore {
+        records: Vec<Record>,
+        reply: Reply<RestoreOutcome>,
+    },
+    Delete {
+        id: RecordId,
+        reply: Reply<bool>,
+    },
+    /// Deletes up to `limit` records of `[from, to)`, returns how many.
+    DeleteChunk {
+        from: [u8; 16],
+        to: [u8; 16],
+        limit: i64,
+        reply: Reply<u64>,
+    },
+    /// Drops `week` from `weeks` if it holds no record any more.
+    ForgetWeek {
+        week: IsoWeek,
+        from: [u8; 16],
+        to: [u8; 16],
+        reply: Reply<()>,
+    },
+    /// Returns up to `pages` free pages to the file system; answers whether free pages remain.
+    Vacuum {
+        pages: u32,
+        reply: Reply<bool>,
+    },
+}
+
 /// Records in an SQLite file. Cheap to share behind an `Arc`.
 pub struct SqliteRecordStore {
     path: PathBuf,
-    writer: Option<mpsc::UnboundedSender<WriteJob>>,
+    writer: Option<mpsc::UnboundedSender<Job>>,
     writer_thread: Option<JoinHandle<()>>,
     readers: Arc<ReaderPool>,
 }
@@ -121,6 +157,14 @@ impl SqliteRecordStore {
         let conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
         let writable = |conn: &Connection| -> rusqlite::Result<()> {
+            // A new file frees the pages of deleted weeks back to the file
+            // system step by step (`PRAGMA incremental_vacuum`). This must be
+            // set before the first table exists; a file from tally 0.1 keeps
+            // auto_vacuum off and reuses freed pages for new records instead.
+            let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if tables == 0 {
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            }
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)?;
@@ -206,16 +250,25 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteJob>) {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < self.options.max_group {
+            let (mut group, mut other) = match first {
+                Job::Insert(job) => (vec![job], None),
+                job => (Vec::new(), Some(job)),
+            };
+            while other.is_none() && group.len() < self.options.max_group {
                 match rx.try_recv() {
-                    Ok(job) => group.push(job),
+                    Ok(Job::Insert(job)) => group.push(job),
+                    Ok(job) => other = Some(job),
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            if !group.is_empty() {
+                self.commit_group(group);
+            }
+            if let Some(job) = other {
+                self.lifecycle(job);
+            }
             if self.last_purge.elapsed() >= self.options.purge_every {
                 self.last_purge = Instant::now();
                 let now = Timestamp::now().as_millis();
@@ -268,6 +321,95 @@ impl Writer {
             let _ = job.reply.send(outcome);
         }
     }
+}
+
+impl Writer {
+    /// One lifecycle job in its own transaction. A job whose caller stopped
+    /// waiting is dropped, as an abandoned insert is.
+    fn lifecycle(&mut self, job: Job) {
+        fn answer<T>(reply: Reply<T>, context: &str, result: rusqlite::Result<T>) {
+            let _ = reply.send(result.map_err(|e| classify(context, e)));
+        }
+        match job {
+            Job::Insert(job) => self.commit_group(vec![job]),
+            Job::Restore { records, reply } if !reply.is_closed() => {
+                answer(reply, "could not restore the records", restore(&mut self.conn, &records))
+            }
+            Job::Delete { id, reply } if !reply.is_closed() => {
+                let deleted = self
+                    .conn
+                    .prepare_cached("DELETE FROM records WHERE id = ?1")
+                    .and_then(|mut st| st.execute([&id.to_bytes()[..]]));
+                answer(reply, "could not delete the record", deleted.map(|n| n > 0));
+            }
+            Job::DeleteChunk { from, to, limit, reply } if !reply.is_closed() => {
+                let deleted = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM records WHERE id IN
+                         (SELECT id FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3)",
+                    )
+                    .and_then(|mut st| st.execute(params![&from[..], &to[..], limit]));
+                answer(reply, "could not delete the week's records", deleted.map(|n| n as u64));
+            }
+            Job::ForgetWeek { week, from, to, reply } if !reply.is_closed() => {
+                let forgot = self.conn.execute(
+                    "DELETE FROM weeks WHERE week = ?1
+                     AND NOT EXISTS (SELECT 1 FROM records WHERE id >= ?2 AND id < ?3)",
+                    params![week.to_string(), &from[..], &to[..]],
+                );
+                answer(reply, "could not update the list of weeks", forgot.map(drop));
+            }
+            Job::Vacuum { pages, reply } if !reply.is_closed() => {
+                let vacuumed = (|| -> rusqlite::Result<bool> {
+                    let mode: i64 = self.conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+                    if mode != 2 {
+                        return Ok(false); // not INCREMENTAL: freed pages are reused, not returned
+                    }
+                    self.conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+                    let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                    Ok(free > 0)
+                })();
+                answer(reply, "could not reclaim free space", vacuumed);
+            }
+            _ => {} // the caller stopped waiting
+        }
+    }
+}
+
+/// Restores `records` under their own ids in one transaction: all of them
+/// (skipping identical ones already stored), or none if an id is stored with
+/// other content.
+fn restore(conn: &mut Connection, records: &[Record]) -> rusqlite::Result<RestoreOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut inserted = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO records (id, received_at, data) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+        )?;
+        let mut existing = tx.prepare_cached("SELECT received_at, data FROM records WHERE id = ?1")?;
+        let mut mark_week = tx.prepare_cached("INSERT OR IGNORE INTO weeks (week) VALUES (?1)")?;
+        let mut last_week = None;
+        for r in records {
+            let id = r.id.to_bytes();
+            if insert.execute(params![&id[..], r.received_at.as_millis(), r.data])? == 1 {
+                inserted += 1;
+                let week = IsoWeek::containing(r.received_at);
+                if last_week != Some(week) {
+                    mark_week.execute([week.to_string()])?;
+                    last_week = Some(week);
+                }
+                continue;
+            }
+            let (at, data): (i64, String) = existing.query_row([&id[..]], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            if at != r.received_at.as_millis() || data != r.data {
+                // Dropping the transaction rolls it back: nothing of this call is stored.
+                return Ok(RestoreOutcome::Conflict(r.id));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(RestoreOutcome::Restored { inserted, present: records.len() - inserted })
 }
 
 fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
@@ -393,7 +535,7 @@ impl RecordStore for SqliteRecordStore {
     ) -> Result<InsertOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob { records: records.to_vec(), entry: idempotency.cloned(), reply };
-        self.writer.as_ref().ok_or_else(writer_gone)?.send(job).map_err(|_| writer_gone())?;
+        self.writer.as_ref().ok_or_else(writer_gone)?.send(Job::Insert(job)).map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -412,9 +554,9 @@ impl RecordStore for SqliteRecordStore {
             .await
     }
 
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
-        let hi = RecordId::lower_bound(week.end()).to_bytes();
-        let start = RecordId::lower_bound(week.start()).to_bytes();
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
+        let hi = to.to_bytes();
+        let start = from.to_bytes();
         let limit = page_size.max(1) as i64;
         // State: the last id returned (exclusive lower bound), or None when done.
         let first: Option<(Vec<u8>, bool)> = Some((start.to_vec(), true));
@@ -460,10 +602,52 @@ impl RecordStore for SqliteRecordStore {
     }
 }
 
+impl SqliteRecordStore {
+    /// Sends a lifecycle job to the writer and waits for its answer.
+    async fn lifecycle<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.as_ref().ok_or_else(writer_gone)?.send(job(reply)).map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+/// Records deleted per transaction when a week goes: each step holds the
+/// write lock for a few milliseconds, so ingest is never held up for long.
+const DELETE_CHUNK: i64 = 2000;
+/// Pages (4 KiB) returned to the file system per step after a week went.
+const VACUUM_PAGES: u32 = 256;
+
+#[async_trait]
+impl RecordLifecycle for SqliteRecordStore {
+    async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
+        let records = records.to_vec();
+        self.lifecycle(|reply| Job::Restore { records, reply }).await
+    }
+
+    async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
+        self.lifecycle(|reply| Job::Delete { id, reply }).await
+    }
+
+    async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        let (from, to) = (RecordId::lower_bound(week.start()).to_bytes(), RecordId::lower_bound(week.end()).to_bytes());
+        let mut deleted = 0;
+        loop {
+            let n = self.lifecycle(|reply| Job::DeleteChunk { from, to, limit: DELETE_CHUNK, reply }).await?;
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
+        self.lifecycle(|reply| Job::ForgetWeek { week, from, to, reply }).await?;
+        while self.lifecycle(|reply| Job::Vacuum { pages: VACUUM_PAGES, reply }).await? {}
+        Ok(deleted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_core::testing::{collect_week, store_contract};
+    use tally_core::testing::{collect_week, lifecycle_contract, store_contract};
 
     fn open(dir: &tempfile::TempDir) -> SqliteRecordStore {
         SqliteRecordStore::open(dir.path().join("tally.db"), SqliteOptions::default()).unwrap()
@@ -473,6 +657,35 @@ mod tests {
     async fn sqlite_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         store_contract(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_meets_the_lifecycle_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        lifecycle_contract(&open(&dir)).await;
+    }
+
+    #[tokio::test]
+    async fn a_deleted_week_gives_its_space_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let week = IsoWeek::parse("2026-W30").unwrap();
+        let big = "x".repeat(4000);
+        let records: Vec<Record> = (0..2000)
+            .map(|i| {
+                let at = Timestamp::from_millis(week.start().as_millis() + i);
+                Record { id: RecordId::generate(at), received_at: at, data: format!("{{\"pad\":\"{big}\"}}") }
+            })
+            .collect();
+        store.restore(&records).await.unwrap();
+        let pages = || -> i64 {
+            let c = Connection::open(dir.path().join("tally.db")).unwrap();
+            c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        };
+        let full = pages();
+        assert_eq!(store.delete_week(week).await.unwrap(), 2000);
+        let after = pages();
+        assert!(after * 10 < full, "{full} pages before, {after} after: the space was not reclaimed");
     }
 
     #[tokio::test]

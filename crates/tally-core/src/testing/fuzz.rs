@@ -63,6 +63,9 @@ pub fn week_id(data: &[u8]) {
     }
 }
 
+/// A fuzz target's property check: panics when the input breaks it.
+pub type Property = fn(&[u8]);
+
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/` call them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("body", body), ("week_id", week_id)];
+pub const TARGETS: &[(&str, Property)] = &[("body", body), ("week_id", week_id)];

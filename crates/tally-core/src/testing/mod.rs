@@ -15,7 +15,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::id::RecordId;
 use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
 use crate::ports::{
-    InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RecordStore, SinkError, StoreError, SummarySink,
+    InsertOutcome, ObjectInfo, ObjectUpload, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, SinkError,
+    StoreError, SummarySink,
 };
 use crate::record::Record;
 use crate::week::IsoWeek;
@@ -108,9 +109,9 @@ impl RecordStore for MemoryRecordStore {
         Ok(self.lock().records.get(&id).cloned())
     }
 
-    fn scan_week(&self, week: IsoWeek, page_size: usize) -> RecordPages<'_> {
-        let (lo, hi) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
-        let all: Vec<Record> = self.lock().records.range(lo..hi).map(|(_, r)| r.clone()).collect();
+    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
+        let all: Vec<Record> =
+            if from < to { self.lock().records.range(from..to).map(|(_, r)| r.clone()).collect() } else { Vec::new() };
         let pages: Vec<Result<Vec<Record>, StoreError>> =
             all.chunks(page_size.max(1)).map(|c| Ok(c.to_vec())).collect();
         futures::stream::iter(pages).boxed()
@@ -121,6 +122,36 @@ impl RecordStore for MemoryRecordStore {
             self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
         weeks.dedup();
         Ok(weeks)
+    }
+}
+
+#[async_trait]
+impl RecordLifecycle for MemoryRecordStore {
+    async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
+        let mut inner = self.lock();
+        if let Some(r) = records.iter().find(|r| inner.records.get(&r.id).is_some_and(|old| old != *r)) {
+            return Ok(RestoreOutcome::Conflict(r.id));
+        }
+        let before = inner.records.len();
+        for r in records {
+            inner.records.entry(r.id).or_insert_with(|| r.clone());
+        }
+        let inserted = inner.records.len() - before;
+        Ok(RestoreOutcome::Restored { inserted, present: records.len() - inserted })
+    }
+
+    async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
+        Ok(self.lock().records.remove(&id).is_some())
+    }
+
+    async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        let (lo, hi) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
+        let mut inner = self.lock();
+        let doomed: Vec<RecordId> = inner.records.range(lo..hi).map(|(id, _)| *id).collect();
+        for id in &doomed {
+            inner.records.remove(id);
+        }
+        Ok(doomed.len() as u64)
     }
 }
 
@@ -285,9 +316,79 @@ pub async fn store_contract(store: &dyn RecordStore) {
     assert_eq!(store.get(keyed.id).await.expect("get").as_ref(), Some(&keyed));
 }
 
+/// Collects the records of `[from, to)`, checking page sizes on the way.
+pub async fn collect_range(store: &dyn RecordStore, from: RecordId, to: RecordId, page_size: usize) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut pages = store.scan_range(from, to, page_size);
+    while let Some(page) = pages.next().await {
+        let page = page.expect("scan_range page");
+        assert!(page.len() <= page_size, "page of {} exceeds {page_size}", page.len());
+        out.extend(page);
+    }
+    out
+}
+
+/// The behaviour every [`RecordLifecycle`] must show. Call it with an empty store.
+pub async fn lifecycle_contract(store: &dyn RecordLifecycle) {
+    let week = IsoWeek::parse("2026-W30").expect("week");
+    let next = week.next();
+    let at = |ms: i64| Timestamp::from_millis(week.start().as_millis() + ms);
+    const DAY: i64 = 86_400_000;
+
+    // GIVEN records on three days of a week and one in the next week, restored under their own ids
+    let mut records: Vec<Record> = (0..30)
+        .map(|i| record(at((i % 3) * DAY + i * 1000), &format!(r#"{{"i":{i},"x":1.0}}"#)))
+        .chain([record(next.start(), r#"{"week":"next"}"#)])
+        .collect();
+    records.sort_by_key(|r| r.id);
+    let outcome = store.restore(&records).await.expect("restore");
+    assert_eq!(outcome, RestoreOutcome::Restored { inserted: 31, present: 0 });
+    for r in &records {
+        assert_eq!(store.get(r.id).await.expect("get").as_ref(), Some(r), "restored records keep id, time and data");
+    }
+    assert!(store.weeks().await.expect("weeks").contains(&week), "a restore marks its weeks");
+
+    // THEN restoring again adds nothing
+    let again = store.restore(&records).await.expect("restore again");
+    assert_eq!(again, RestoreOutcome::Restored { inserted: 0, present: 31 });
+
+    // AND a conflicting id refuses the whole call, writing nothing
+    let fresh = record(at(5), r#"{"fresh":true}"#);
+    let changed = Record { data: r#"{"i":0,"x":2.0}"#.into(), ..records[3].clone() };
+    let refused = store.restore(&[fresh.clone(), changed.clone()]).await.expect("restore with conflict");
+    assert_eq!(refused, RestoreOutcome::Conflict(changed.id));
+    assert_eq!(store.get(fresh.id).await.expect("get"), None, "nothing of a refused restore is stored");
+    assert_eq!(store.get(changed.id).await.expect("get").as_ref(), Some(&records[3]));
+
+    // AND a range read spans days, honours both bounds and pages in id order
+    let (lo, hi) = (records[4].id, records[20].id);
+    let ranged = collect_range(store, lo, hi, 4).await;
+    assert_eq!(ranged, records[4..20].to_vec());
+    assert!(collect_range(store, hi, lo, 4).await.is_empty(), "an empty range reads nothing");
+
+    // AND erasure deletes exactly one record, once
+    assert!(store.delete(records[0].id).await.expect("delete"));
+    assert_eq!(store.get(records[0].id).await.expect("get"), None);
+    assert!(!store.delete(records[0].id).await.expect("delete again"));
+
+    // AND deleting a week leaves the other weeks whole and forgets the week
+    let deleted = store.delete_week(week).await.expect("delete week");
+    assert_eq!(deleted, 29);
+    assert!(collect_week(store, week, 100).await.is_empty());
+    assert_eq!(collect_week(store, next, 100).await.len(), 1);
+    let weeks = store.weeks().await.expect("weeks");
+    assert!(!weeks.contains(&week) && weeks.contains(&next), "{weeks:?}");
+    assert_eq!(store.delete_week(week).await.expect("delete week again"), 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn memory_store_meets_the_lifecycle_contract() {
+        lifecycle_contract(&MemoryRecordStore::default()).await;
+    }
 
     #[tokio::test]
     async fn memory_store_meets_the_contract() {

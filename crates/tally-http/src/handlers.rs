@@ -1,35 +1,25 @@
 //! One function per route. Handlers parse HTTP, call `tally-core`, and map
 //! the result back; no business rule lives here.
 
-use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use axum::{Extension, Json};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::SinkError;
 use tally_core::{BodyFormat, IsoWeek, RecordId};
 
-use crate::openapi::{AnyObject, Created, RecordsJson, RecordsNdjson, StoredRecord};
 use crate::problem::{ApiError, Problem};
+use crate::schema::{
+    AnyObject, Created, Health, IdempotencyKeyHeader, RecordsJson, RecordsNdjson, StoredRecord, WeekLink, WeekList,
+};
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const API_KEY: &str = "x-api-key";
-
-/// Body of `GET /health`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok` when the server answers.
-    #[schema(example = "ok")]
-    pub status: &'static str,
-    /// The server's crate version.
-    #[schema(example = "0.1.0")]
-    pub version: &'static str,
-}
 
 /// `GET /health` — liveness, no key needed.
 #[utoipa::path(
@@ -41,6 +31,25 @@ pub struct Health {
 )]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok", version: tally_core::VERSION })
+}
+
+/// The OpenAPI document as `GET /openapi.json` serves it. The router hands
+/// it to [`serve_openapi`] as a request extension, so this module needs
+/// nothing from the module that builds the document (which depends on the
+/// route table, which depends on this module).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenApiJson(pub &'static str);
+
+/// `GET /openapi.json` — this API's OpenAPI 3.1 description; no key needed.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    operation_id = "get_openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document.", body = AnyObject))
+)]
+pub async fn serve_openapi(Extension(OpenApiJson(doc)): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc)
 }
 
 /// Which framing the `Content-Type` header asks for.
@@ -183,25 +192,6 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
     Ok(res)
 }
 
-/// The `Idempotency-Key` request header of the `POST` routes.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct IdempotencyKeyHeader {
-    /// Makes a retry safe: the same key with the same body answers the first
-    /// answer again (same ids, `Idempotent-Replayed: true`) and stores
-    /// nothing; the same key with another body is 409. Keys are kept at
-    /// least 24 hours. 1–255 printable ASCII characters (HTTP drops spaces
-    /// around header values, so the pattern has none at either end).
-    #[param(
-        rename = "Idempotency-Key",
-        required = false,
-        pattern = "^[!-~]([ -~]{0,253}[!-~])?$",
-        min_length = 1,
-        max_length = 255
-    )]
-    pub idempotency_key: String,
-}
-
 /// `GET /records/{id}` — one record, exactly as sent.
 #[utoipa::path(
     get,
@@ -229,24 +219,6 @@ pub async fn get_record(
         ApiError::NotFound(format!("no record has id {id}; check the id returned when it was created"))
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], record.to_json()).into_response())
-}
-
-/// One entry of `GET /summaries`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WeekLink {
-    /// The ISO week, e.g. `2026-W47`.
-    #[schema(value_type = String, pattern = "^[1-9][0-9]{3}-W(0[1-9]|[1-4][0-9]|5[0-3])$", example = "2026-W47")]
-    pub week: IsoWeek,
-    /// Where its `summary.json` is served.
-    #[schema(example = "/summaries/2026-W47")]
-    pub href: String,
-}
-
-/// Body of `GET /summaries`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct WeekList {
-    /// Weeks whose summary is complete, oldest first.
-    pub weeks: Vec<WeekLink>,
 }
 
 /// `GET /summaries` — weeks whose summary is complete, oldest first.

@@ -6,18 +6,34 @@
 //! RFC 9457 problem documents; it knows nothing of SQLite or AWS.
 //!
 //! # Layout
+//! Modules depend only on those above them in this list, never back:
+//! - [`schema`]: the documented shapes of bodies and parameters (a leaf).
 //! - [`state`]: what handlers share ([`AppState`]) and the API-key check.
 //! - [`problem`]: [`ApiError`] and the problem+json responses.
-//! - [`handlers`]: one function per route, each with its OpenAPI operation.
-//! - [`openapi`]: the OpenAPI 3.1 document built from the route table.
-//! - [`router`]: routes plus middleware (request ids, tracing, timeouts).
+//! - [`handlers`]: one function per route, each with its OpenAPI operation,
+//!   `GET /openapi.json` included (it serves the document it is handed).
+//! - `router`: the route table (public and protected halves) plus
+//!   middleware (request ids, tracing, timeouts, API key, load shedding).
+//! - [`openapi`](mod@openapi): the OpenAPI 3.1 document, built in this one place from
+//!   the route table.
+//!
+//! [`router()`] ties the last two together: it builds the routes and hands
+//! them the finished document to serve.
 
 pub mod handlers;
 pub mod openapi;
 pub mod problem;
 mod router;
+pub mod schema;
 pub mod state;
 
+pub use openapi::openapi;
 pub use problem::ApiError;
-pub use router::{HttpOptions, openapi, router};
+pub use router::HttpOptions;
 pub use state::{AppState, Auth};
+
+/// The one route table, served by `tally serve` and by the Lambda function;
+/// its `GET /openapi.json` answers [`openapi::openapi_json`].
+pub fn router(state: AppState, options: HttpOptions) -> axum::Router {
+    router::build(state, options, handlers::OpenApiJson(openapi::openapi_json()))
+}

@@ -6,135 +6,29 @@
 //! from the same table: protected routes get the `api_key` security scheme
 //! and a 401 answer, every answer gets its `x-request-id` header.
 //!
+//! This module is the only place the document is built, and nothing in the
+//! crate depends on it: it reads the route tables from `router`, and the
+//! crate root hands the finished JSON to the router, which gives it to
+//! `handlers::serve_openapi` as a request extension.
+//!
 //! `docs/openapi.json` is this document, written by `scripts/openapi`
 //! (`cargo run -p tally-http --example openapi`); a test fails when the
 //! committed file differs.
 
 use std::sync::LazyLock;
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use serde::Serialize;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::problem::PROBLEM_JSON;
+use crate::problem::{PROBLEM_JSON, Problem};
+use crate::router::{protected_routes, public_routes};
 
 /// Name of the security scheme for the `x-api-key` header.
 pub const API_KEY_SCHEME: &str = "api_key";
-
-/// `201` body when one object was sent (mirrors `tally_core::IngestResponse::Single`).
-#[derive(Debug, Serialize, ToSchema)]
-#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
-pub struct RecordCreated {
-    /// The new record's id.
-    #[schema(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$", example = "01KB0Z6Y6N5D1H4S3X9Q2W8E7R")]
-    pub id: String,
-    /// When the server received it: RFC 3339, UTC, milliseconds.
-    #[schema(format = DateTime, example = "2026-11-25T15:32:06.123Z")]
-    pub received_at: String,
-}
-
-/// `201` body when an array or NDJSON was sent (mirrors `tally_core::IngestResponse::Batch`).
-#[derive(Debug, Serialize, ToSchema)]
-#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
-pub struct BatchCreated {
-    /// How many records were stored.
-    #[schema(minimum = 1)]
-    pub count: usize,
-    /// Their ids, in input order.
-    #[schema(min_items = 1)]
-    pub ids: Vec<RecordIdString>,
-}
-
-/// A record id (ULID).
-#[derive(Debug, Serialize, ToSchema)]
-#[cfg_attr(test, derive(serde::Deserialize))]
-#[schema(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$", example = "01KB0Z6Y6N5D1H4S3X9Q2W8E7R")]
-pub struct RecordIdString(pub String);
-
-/// The `201` body of `POST /records`: one of the two shapes.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum Created {
-    Single(RecordCreated),
-    Batch(BatchCreated),
-}
-
-/// `GET /records/{id}`: a stored record, its data exactly as it was sent
-/// (key order, number spelling and unicode intact).
-#[derive(Debug, Serialize, ToSchema)]
-#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
-pub struct StoredRecord {
-    #[schema(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$", example = "01KB0Z6Y6N5D1H4S3X9Q2W8E7R")]
-    pub id: String,
-    #[schema(format = DateTime, example = "2026-11-25T15:32:06.123Z")]
-    pub received_at: String,
-    #[schema(schema_with = any_object)]
-    pub data: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A JSON object with any members.
-fn any_object() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::Object)
-}
-
-/// Request body of `POST /records` as `application/json`: one object, or a
-/// non-empty array of objects (at most 1000 by default, `--max-batch-records`).
-#[derive(Debug)]
-pub struct RecordsJson;
-
-impl PartialSchema for RecordsJson {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .item(any_object().description(Some("One record.")))
-            .item(objects().description(Some("A batch, stored all or nothing.")))
-            .description(Some(
-                "One JSON object, or a non-empty array of objects. Limits (defaults): body ≤ 1 MiB, \
-                 record ≤ 64 KiB, batch ≤ 1000 records, nesting depth ≤ 32, no duplicate keys.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for RecordsJson {}
-
-/// Request body of `POST /records` as `application/x-ndjson`.
-#[derive(Debug)]
-pub struct RecordsNdjson;
-
-impl PartialSchema for RecordsNdjson {
-    fn schema() -> RefOr<Schema> {
-        objects()
-            .description(Some(
-                "NDJSON: one JSON object per line (the items of this array, each on its own line); \
-                 blank lines are ignored. Stored all or nothing; errors name the item's index and line.",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for RecordsNdjson {}
-
-fn objects() -> ArrayBuilder {
-    ArrayBuilder::new().items(any_object()).min_items(Some(1)).max_items(Some(1000))
-}
-
-/// Any JSON object (a week's `summary.json`, the OpenAPI document).
-#[derive(Debug)]
-pub struct AnyObject;
-
-impl PartialSchema for AnyObject {
-    fn schema() -> RefOr<Schema> {
-        any_object().into()
-    }
-}
-
-impl ToSchema for AnyObject {}
 
 /// Groups the protected operations and the document-wide parts.
 #[derive(utoipa::OpenApi)]
@@ -156,12 +50,13 @@ impl ToSchema for AnyObject {}
         (name = "summaries", description = "Weekly summaries."),
         (name = "service", description = "Health and this description."),
     ),
-    components(schemas(crate::problem::Problem))
+    components(schemas(Problem))
 )]
 struct ApiDoc;
 
-/// The whole document: `public` and `protected` are the router's two halves.
-pub(crate) fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
+/// `public` and `protected` (the router's two halves) with the security
+/// scheme, the 401 answers, the `x-request-id` headers and the week pattern.
+fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
     for (_, item) in protected.paths.paths.iter_mut() {
         for op in operations(item) {
             op.security = Some(vec![SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new())]);
@@ -242,62 +137,37 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
 }
 
 fn problem_response(description: &str) -> RefOr<Response> {
-    let problem = RefOr::Ref(Ref::from_schema_name(crate::problem::Problem::name()));
+    let problem = RefOr::Ref(Ref::from_schema_name(Problem::name()));
     ResponseBuilder::new()
         .description(description)
         .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(problem)).build())
         .into()
 }
 
+/// The whole document: the router's two halves, then what holds for groups
+/// of routes, then `POST /post` as a copy of `POST /records`.
+pub fn openapi() -> OpenApi {
+    let mut doc = document(public_routes().into_openapi(), protected_routes().into_openapi());
+    // `POST /post` is `POST /records` under the 2021 app's path: its operation
+    // is a copy, so the two can never be documented differently.
+    if let Some(mut item) = doc.paths.paths.get("/records").cloned() {
+        if let Some(op) = item.post.as_mut() {
+            op.operation_id = Some("create_records_post".into());
+            op.summary = Some("`POST /post` — the original app's path: exactly `POST /records`.".into());
+        }
+        doc.paths.paths.insert("/post".into(), item);
+    }
+    doc
+}
+
 /// The document as served by `GET /openapi.json` and committed as
-/// `docs/openapi.json` (pretty, with a final newline).
-pub fn openapi_json() -> String {
+/// `docs/openapi.json` (pretty, with a final newline). Built once.
+pub fn openapi_json() -> &'static str {
     static JSON: LazyLock<String> = LazyLock::new(|| {
-        let s = crate::router::openapi().to_pretty_json().expect("the OpenAPI document serializes");
+        let s = openapi().to_pretty_json().expect("the OpenAPI document serializes");
         // utoipa 5 writes a Link's `operationId` in snake case (fixed in 6,
         // which needs a newer Rust); no other key is spelled that way.
         s.replace("\"operation_id\": ", "\"operationId\": ") + "\n"
     });
-    JSON.clone()
-}
-
-/// `GET /openapi.json` — this API's OpenAPI 3.1 description; no key needed.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "service",
-    operation_id = "get_openapi",
-    responses((status = 200, description = "The OpenAPI 3.1 document.", body = AnyObject))
-)]
-pub async fn serve_openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
-}
-
-#[cfg(test)]
-mod tests {
-    use tally_core::{IngestResponse, RecordId, Timestamp};
-
-    use super::*;
-
-    /// The documented shapes are the ones `tally-core` serializes.
-    #[test]
-    fn documented_bodies_match_the_core_types() {
-        let id = RecordId::generate(Timestamp::now());
-        let single = serde_json::to_string(&IngestResponse::Single { id, received_at: Timestamp::now() }).unwrap();
-        let single: RecordCreated = serde_json::from_str(&single).unwrap();
-        assert_eq!(single.id, id.to_string());
-        let batch = serde_json::to_string(&IngestResponse::Batch { count: 1, ids: vec![id] }).unwrap();
-        let batch: BatchCreated = serde_json::from_str(&batch).unwrap();
-        assert_eq!(batch.ids[0].0, id.to_string());
-    }
-
-    #[test]
-    fn the_patterns_accept_what_the_parsers_accept() {
-        // No regex crate here: check the character classes by hand.
-        let id = RecordId::generate(Timestamp::now()).to_string();
-        assert!(RecordId::parse(&id.to_lowercase()).is_ok(), "lower case ids are documented as valid");
-        assert!(tally_core::IdempotencyKey::parse(b"~ !").is_ok());
-        assert!(tally_core::IsoWeek::parse("2026-w53").is_ok());
-        assert!(tally_core::IsoWeek::parse("0999-W01").is_err(), "years start at 1000, as the pattern says");
-    }
+    &JSON
 }

@@ -1,12 +1,15 @@
 //! The route table and its middleware.
+//!
+//! [`public_routes`] and [`protected_routes`] are the two halves of the one
+//! route table: [`build`] serves them, `openapi` documents them.
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -17,7 +20,7 @@ use tracing::Span;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::handlers::{self, API_KEY};
+use crate::handlers::{self, API_KEY, OpenApiJson};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
 use crate::state::AppState;
 
@@ -37,44 +40,32 @@ impl Default for HttpOptions {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Routes anyone may call.
-fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(handlers::health)).routes(routes!(crate::openapi::serve_openapi))
+pub(crate) fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(handlers::health)).routes(routes!(handlers::serve_openapi))
 }
 
 /// Routes that need the API key. Each handler's `#[utoipa::path]` documents
 /// it, so this table is also the OpenAPI document's list of operations.
-fn protected_routes() -> OpenApiRouter<AppState> {
+pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(handlers::create_records))
-        // The original app's path; documented as a copy of `POST /records` in `openapi()`.
+        // The original app's path; documented as a copy of `POST /records` by `openapi::openapi`.
         .route("/post", axum::routing::post(handlers::create_records))
         .routes(routes!(handlers::get_record))
         .routes(routes!(handlers::list_summaries))
         .routes(routes!(handlers::get_summary))
 }
 
-/// The OpenAPI 3.1 document of [`router`]'s routes.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = crate::openapi::document(public_routes().into_openapi(), protected_routes().into_openapi());
-    // `POST /post` is `POST /records` under the 2021 app's path: its operation
-    // is a copy, so the two can never be documented differently.
-    if let Some(mut item) = doc.paths.paths.get("/records").cloned() {
-        if let Some(op) = item.post.as_mut() {
-            op.operation_id = Some("create_records_post".into());
-            op.summary = Some("`POST /post` — the original app's path: exactly `POST /records`.".into());
-        }
-        doc.paths.paths.insert("/post".into(), item);
-    }
-    doc
-}
-
-/// The one route table, served by `tally serve` and by the Lambda function.
-pub fn router(state: AppState, options: HttpOptions) -> Router {
+/// The route table with its middleware; `openapi` is what `GET /openapi.json`
+/// answers. The crate root passes it in, so this module does not depend on
+/// the one that builds the document from its tables.
+pub(crate) fn build(state: AppState, options: HttpOptions, openapi: OpenApiJson) -> Router {
     let (protected, _) = protected_routes()
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .split_for_parts();
     let (public, _) = public_routes().split_for_parts();
+    let public = public.layer(Extension(openapi));
 
     public.merge(protected).fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) }).with_state(state).layer(
         ServiceBuilder::new()

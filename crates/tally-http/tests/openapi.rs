@@ -40,7 +40,7 @@ async fn the_document_is_served_without_a_key() {
 
 #[test]
 fn every_route_is_documented_with_its_errors_and_security() {
-    let doc: Value = serde_json::from_str(&tally_http::openapi::openapi_json()).unwrap();
+    let doc: Value = serde_json::from_str(tally_http::openapi::openapi_json()).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], tally_core::VERSION);
     assert_eq!(

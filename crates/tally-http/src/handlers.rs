@@ -9,16 +9,18 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::SinkError;
-use tally_core::{BodyFormat, IsoWeek, RecordId};
+use tally_core::{BodyFormat, IngestResponse, IsoWeek, RecordId};
 
 use crate::problem::{ApiError, Problem};
 use crate::schema::{
-    AnyObject, Created, Health, IdempotencyKeyHeader, RecordsJson, RecordsNdjson, StoredRecord, WeekLink, WeekList,
+    AnyObject, Created, Health, IdempotencyKeyHeader, RecordIdString, RecordsJson, RecordsNdjson, StoredRecord,
+    WeekLink, WeekList,
 };
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub const FIRST_RECORD_ID: &str = "first-record-id";
 pub const API_KEY: &str = "x-api-key";
 
 /// `GET /health` — liveness, no key needed.
@@ -127,6 +129,19 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
 /// One JSON object answers `{id, received_at}` with `Location`; an array of
 /// objects or NDJSON answers `{count, ids}` (ids in input order). A batch is
 /// all or nothing. `201` comes only after the records are committed to disk.
+/// Every `201` also carries `First-Record-Id`, the id of the first record
+/// stored (the only one for a single object, `ids[0]` for a batch). The
+/// `GetRecord` link reads that header, because a link must hold for every
+/// `201` and no body field is in both shapes: `id` is only in the
+/// single-object body, `ids` only in the batch one.
+//
+// Why a header rather than a body field: a link parameter is one runtime
+// expression, with no "if", and `Location` is a path, not an id. The 0.1
+// bodies are fixed (extend, never break), written by `tally-core`, and
+// replayed byte for byte for a retried `Idempotency-Key`, so giving the batch
+// body an `id` (or the single body `ids`) would change both shapes' meaning
+// and be missing from replays of answers stored before. A new response header
+// is additive, and it is derived from the receipt, so replays carry it too.
 #[utoipa::path(
     post,
     path = "/records",
@@ -143,13 +158,16 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
             headers(
                 ("Location" = String,
                     description = "`/records/<id>` of the new record; only when one object was sent."),
+                ("First-Record-Id" = RecordIdString,
+                    description = "The id of the first record stored: the only one when one object was sent, \
+                                   `ids[0]` for a batch. The `GetRecord` link reads it."),
                 ("Idempotent-Replayed" = String,
                     description = "`true` when this answers a retry with the same `Idempotency-Key` and body; \
                                    nothing new was stored."),
             ),
             links(
-                ("GetRecord" = (operation_id = "get_record", parameters(("id" = "$response.body#/id")),
-                    description = "Read the record just created (single-object requests).")),
+                ("GetRecord" = (operation_id = "get_record", parameters(("id" = "$response.header.First-Record-Id")),
+                    description = "Read the record just created (for a batch, the first one).")),
             )),
         (status = 400, description = "Malformed JSON (with `line` and `column`), invalid UTF-8, an empty body, \
             or a bad `Idempotency-Key`. For a batch, `index` (and `line` for NDJSON) names the item.",
@@ -185,6 +203,13 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
         if let Ok(v) = HeaderValue::from_str(&format!("/records/{id}")) {
             h.insert(header::LOCATION, v);
         }
+    }
+    let first = match &receipt.response {
+        IngestResponse::Single { id, .. } => Some(*id),
+        IngestResponse::Batch { ids, .. } => ids.first().copied(),
+    };
+    if let Some(Ok(v)) = first.map(|id| HeaderValue::from_str(&id.to_string())) {
+        h.insert(FIRST_RECORD_ID, v);
     }
     if receipt.replayed {
         h.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

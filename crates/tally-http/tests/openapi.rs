@@ -79,7 +79,114 @@ fn every_route_is_documented_with_its_errors_and_security() {
     assert!(content.contains_key("application/json") && content.contains_key("application/x-ndjson"));
     let created = &post["responses"]["201"];
     assert!(created["headers"]["Location"].is_object() && created["headers"]["Idempotent-Replayed"].is_object());
+    assert!(created["headers"]["First-Record-Id"].is_object());
     assert_eq!(created["links"]["GetRecord"]["operationId"], "get_record");
+}
+
+/// A link is followed after every response it is declared on, so what it
+/// reads must be in every one of them: a documented header, or a body member
+/// that every shape of the body requires. (`$response.body#/id` on the `201`
+/// of `POST /records` was not: a batch answers `{count, ids}`.)
+#[test]
+fn every_link_reads_what_every_response_it_is_on_carries() {
+    let doc: Value = serde_json::from_str(tally_http::openapi::openapi_json()).unwrap();
+    let mut links = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    let at = format!("{method} {path} {status} link {name}");
+                    let mut exprs: Vec<&str> =
+                        link["parameters"].as_object().into_iter().flatten().filter_map(|(_, v)| v.as_str()).collect();
+                    exprs.extend(link["requestBody"].as_str());
+                    assert!(!exprs.is_empty(), "{at}: no parameters");
+                    for expr in exprs {
+                        if let Some(header) = expr.strip_prefix("$response.header.") {
+                            let headers = response["headers"].as_object().unwrap();
+                            assert!(
+                                headers.keys().any(|h| h.eq_ignore_ascii_case(header)),
+                                "{at}: reads header {header}, which the response does not document"
+                            );
+                        } else if let Some(pointer) = expr.strip_prefix("$response.body#/") {
+                            let member = pointer.split('/').next().unwrap();
+                            let content = response["content"].as_object().unwrap();
+                            for (media, body) in content {
+                                for shape in shapes(&doc, &body["schema"]) {
+                                    let required = shape["required"].as_array().cloned().unwrap_or_default();
+                                    assert!(
+                                        required.iter().any(|r| r == member),
+                                        "{at}: reads {expr}, but a {media} body may lack `{member}`: {shape}"
+                                    );
+                                }
+                            }
+                        } else {
+                            panic!("{at}: {expr} is not a response expression this test knows");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(links > 0, "no links: schemathesis's stateful phase would have nothing to follow");
+}
+
+/// The alternatives a body schema allows, `$ref`s resolved.
+fn shapes<'a>(doc: &'a Value, schema: &'a Value) -> Vec<&'a Value> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").expect("a local schema reference");
+        return shapes(doc, &doc["components"]["schemas"][name]);
+    }
+    match schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        Some(alternatives) => alternatives.iter().flat_map(|s| shapes(doc, s)).collect(),
+        None => vec![schema],
+    }
+}
+
+/// Following the `GetRecord` link as the document spells it reaches the
+/// record just created, whichever way the records were sent.
+#[tokio::test]
+async fn the_get_record_link_reaches_a_record_for_single_objects_and_batches() {
+    let doc: Value = serde_json::from_str(tally_http::openapi::openapi_json()).unwrap();
+    let app = app();
+    let bodies = [
+        ("application/json", r#"{"n": 1}"#),
+        ("application/json", r#"[{"n": 1}, {"n": 2}]"#),
+        ("application/x-ndjson", "{\"n\": 1}\n{\"n\": 2}\n"),
+    ];
+    for path in ["/records", "/post"] {
+        let link = &doc["paths"][path]["post"]["responses"]["201"]["links"]["GetRecord"];
+        assert_eq!(link["operationId"], "get_record");
+        let expr = link["parameters"]["id"].as_str().unwrap();
+        for (content_type, body) in bodies {
+            let req = Request::post(path)
+                .header("content-type", content_type)
+                .header("x-api-key", "k")
+                .body(Body::from(body))
+                .unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::CREATED, "{path} {body}");
+            let first = res.headers()["first-record-id"].to_str().unwrap().to_owned();
+            let headers = res.headers().clone();
+            let created: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let expected = created.get("id").unwrap_or_else(|| &created["ids"][0]);
+            assert_eq!(first, expected.as_str().unwrap(), "First-Record-Id is the first id, {path} {body}");
+
+            let id = if let Some(header) = expr.strip_prefix("$response.header.") {
+                headers.get(header).map(|v| v.to_str().unwrap().to_owned())
+            } else if let Some(pointer) = expr.strip_prefix("$response.body#") {
+                created.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
+            } else {
+                panic!("{expr}: not a response expression this test knows")
+            };
+            let id = id.unwrap_or_else(|| panic!("{expr} is not in the answer to {path} {body}: {created}"));
+            let req = Request::get(format!("/records/{id}")).header("x-api-key", "k").body(Body::empty()).unwrap();
+            let res = app.clone().oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "GetRecord after {path} {body}");
+            let got: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!(got["id"], id.as_str());
+        }
+    }
 }
 
 #[test]

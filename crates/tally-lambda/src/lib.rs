@@ -8,20 +8,22 @@
 //! The binaries in `src/bin` only read the environment and wire; the logic is
 //! here so tests can run it in-process against moto. This crate holds no
 //! domain logic and no SQL; it may use AWS only through `tally-aws`.
+//!
+//! # Layout
+//! - this file: [`FunctionConfig`], the settings both functions read.
+//! - [`api`]: the API function's service.
+//! - [`weekly`]: the weekly function's events, handler and metrics.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod api;
+pub mod weekly;
 
-use axum::Router;
-use lambda_http::RequestExt;
-use lambda_http::request::RequestContext;
-use lambda_runtime::{Diagnostic, LambdaEvent};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
-use tally_core::{Clock, IngestService, IsoWeek, Limits, RecordStore, SummarySink, SystemClock, Timestamp};
-use tally_http::{AppState, Auth, HttpOptions};
-use tower::util::MapRequest;
+use tally_core::summary::SummaryOptions;
+
+pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
+pub use weekly::{
+    MAX_WEEKS_PER_RUN, WeekDone, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, error_chain,
+    handle_weekly, run_weekly,
+};
 
 /// Settings both functions read from their environment (set by `template.yaml`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,282 +66,10 @@ impl FunctionConfig {
     }
 }
 
-// ------------------------------------------------------------------ tally-api
-
-/// The request timeout inside the function: below its 25 s Lambda timeout,
-/// so a slow store yields a problem document rather than a killed function.
-pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The service `tally-api` hands to `lambda_http::run`.
-pub type ApiService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http::Request>;
-
-/// The shared router as the API function serves it.
-///
-/// API Gateway checks `x-api-key` (`ApiKeyRequired` in `template.yaml`)
-/// before the function is invoked, and the function never sees the key's
-/// value, so the router runs with [`Auth::Open`]. The REST stage (`/Prod`)
-/// is removed from paths here as well as by `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`,
-/// so routing does not hinge on one environment variable.
-pub fn api_service(store: Arc<dyn RecordStore>, sink: Arc<dyn SummarySink>, clock: Arc<dyn Clock>) -> ApiService {
-    let ingest = IngestService::new(store, clock, Limits::default());
-    let router = tally_http::router(
-        AppState::new(ingest, sink, Auth::Open),
-        HttpOptions { request_timeout: API_REQUEST_TIMEOUT },
-    );
-    MapRequest::new(router, strip_stage as fn(lambda_http::Request) -> lambda_http::Request)
-}
-
-/// `/Prod/records` → `/records` for API Gateway REST events.
-fn strip_stage(mut req: lambda_http::Request) -> lambda_http::Request {
-    let stage = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.clone(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else { return req };
-    let prefix = format!("/{stage}");
-    let uri = req.uri();
-    let Some(rest) = uri.path().strip_prefix(&prefix).filter(|r| r.is_empty() || r.starts_with('/')) else {
-        return req;
-    };
-    let path_and_query = match uri.query() {
-        Some(q) => format!("{}?{q}", if rest.is_empty() { "/" } else { rest }),
-        None => (if rest.is_empty() { "/" } else { rest }).to_owned(),
-    };
-    let mut parts = uri.clone().into_parts();
-    if let Ok(pq) = path_and_query.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(new) = http::Uri::from_parts(parts) {
-            *req.uri_mut() = new;
-        }
-    }
-    req
-}
-
-// --------------------------------------------------------------- tally-weekly
-
-/// What the weekly function was asked to do. The schedule sends `{}` (the
-/// previous ISO week, plus any earlier week with records but no summary);
-/// an operator can send `{"week":"2026-W47"}` or
-/// `{"from":"2026-W40","to":"2026-W47"}` to (re)build given weeks.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeeklyRequest {
-    #[serde(default)]
-    pub week: Option<IsoWeek>,
-    #[serde(default)]
-    pub from: Option<IsoWeek>,
-    #[serde(default)]
-    pub to: Option<IsoWeek>,
-}
-
-/// Most weeks one invocation may be asked to build (its timeout is 15 min).
-pub const MAX_WEEKS_PER_RUN: usize = 60;
-
-impl WeeklyRequest {
-    /// Accepts the bare input (`{}`, `null`, `{"week":..}`, `{"from":..,"to":..}`)
-    /// or an EventBridge event envelope whose `detail` holds it.
-    pub fn from_event(event: Value) -> Result<Self, WeeklyError> {
-        let input = match event {
-            Value::Object(mut map) if map.contains_key("detail-type") => map.remove("detail").unwrap_or(Value::Null),
-            other => other,
-        };
-        if input.is_null() {
-            return Ok(Self::default());
-        }
-        serde_json::from_value(input).map_err(|e| WeeklyError::BadRequest(e.to_string()))
-    }
-
-    /// The weeks to build, ascending; `None` means "the previous week and catch up".
-    pub fn weeks(&self) -> Result<Option<Vec<IsoWeek>>, WeeklyError> {
-        match (self.week, self.from, self.to) {
-            (None, None, None) => Ok(None),
-            (Some(week), None, None) => Ok(Some(vec![week])),
-            (None, Some(from), Some(to)) if from <= to => {
-                let weeks: Vec<IsoWeek> = IsoWeek::range(from, to).take(MAX_WEEKS_PER_RUN + 1).collect();
-                if weeks.len() > MAX_WEEKS_PER_RUN {
-                    return Err(WeeklyError::BadRequest(format!(
-                        "{from}..{to} spans more than {MAX_WEEKS_PER_RUN} weeks; invoke once per smaller range"
-                    )));
-                }
-                Ok(Some(weeks))
-            }
-            (None, Some(from), Some(to)) => {
-                Err(WeeklyError::BadRequest(format!("\"from\" ({from}) is after \"to\" ({to})")))
-            }
-            _ => Err(WeeklyError::BadRequest(
-                "send {}, {\"week\":\"2026-W47\"} or {\"from\":\"2026-W40\",\"to\":\"2026-W47\"}".into(),
-            )),
-        }
-    }
-}
-
-/// Why a weekly run failed. The function then returns an error, so Lambda
-/// retries it and finally sends the event to the dead-letter queue.
-#[derive(Debug, thiserror::Error)]
-pub enum WeeklyError {
-    #[error("invalid weekly event: {0}")]
-    BadRequest(String),
-    #[error(transparent)]
-    Summarize(#[from] SummarizeError),
-}
-
-impl From<WeeklyError> for Diagnostic {
-    fn from(e: WeeklyError) -> Self {
-        let error_type = match &e {
-            WeeklyError::BadRequest(_) => "tally.BadRequest",
-            WeeklyError::Summarize(_) => "tally.SummarizeFailed",
-        };
-        Diagnostic { error_type: error_type.into(), error_message: error_chain(&e) }
-    }
-}
-
-/// `error: cause: cause`, for logs and the Lambda error message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-/// What the weekly function needs; built once per cold start.
-#[derive(Debug, Clone)]
-pub struct WeeklyDeps {
-    pub store: Arc<dyn RecordStore>,
-    pub sink: Arc<dyn SummarySink>,
-    pub clock: Arc<dyn Clock>,
-    pub options: SummaryOptions,
-}
-
-impl WeeklyDeps {
-    pub fn new(store: Arc<dyn RecordStore>, sink: Arc<dyn SummarySink>) -> Self {
-        Self { store, sink, clock: Arc::new(SystemClock), options: SummaryOptions::default() }
-    }
-}
-
-/// The function's result (also logged).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WeeklyOutput {
-    pub weeks: Vec<WeekDone>,
-    pub records: u64,
-    pub duration_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WeekDone {
-    pub week: IsoWeek,
-    pub records: u64,
-    pub manifest: String,
-}
-
-impl From<&WeekReport> for WeekDone {
-    fn from(r: &WeekReport) -> Self {
-        Self { week: r.week, records: r.records, manifest: r.manifest.key.clone() }
-    }
-}
-
-/// The `tally-weekly` handler: parses the event, builds the weeks, prints one
-/// CloudWatch EMF metric line (success or not) and returns the result.
-pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Result<WeeklyOutput, WeeklyError> {
-    let function = event.context.env_config.function_name.clone();
-    let started = Instant::now();
-    let mut done = Vec::new();
-    let result = match WeeklyRequest::from_event(event.payload) {
-        Ok(request) => run_weekly(deps, &request, &mut done).await,
-        Err(e) => Err(e),
-    };
-    let records = done.iter().map(|w| w.records).sum();
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    println!("{}", emf_line(&function, records, done.len(), duration_ms, result.is_err(), Timestamp::now()));
-    match result {
-        Ok(()) => {
-            let output = WeeklyOutput { weeks: done, records, duration_ms };
-            tracing::info!(weeks = output.weeks.len(), records, duration_ms, "weekly summary done");
-            Ok(output)
-        }
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), weeks_done = done.len(), "weekly summary failed");
-            Err(e)
-        }
-    }
-}
-
-/// Builds the requested weeks in order, recording each one done in `done`.
-pub async fn run_weekly(
-    deps: &WeeklyDeps,
-    request: &WeeklyRequest,
-    done: &mut Vec<WeekDone>,
-) -> Result<(), WeeklyError> {
-    let weeks = match request.weeks()? {
-        Some(weeks) => weeks,
-        None => {
-            let now = deps.clock.now();
-            let mut weeks = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
-            // Rebuild the previous week even when it already has a summary or
-            // no records: the schedule promises that week, and reruns converge.
-            weeks.push(IsoWeek::last_complete(now));
-            weeks.sort_unstable();
-            weeks.dedup();
-            weeks
-        }
-    };
-    for week in weeks {
-        let report = summarize_week(
-            deps.store.as_ref(),
-            deps.sink.as_ref(),
-            deps.clock.as_ref(),
-            week,
-            &deps.options,
-            &tally_core::summary::NoProgress,
-        )
-        .await?;
-        done.push(WeekDone::from(&report));
-    }
-    Ok(())
-}
-
-/// One CloudWatch Embedded Metric Format line: namespace `tally`, dimension
-/// `FunctionName`, metrics `RecordsSummarized`, `WeeksSummarized`,
-/// `DurationMs` and `Failed` (0 or 1).
-pub fn emf_line(function: &str, records: u64, weeks: usize, duration_ms: u64, failed: bool, now: Timestamp) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": now.as_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "tally",
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [
-                    {"Name": "RecordsSummarized", "Unit": "Count"},
-                    {"Name": "WeeksSummarized", "Unit": "Count"},
-                    {"Name": "DurationMs", "Unit": "Milliseconds"},
-                    {"Name": "Failed", "Unit": "Count"}
-                ]
-            }]
-        },
-        "FunctionName": function,
-        "RecordsSummarized": records,
-        "WeeksSummarized": weeks,
-        "DurationMs": duration_ms,
-        "Failed": u8::from(failed),
-    })
-    .to_string()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn req(v: Value) -> Result<Option<Vec<IsoWeek>>, WeeklyError> {
-        WeeklyRequest::from_event(v)?.weeks()
-    }
-
-    fn w(s: &str) -> IsoWeek {
-        IsoWeek::parse(s).unwrap()
-    }
 
     #[test]
     fn function_config_from_env() {
@@ -361,41 +91,5 @@ mod tests {
         }
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
-    }
-
-    #[test]
-    fn weekly_events() {
-        assert_eq!(req(serde_json::json!({})).unwrap(), None);
-        assert_eq!(req(Value::Null).unwrap(), None);
-        assert_eq!(req(serde_json::json!({"week": "2026-W47"})).unwrap(), Some(vec![w("2026-W47")]));
-        assert_eq!(
-            req(serde_json::json!({"from": "2026-W52", "to": "2027-W02"})).unwrap(),
-            Some(vec![w("2026-W52"), w("2026-W53"), w("2027-W01"), w("2027-W02")])
-        );
-        let envelope = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}});
-        assert_eq!(req(envelope).unwrap(), None);
-        for bad in [
-            serde_json::json!({"week": "2026-47"}),
-            serde_json::json!({"wek": "2026-W47"}),
-            serde_json::json!({"from": "2026-W47"}),
-            serde_json::json!({"from": "2026-W47", "to": "2026-W40"}),
-            serde_json::json!({"week": "2026-W47", "from": "2026-W40", "to": "2026-W47"}),
-            serde_json::json!({"from": "2020-W01", "to": "2026-W01"}),
-            serde_json::json!([1]),
-        ] {
-            assert!(matches!(req(bad.clone()), Err(WeeklyError::BadRequest(_))), "{bad}");
-        }
-    }
-
-    #[test]
-    fn emf_line_is_one_json_object_with_the_metrics() {
-        let line = emf_line("fn", 42, 1, 1500, false, Timestamp::from_millis(1_795_939_200_000));
-        assert!(!line.contains('\n'));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["RecordsSummarized"], 42);
-        assert_eq!(v["DurationMs"], 1500);
-        assert_eq!(v["Failed"], 0);
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "tally");
-        assert_eq!(v["_aws"]["Timestamp"], 1_795_939_200_000_i64);
     }
 }

@@ -33,7 +33,13 @@ API_GRANTS = {
 WEEKLY_GRANTS = {
     ("logs:CreateLogStream", "WeeklyFunctionLogGroup.Arn", None),
     ("logs:PutLogEvents", "WeeklyFunctionLogGroup.Arn", None),
+    # summarize_week / pending_weeks: a week's day-shard partitions and the
+    # week markers; retention (DynamoDbRecordStore::delete_week) too, for the keys.
     ("dynamodb:Query", "{table}.Arn", None),
+    # Retention: delete_week deletes the keys it queried, 25 per BatchWriteItem...
+    ("dynamodb:BatchWriteItem", "{table}.Arn", None),
+    # ...and then the week's marker (pk "W") with one DeleteItem.
+    ("dynamodb:DeleteItem", "{table}.Arn", None),
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
@@ -138,14 +144,31 @@ def test_no_role_allows_wildcard_actions_or_resources(deployed):
             assert resource != "*", f"{name}: {action} on every resource"
 
 
-def test_no_role_can_scan_or_delete_from_the_table(deployed):
-    resources, table = deployed
-    forbidden_prefixes = ("dynamodb:Scan", "dynamodb:Delete", "dynamodb:Update", "dynamodb:PartiQL", "dynamodb:*")
+def test_no_role_can_scan_update_or_drop_the_table(deployed):
+    resources, _ = deployed
+    forbidden_prefixes = ("dynamodb:Scan", "dynamodb:Update", "dynamodb:PartiQL", "dynamodb:DeleteTable", "dynamodb:*")
     for name, res in resources.items():
         if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
             continue
         for action, _, _ in grants(resources, name):
             assert not action.startswith(forbidden_prefixes), f"{name} may {action}"
+
+
+# Which function may delete items from the table, and the code path that needs it.
+TABLE_DELETERS = {
+    # Retention: DynamoDbRecordStore::delete_week (the week marker).
+    "WeeklyFunction",
+}
+
+
+def test_only_the_intended_functions_may_delete_items(deployed):
+    resources, _ = deployed
+    deleters = {
+        function
+        for function in ("ApiFunction", "WeeklyFunction")
+        if any(a == "dynamodb:DeleteItem" for a, _, _ in grants(resources, function_role(resources, function)))
+    }
+    assert deleters == TABLE_DELETERS
 
 
 def test_bucket_writes_are_confined_to_the_summaries_prefix(deployed):

@@ -8,6 +8,7 @@ Run with:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -202,3 +203,17 @@ def test_every_checkov_skip_is_justified_next_to_its_resource(sam_template):
             assert len(skip["comment"].split()) >= 8, f"{name}: skip {skip['id']} needs a real reason"
             skips.append(skip["id"])
     assert skips, "expected the documented skips"
+
+
+def test_retention_is_off_by_default_validated_and_reaches_only_the_weekly_function(sam_template, resources):
+    param = sam_template["Parameters"]["RetentionWeeks"]
+    assert param["Type"] == "String" and param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    # The values tally-weekly accepts (TALLY_RETENTION_WEEKS, as --retention-weeks: 0..=10000).
+    for ok in ["", "0", "1", "52", "9999", "10000"]:
+        assert pattern.search(ok), ok
+    for bad in ["10001", "-1", "1.5", " 5", "05", "52w", "forever"]:
+        assert not pattern.search(bad), bad
+    weekly = resources["WeeklyFunction"]["Properties"]["Environment"]["Variables"]
+    assert weekly["TALLY_RETENTION_WEEKS"] == {"Ref": "RetentionWeeks"}
+    assert "TALLY_RETENTION_WEEKS" not in resources["ApiFunction"]["Properties"]["Environment"]["Variables"]

@@ -21,8 +21,8 @@ use tally_core::summary::SummaryOptions;
 
 pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
 pub use weekly::{
-    MAX_WEEKS_PER_RUN, WeekDone, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, error_chain,
-    handle_weekly, run_weekly,
+    MAX_WEEKS_PER_RUN, Retention, WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line,
+    error_chain, handle_weekly, run_weekly,
 };
 
 /// Settings both functions read from their environment (set by `template.yaml`).
@@ -35,11 +35,18 @@ pub struct FunctionConfig {
     /// `TALLY_GZIP_LEVEL` (optional, 0–9): the weekly export's gzip level,
     /// as `tally summarize --gzip-level` [default: `SummaryOptions`'].
     pub gzip_level: Option<u32>,
+    /// `TALLY_RETENTION_WEEKS` (optional, 0–10000; unset or empty: keep
+    /// records forever): `tally-weekly` deletes the records of summarized
+    /// weeks that ended more than this many weeks ago, as `--retention-weeks`.
+    pub retention_weeks: Option<u32>,
 }
+
+/// Most weeks `TALLY_RETENTION_WEEKS` may say (as the CLI's `--retention-weeks`).
+pub const MAX_RETENTION_WEEKS: u32 = 10_000;
 
 impl FunctionConfig {
     /// Reads `TABLE_NAME`, `BUCKET_NAME` and the optional `TALLY_GZIP_LEVEL`
-    /// through `var` (e.g. `std::env::var`).
+    /// and `TALLY_RETENTION_WEEKS` through `var` (e.g. `std::env::var`).
     pub fn from_env(var: impl Fn(&str) -> Result<String, std::env::VarError>) -> anyhow::Result<Self> {
         let get = |name: &str| {
             var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -52,7 +59,16 @@ impl FunctionConfig {
                 anyhow::anyhow!("TALLY_GZIP_LEVEL is {v:?}; set it to a gzip level from 0 to 9, or unset it")
             })?),
         };
-        Ok(Self { table: get("TABLE_NAME")?, bucket: get("BUCKET_NAME")?, gzip_level })
+        let retention_weeks = match var("TALLY_RETENTION_WEEKS").ok().filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u32>().ok().filter(|w| *w <= MAX_RETENTION_WEEKS).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "TALLY_RETENTION_WEEKS is {v:?}; set it to a whole number of weeks from 0 to \
+                     {MAX_RETENTION_WEEKS}, or leave it empty to keep records forever"
+                )
+            })?),
+        };
+        Ok(Self { table: get("TABLE_NAME")?, bucket: get("BUCKET_NAME")?, gzip_level, retention_weeks })
     }
 
     /// How `tally-weekly` writes the summary.
@@ -88,6 +104,16 @@ mod tests {
         for bad in ["10", "-1", "fast"] {
             let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", bad)])).unwrap_err();
             assert!(err.to_string().contains("from 0 to 9"), "{bad}: {err}");
+        }
+        assert_eq!(config.retention_weeks, None);
+        for (value, weeks) in [("", None), ("0", Some(0)), (" 52 ", Some(52)), ("10000", Some(10_000))] {
+            let config = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_RETENTION_WEEKS", value)])).unwrap();
+            assert_eq!(config.retention_weeks, weeks, "{value:?}");
+        }
+        for bad in ["10001", "-1", "1.5", "52w", "forever"] {
+            let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_RETENTION_WEEKS", bad)])).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("TALLY_RETENTION_WEEKS") && msg.contains("whole number"), "{bad}: {msg}");
         }
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");

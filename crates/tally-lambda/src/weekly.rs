@@ -7,8 +7,9 @@ use std::time::Instant;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tally_core::lifecycle::{PruneReport, prune};
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
-use tally_core::{Clock, IsoWeek, RecordStore, SummarySink, SystemClock, Timestamp};
+use tally_core::{Clock, IsoWeek, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
 /// What the weekly function was asked to do. The schedule sends `{}` (the
 /// previous ISO week, plus any earlier week with records but no summary);
@@ -105,12 +106,24 @@ pub struct WeeklyDeps {
     pub sink: Arc<dyn SummarySink>,
     pub clock: Arc<dyn Clock>,
     pub options: SummaryOptions,
+    /// `None`: records are kept forever (`TALLY_RETENTION_WEEKS` unset).
+    pub retention: Option<Retention>,
 }
 
 impl WeeklyDeps {
     pub fn new(store: Arc<dyn RecordStore>, sink: Arc<dyn SummarySink>) -> Self {
-        Self { store, sink, clock: Arc::new(SystemClock), options: SummaryOptions::default() }
+        Self { store, sink, clock: Arc::new(SystemClock), options: SummaryOptions::default(), retention: None }
     }
+}
+
+/// Retention on AWS: after each successful run, the records of summarized
+/// weeks that ended more than `keep_weeks` weeks ago are deleted
+/// ([`tally_core::lifecycle::prune`]); their summaries stay in the bucket.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// The same table as [`WeeklyDeps::store`], as the lifecycle port.
+    pub store: Arc<dyn RecordLifecycle>,
+    pub keep_weeks: u32,
 }
 
 /// The function's result (also logged).
@@ -119,6 +132,18 @@ pub struct WeeklyOutput {
     pub weeks: Vec<WeekDone>,
     pub records: u64,
     pub duration_ms: u64,
+    /// Weeks whose records the retention deleted after the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<WeekPruned>,
+    /// Weeks past the retention whose records were kept for lack of a summary.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_unsummarized: Vec<IsoWeek>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeekPruned {
+    pub week: IsoWeek,
+    pub records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,13 +174,49 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
     println!("{}", emf_line(&function, records, done.len(), duration_ms, result.is_err(), Timestamp::now()));
     match result {
         Ok(()) => {
-            let output = WeeklyOutput { weeks: done, records, duration_ms };
-            tracing::info!(weeks = output.weeks.len(), records, duration_ms, "weekly summary done");
-            Ok(output)
+            tracing::info!(weeks = done.len(), records, duration_ms, "weekly summary done");
+            let report = match &deps.retention {
+                Some(retention) => prune_after_run(retention, deps.sink.as_ref(), deps.clock.now()).await,
+                None => PruneReport::default(),
+            };
+            Ok(WeeklyOutput {
+                weeks: done,
+                records,
+                duration_ms,
+                pruned: report.pruned.into_iter().map(|(week, records)| WeekPruned { week, records }).collect(),
+                kept_unsummarized: report.unsummarized,
+            })
         }
         Err(e) => {
             tracing::error!(error = %error_chain(&e), weeks_done = done.len(), "weekly summary failed");
             Err(e)
+        }
+    }
+}
+
+/// Deletes what the retention allows. A failure is logged and does not fail
+/// the run (its summaries are written): the next run prunes again, and
+/// `delete_week` resumes where a failed one stopped.
+async fn prune_after_run(retention: &Retention, sink: &dyn SummarySink, now: Timestamp) -> PruneReport {
+    let keep_weeks = retention.keep_weeks;
+    match prune(retention.store.as_ref(), sink, now, keep_weeks).await {
+        Ok(report) => {
+            for (week, records) in &report.pruned {
+                tracing::info!(%week, records, keep_weeks, "retention: deleted the week's records (its summary stays)");
+            }
+            for week in &report.unsummarized {
+                tracing::warn!(
+                    %week,
+                    keep_weeks,
+                    "retention: the week is past the retention but has no summary, so its records are kept; \
+                     invoke the function with {{\"week\":\"{week}\"}} to summarize it"
+                );
+            }
+            report
+        }
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), keep_weeks, "retention: pruning failed; the next run tries again");
+            PruneReport::default()
         }
     }
 }

@@ -11,8 +11,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use tally_aws::testing::fresh_adapters;
 use tally_core::testing::FixedClock;
-use tally_core::{Clock, IsoWeek, Record, RecordId, RecordStore, SummarySink, Timestamp};
-use tally_lambda::{WeeklyDeps, WeeklyError, api_service, handle_weekly};
+use tally_core::{Clock, IsoWeek, Record, RecordId, RecordLifecycle, RecordStore, SummarySink, Timestamp};
+use tally_lambda::{Retention, WeekPruned, WeeklyDeps, WeeklyError, api_service, handle_weekly};
 use tower::ServiceExt;
 
 macro_rules! event {
@@ -23,13 +23,21 @@ macro_rules! event {
 
 struct Env {
     store: Arc<dyn RecordStore>,
+    /// The same table as `store`, as the lifecycle port.
+    lifecycle: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     clock: Arc<FixedClock>,
 }
 
 async fn env() -> Env {
     let (store, sink, _) = fresh_adapters().await;
-    Env { store: Arc::new(store), sink: Arc::new(sink), clock: Arc::new(FixedClock::at(Timestamp::now())) }
+    let store = Arc::new(store);
+    Env {
+        store: store.clone(),
+        lifecycle: store,
+        sink: Arc::new(sink),
+        clock: Arc::new(FixedClock::at(Timestamp::now())),
+    }
 }
 
 struct Answer {
@@ -118,7 +126,7 @@ fn weekly_event(fixture: &str) -> LambdaEvent<Value> {
 
 fn weekly_deps(env: &Env) -> WeeklyDeps {
     let clock: Arc<dyn Clock> = env.clock.clone();
-    WeeklyDeps { store: env.store.clone(), sink: env.sink.clone(), clock, options: Default::default() }
+    WeeklyDeps { store: env.store.clone(), sink: env.sink.clone(), clock, options: Default::default(), retention: None }
 }
 
 async fn seed_week(env: &Env, week: IsoWeek, n: i64) {
@@ -173,6 +181,68 @@ async fn a_given_week_or_range_is_built_and_served_by_the_api() {
     let summary = call(&env, event!("apigw-get-summary.json")).await;
     assert_eq!(summary.status, 200, "{}", summary.json);
     assert!(summary.json.to_string().contains("2026-W47"), "{}", summary.json);
+}
+
+fn with_retention(env: &Env, keep_weeks: u32) -> WeeklyDeps {
+    WeeklyDeps { retention: Some(Retention { store: env.lifecycle.clone(), keep_weeks }), ..weekly_deps(env) }
+}
+
+fn week_event(week: IsoWeek) -> LambdaEvent<Value> {
+    LambdaEvent::new(serde_json::json!({ "week": week }), Context::default())
+}
+
+#[tokio::test]
+async fn after_a_run_the_retention_deletes_old_summarized_weeks_only() {
+    let env = env().await;
+    let previous = IsoWeek::last_complete(env.clock.now());
+    let old = |n: usize| (0..n).fold(previous, |w, _| w.previous());
+    let (oldest, older) = (old(5), old(4));
+    seed_week(&env, oldest, 2).await;
+    seed_week(&env, older, 3).await;
+    seed_week(&env, previous, 1).await;
+
+    // GIVEN a retention of 2 weeks WHEN one old week is summarized by hand
+    let out = handle_weekly(&with_retention(&env, 2), week_event(older)).await.unwrap();
+    // THEN its records go (its summary stays); the other old week has no
+    // summary, so its records are kept and reported; the recent week is kept.
+    assert_eq!(out.pruned, vec![WeekPruned { week: older, records: 3 }]);
+    assert_eq!(out.kept_unsummarized, vec![oldest]);
+    assert_eq!(env.store.weeks().await.unwrap(), vec![oldest, previous]);
+    assert!(tally_core::testing::collect_week(env.store.as_ref(), older, 100).await.is_empty());
+    assert_eq!(env.sink.list_weeks().await.unwrap(), vec![older]);
+
+    // WHEN the schedule runs: it catches up the old week, then prunes it.
+    let out = handle_weekly(&with_retention(&env, 2), weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    assert_eq!(out.pruned, vec![WeekPruned { week: oldest, records: 2 }]);
+    assert!(out.kept_unsummarized.is_empty());
+    assert_eq!(env.store.weeks().await.unwrap(), vec![previous]);
+    assert_eq!(env.sink.list_weeks().await.unwrap(), vec![oldest, older, previous]);
+}
+
+#[tokio::test]
+async fn without_retention_nothing_is_deleted() {
+    let env = env().await;
+    let old = IsoWeek::last_complete(env.clock.now()).previous().previous().previous();
+    seed_week(&env, old, 2).await;
+    let out = handle_weekly(&weekly_deps(&env), week_event(old)).await.unwrap();
+    assert!(out.pruned.is_empty() && out.kept_unsummarized.is_empty());
+    assert_eq!(env.store.weeks().await.unwrap(), vec![old]);
+}
+
+#[tokio::test]
+async fn a_failing_prune_is_logged_and_does_not_fail_the_run() {
+    let env = env().await;
+    let old = IsoWeek::last_complete(env.clock.now()).previous().previous().previous();
+    seed_week(&env, old, 2).await;
+    let mut config = tally_aws::testing::fresh_config().await;
+    config.table = "no-such-table".into();
+    let (broken, _) = tally_aws::connect(&config).await.unwrap();
+    let deps =
+        WeeklyDeps { retention: Some(Retention { store: Arc::new(broken), keep_weeks: 0 }), ..weekly_deps(&env) };
+    let out = handle_weekly(&deps, week_event(old)).await.unwrap();
+    assert_eq!(out.weeks.len(), 1, "the summary is written");
+    assert!(out.pruned.is_empty());
+    assert_eq!(env.store.weeks().await.unwrap(), vec![old], "nothing deleted");
 }
 
 #[tokio::test]

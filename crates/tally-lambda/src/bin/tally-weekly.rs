@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use tally_lambda::{FunctionConfig, WeeklyDeps};
+use tally_lambda::{FunctionConfig, Retention, WeeklyDeps};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     // JSON logs (LoggingConfig in template.yaml) with the request id of each invocation.
     lambda_runtime::tracing::init_default_subscriber();
+    // A bad TALLY_GZIP_LEVEL or TALLY_RETENTION_WEEKS fails the cold start, naming the variable.
     let config = FunctionConfig::from_env(|name| std::env::var(name))?;
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
-    let deps = WeeklyDeps { options: config.summary_options(), ..WeeklyDeps::new(Arc::new(store), Arc::new(sink)) };
+    let store = Arc::new(store);
+    let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
+    let deps = WeeklyDeps { options: config.summary_options(), retention, ..WeeklyDeps::new(store, Arc::new(sink)) };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
 }

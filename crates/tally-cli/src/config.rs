@@ -32,6 +32,89 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write the summary of one week, the last complete week, or a range of weeks.
     Summarize(SummarizeArgs),
+    /// Write the records of a time range as NDJSON export lines (the format of records.ndjson.gz).
+    Export(ExportArgs),
+    /// Load NDJSON files (exports, or plain records) into the store; a rerun adds nothing.
+    Import(ImportArgs),
+    /// Delete the records of summarized weeks older than the retention (their summaries stay).
+    Prune(PruneArgs),
+}
+
+/// How long records are kept.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Delete a week's records once the week ended more than N weeks ago and
+    /// its summary exists (summaries stay) [default: keep forever].
+    #[arg(long, env = "TALLY_RETENTION_WEEKS", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub retention_weeks: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("range").required(true).args(["week", "from"])))]
+pub struct ExportArgs {
+    /// One ISO week, e.g. 2026-W47.
+    #[arg(long)]
+    pub week: Option<String>,
+
+    /// Start of the range, RFC 3339 (inclusive); use with --to.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+
+    /// End of the range, RFC 3339 (exclusive).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+
+    /// Where to write: a file (gzip when it ends in .gz), or - for stdout.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// NDJSON files (.gz decompressed; - reads stdin): export lines keep their
+    /// id and received_at; plain records get --time-field's time.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Dotted path of the field holding a plain record's time (RFC 3339, or
+    /// epoch seconds/milliseconds as a number), e.g. ts or meta.sent_at.
+    #[arg(long)]
+    pub time_field: Option<String>,
+
+    /// The time of plain records without --time-field (RFC 3339) [default: now].
+    #[arg(long, conflicts_with = "time_field")]
+    pub received_at: Option<String>,
+
+    /// Validate every line; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 }
 
 /// Which record store to use.
@@ -41,6 +124,15 @@ pub enum StoreKind {
     Sqlite,
     /// A DynamoDB table (--table), summaries in an S3 bucket (--bucket).
     Dynamodb,
+}
+
+/// Where summaries go with --store sqlite (every command but `export`, whose
+/// --out is the file it writes).
+#[derive(Debug, Clone, Args)]
+pub struct FolderArgs {
+    /// Where summaries are written with --store sqlite: a directory [default: DATA_DIR/bucket].
+    #[arg(long, env = "TALLY_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 /// Where records and summaries live.
@@ -53,10 +145,6 @@ pub struct StorageArgs {
     /// Directory holding the SQLite database (tally.db).
     #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
     pub data_dir: PathBuf,
-
-    /// Where summaries are written with --store sqlite: a directory [default: DATA_DIR/bucket].
-    #[arg(long, env = "TALLY_OUT")]
-    pub out: Option<PathBuf>,
 
     /// DynamoDB table name (with --store dynamodb).
     #[arg(long, env = "TABLE_NAME", required_if_eq("store", "dynamodb"))]
@@ -85,8 +173,9 @@ impl StorageArgs {
         self.data_dir.join("tally.db")
     }
 
-    pub fn bucket_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| self.data_dir.join("bucket"))
+    /// The summary folder with --store sqlite: `out`, or DATA_DIR/bucket.
+    pub fn bucket_dir(&self, out: Option<&std::path::Path>) -> PathBuf {
+        out.map_or_else(|| self.data_dir.join("bucket"), std::path::Path::to_path_buf)
     }
 }
 
@@ -98,6 +187,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 
     /// File whose first line is the API key clients must send in `x-api-key`
     /// (the key may instead come from the TALLY_API_KEY environment variable).
@@ -120,6 +212,15 @@ pub struct ServeArgs {
     /// Do not run the weekly summary schedule (nor the start-up catch-up).
     #[arg(long, env = "TALLY_NO_SCHEDULE")]
     pub no_schedule: bool,
+
+    /// File whose first line is the admin key, which `DELETE /records/{id}`
+    /// needs in `x-api-key` (or TALLY_ADMIN_KEY); distinct from the API key.
+    /// Without one, erasure is off.
+    #[arg(long, env = "TALLY_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 
     #[command(flatten)]
     pub summary: SummaryArgs,
@@ -194,6 +295,9 @@ pub struct SummarizeArgs {
 
     #[command(flatten)]
     pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub folder: FolderArgs,
 
     #[command(flatten)]
     pub summary: SummaryArgs,

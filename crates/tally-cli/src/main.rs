@@ -2,6 +2,7 @@
 //! built, services run. Logic lives in the library crates.
 
 mod config;
+mod data;
 mod progress;
 mod schedule;
 mod server;
@@ -13,12 +14,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use tally_core::lifecycle::{ImportOptions, RangeParams};
 use tally_core::summary::{WeeklySchedule, summarize_weeks};
-use tally_core::{IngestService, IsoWeek, RecordStore, SummarySink, SystemClock, Timestamp};
-use tally_http::{AppState, Auth, HttpOptions};
+use tally_core::{IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
+use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
 
-use crate::config::{Cli, Command, ServeArgs, StorageArgs, StoreKind, SummarizeArgs};
+use crate::config::{
+    Cli, Command, ExportArgs, ImportArgs, PruneArgs, ServeArgs, StorageArgs, StoreKind, SummarizeArgs,
+};
 use crate::progress::CliProgress;
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +39,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Summarize(args) => summarize(args).await,
+            Command::Export(args) => export(args).await,
+            Command::Import(args) => import(args).await,
+            Command::Prune(args) => prune(args).await,
         }
     });
     match result {
@@ -46,37 +53,38 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The API key from `TALLY_API_KEY` or `--api-key-file`, if any.
-fn api_key(file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    let from_env = std::env::var("TALLY_API_KEY").ok().filter(|k| !k.is_empty());
+/// A key from the environment variable `env` or the first line of `file`
+/// (the flag `flag`), if any: the API key or the admin key.
+fn key(env: &str, flag: &str, what: &str, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let from_env = std::env::var(env).ok().filter(|k| !k.is_empty());
     let from_file = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read the API key file {}; check the path and permissions", path.display())
+                format!("cannot read the {what} file {}; check the path and permissions", path.display())
             })?;
             let key = text.lines().next().unwrap_or_default().trim().to_owned();
             if key.is_empty() {
-                bail!("the API key file {} is empty; put the key on its first line", path.display());
+                bail!("the {what} file {} is empty; put the key on its first line", path.display());
             }
             Some(key)
         }
         None => None,
     };
     if from_env.is_some() && from_file.is_some() {
-        bail!("both TALLY_API_KEY and --api-key-file are set; use one of them");
+        bail!("both {env} and {flag} are set; use one of them");
     }
     Ok(from_env.or(from_file))
 }
 
 /// The adapters chosen by the storage flags.
 struct Storage {
-    store: Arc<dyn RecordStore>,
+    store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     /// Where people find the summaries, for messages.
     location: String,
 }
 
-async fn open_storage(storage: &StorageArgs) -> anyhow::Result<Storage> {
+async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Result<Storage> {
     match storage.store {
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&storage.data_dir).with_context(|| {
@@ -86,7 +94,7 @@ async fn open_storage(storage: &StorageArgs) -> anyhow::Result<Storage> {
                 )
             })?;
             let store = SqliteRecordStore::open(storage.db_path(), SqliteOptions::default())?;
-            let dir = storage.bucket_dir();
+            let dir = storage.bucket_dir(out);
             std::fs::create_dir_all(&dir).with_context(|| {
                 format!("cannot use {} as the summary folder; choose another with --out", dir.display())
             })?;
@@ -115,7 +123,14 @@ async fn open_storage(storage: &StorageArgs) -> anyhow::Result<Storage> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = match api_key(args.api_key_file.as_deref())? {
+    let api_key = key("TALLY_API_KEY", "--api-key-file", "API key", args.api_key_file.as_deref())?;
+    let admin_key = key("TALLY_ADMIN_KEY", "--admin-key-file", "admin key", args.admin_key_file.as_deref())?;
+    if admin_key.is_some() && admin_key == api_key {
+        bail!(
+            "the admin key is the API key; choose a different TALLY_ADMIN_KEY so that clients who send records cannot erase them"
+        );
+    }
+    let auth = match api_key {
         Some(key) => Auth::key(&key),
         None if args.listen.ip().is_loopback() => {
             tracing::warn!(
@@ -131,9 +146,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let schedule = WeeklySchedule::parse(&args.schedule)?;
-    let Storage { store, sink, location } = open_storage(&args.storage).await?;
+    let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth);
+    // Erasure, and the refresher that rewrites the summaries it changes, only with an admin key.
+    let (state, refresher) = match admin_key {
+        Some(admin) => {
+            let (queue, task) = schedule::spawn_refresher(store.clone(), sink.clone(), args.summary.options());
+            let erasure = Erasure::new(store.clone(), Arc::new(queue), Admin::Key(Auth::key(&admin)));
+            (state.with_erasure(erasure), Some(task))
+        }
+        None => (state, None),
+    };
     let router =
         tally_http::router(state, HttpOptions { request_timeout: Duration::from_secs(args.request_timeout_secs) });
 
@@ -146,10 +170,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
-    let scheduler =
-        (!args.no_schedule).then(|| schedule::spawn(store.clone(), sink.clone(), schedule, args.summary.options()));
+    let scheduler = (!args.no_schedule).then(|| {
+        schedule::spawn(store.clone(), sink.clone(), schedule, args.summary.options(), args.retention.retention_weeks)
+    });
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
-    if let Some(task) = scheduler {
+    for task in scheduler.into_iter().chain(refresher) {
         task.abort();
         let _ = task.await;
     }
@@ -175,7 +200,7 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         }
         _ => vec![IsoWeek::last_complete(Timestamp::now())],
     };
-    let Storage { store, sink, location } = open_storage(&args.storage).await?;
+    let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
     let result =
         summarize_weeks(store.as_ref(), sink.as_ref(), &SystemClock, weeks, &args.summary.options(), &progress).await;
@@ -193,4 +218,29 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How long a request may take to commit: range reads (and `tally export`)
+/// end that long before now, so a record still committing is not skipped.
+const SETTLE: Duration = AppState::DEFAULT_STORE_TIMEOUT;
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let params = RangeParams { week: args.week, from: args.from, to: args.to, ..RangeParams::default() };
+    let storage = open_storage(&args.storage, None).await?;
+    data::export(&storage, params, &args.out, SETTLE).await
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let received_at = args.received_at.as_deref().map(|t| data::parse_time("received-at", t)).transpose()?;
+    let options = ImportOptions { time_field: args.time_field, received_at, dry_run: args.dry_run };
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    data::import(&storage, &args.files, options, args.limits.limits(), &args.summary.options()).await
+}
+
+async fn prune(args: PruneArgs) -> anyhow::Result<()> {
+    let Some(weeks) = args.retention.retention_weeks else {
+        bail!("say how many weeks to keep: tally prune --retention-weeks N (or TALLY_RETENTION_WEEKS=N)");
+    };
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    data::prune_now(&storage, weeks).await
 }

@@ -1,12 +1,18 @@
 //! The in-process weekly schedule of `tally serve`: catch up missed weeks at
 //! start, then summarize the previous week at every scheduled time, retrying
-//! failures with backoff.
+//! failures with backoff, and prune what the retention allows after each run.
+//! Beside it, the refresher rewrites the summary of a week an erasure changed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use tally_core::lifecycle::prune;
+use tally_core::ports::{SinkError, WeekRefresh};
 use tally_core::summary::{SummaryOptions, WeeklySchedule, catch_up, retry_delay, summarize_week};
-use tally_core::{Clock, RecordStore, SummarySink, SystemClock, Timestamp};
+use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
+use tokio::sync::mpsc;
 
 use crate::progress::CliProgress;
 
@@ -15,10 +21,11 @@ use crate::progress::CliProgress;
 const ATTEMPTS: u32 = 6;
 
 pub fn spawn(
-    store: Arc<dyn RecordStore>,
+    store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     schedule: WeeklySchedule,
     options: SummaryOptions,
+    retention_weeks: Option<u32>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let clock = SystemClock;
@@ -44,8 +51,84 @@ pub fn spawn(
                     .map(|r| r.len() + 1)
             })
             .await;
+            if let Some(keep) = retention_weeks {
+                prune_old_weeks(store.as_ref(), sink.as_ref(), keep).await;
+            }
         }
     })
+}
+
+/// Deletes the records of summarized weeks past the retention; a failure is
+/// logged and retried at the next run.
+async fn prune_old_weeks(store: &dyn RecordLifecycle, sink: &dyn SummarySink, keep: u32) {
+    match prune(store, sink, SystemClock.now(), keep).await {
+        Ok(report) => {
+            for (week, records) in &report.pruned {
+                tracing::info!(%week, records, retention_weeks = keep, "pruned the week's records (its summary stays)");
+            }
+            for week in &report.unsummarized {
+                tracing::warn!(%week, "past the retention but not summarized: its records are kept until it is");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "pruning failed; the next weekly run tries again"),
+    }
+}
+
+/// How long the refresher gathers requests before it runs: a burst of
+/// erasures in one week rewrites that week once, well within a minute.
+const REFRESH_GATHER: Duration = Duration::from_secs(5);
+
+/// Queues weeks for [`spawn_refresher`]'s task.
+#[derive(Debug, Clone)]
+pub struct RefreshQueue(mpsc::UnboundedSender<IsoWeek>);
+
+#[async_trait::async_trait]
+impl WeekRefresh for RefreshQueue {
+    async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.0.send(week).map_err(|_| SinkError::Unavailable {
+            message: format!("the summary refresher has stopped; run `tally summarize --week {week}`"),
+            source: None,
+        })
+    }
+}
+
+/// Rewrites the summaries of weeks asked for (after erasures), gathering the
+/// requests of [`REFRESH_GATHER`] first, with the schedule's retries.
+pub fn spawn_refresher(
+    store: Arc<dyn RecordLifecycle>,
+    sink: Arc<dyn SummarySink>,
+    options: SummaryOptions,
+) -> (RefreshQueue, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut weeks = BTreeSet::from([first]);
+            let gather = tokio::time::sleep(REFRESH_GATHER);
+            tokio::pin!(gather);
+            loop {
+                tokio::select! {
+                    Some(week) = rx.recv() => { weeks.insert(week); }
+                    () = &mut gather => break,
+                }
+            }
+            for week in weeks {
+                with_retries("summary refresh", || async {
+                    summarize_week(
+                        store.as_ref(),
+                        sink.as_ref(),
+                        &SystemClock,
+                        week,
+                        &options,
+                        &CliProgress::new(1, true),
+                    )
+                    .await
+                    .map(|_| 1)
+                })
+                .await;
+            }
+        }
+    });
+    (RefreshQueue(tx), task)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

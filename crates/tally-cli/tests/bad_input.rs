@@ -376,9 +376,9 @@ fn cases() -> Vec<Case> {
 
     // --- Methods: every route, every method it does not take -----------------------
     let routes: [(&str, &str, &[&str]); 6] = [
-        ("/records", "POST", &["HEAD", "PUT", "DELETE", "PATCH"]),
+        ("/records", "POST,GET,HEAD", &["PUT", "DELETE", "PATCH"]),
         ("/post", "POST", &["HEAD", "PUT", "DELETE", "PATCH"]),
-        ("/records/01JDQ7Z3V8M4W5X6Y7Z8A9B0C1", "GET,HEAD", &["PUT", "DELETE", "PATCH", "POST"]),
+        ("/records/01JDQ7Z3V8M4W5X6Y7Z8A9B0C1", "GET,HEAD,DELETE", &["PUT", "PATCH", "POST"]),
         ("/summaries", "GET,HEAD", &["PUT", "DELETE", "PATCH", "POST"]),
         ("/summaries/2026-W47", "GET,HEAD", &["PUT", "DELETE", "PATCH", "POST"]),
         ("/health", "GET,HEAD", &["PUT", "DELETE", "PATCH", "POST"]),
@@ -391,6 +391,17 @@ fn cases() -> Vec<Case> {
             cases.push(c);
         }
     }
+    // A range read without its range, and erasure on a server without an admin key.
+    cases.push(Case::to("range read without a range", "GET", "/records").expect(
+        400,
+        "invalid-parameter",
+        &["from", "to", "week"],
+    ));
+    cases.push(Case::to("erasure switched off", "DELETE", format!("/records/{ULID}")).expect(
+        403,
+        "forbidden",
+        &["TALLY_ADMIN_KEY"],
+    ));
     // HEAD on a GET route is GET without the body (RFC 9110); check the status.
     cases.push(Case::to("HEAD on an unknown record", "HEAD", format!("/records/{ULID}")).expect(404, "not-found", &[]));
     cases.push(Case::to("HEAD on a bad week", "HEAD", "/summaries/2026-W54").expect(400, "bad-request", &[]));

@@ -136,10 +136,13 @@ pub trait RecordLifecycle: RecordStore {
 }
 
 /// Asks for a week's summary to be rewritten soon (after an erasure changed
-/// its records). Fire and forget: the implementation queues or schedules it
-/// and never blocks the caller; a week asked for twice may run once.
+/// its records): locally a queue the server's refresher drains, on AWS an
+/// object whose creation starts the weekly function. It returns once the
+/// request is durable (or queued), not when the summary is rewritten; a week
+/// asked for twice may be rewritten once.
+#[async_trait]
 pub trait WeekRefresh: Send + Sync + std::fmt::Debug {
-    fn request(&self, week: IsoWeek);
+    async fn request(&self, week: IsoWeek) -> Result<(), SinkError>;
 }
 
 /// Why a sink operation failed.

@@ -56,6 +56,13 @@ impl Record {
         self.write_object(out, &data.replace(['\n', '\r'], " "));
     }
 
+    /// [`write_export_line`](Self::write_export_line) for a record nobody
+    /// has scanned yet (a range read, `tally export`): checks `data` first.
+    pub fn write_checked_export_line(&self, out: &mut String) {
+        let is_json = serde_json::from_str::<&RawValue>(&self.data).is_ok();
+        self.write_export_line(out, is_json);
+    }
+
     /// Written by hand, byte for byte what serde_json gives for
     /// `{"id","received_at","data": <raw>}`: its serializer and the
     /// timestamp's `format!` cost as much as a validating parse, once per line

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::SinkError;
+use tally_core::summary::read_summary;
 use tally_core::{BodyFormat, IngestResponse, IsoWeek, RecordId};
 
 use crate::problem::{ApiError, Problem};
@@ -240,7 +241,7 @@ pub async fn get_record(
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::BadRequest(format!("the record id in the path is unreadable: {e}")))?;
     let id = RecordId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let record = within(&state, state.ingest.store().get(id)).await??.ok_or_else(|| {
+    let record = within(&state, state.reader.get(id)).await??.ok_or_else(|| {
         ApiError::NotFound(format!("no record has id {id}; check the id returned when it was created"))
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], record.to_json()).into_response())
@@ -297,16 +298,15 @@ pub async fn get_summary(
             "no summary for {week} yet; summaries are written after the week ends (or run `tally summarize --week {week}`)"
         ))
     };
-    // Only a week with a manifest is complete; a run in progress has none.
-    within_bucket(&state, state.sink.read_object(week, "manifest.json")).await?.ok_or_else(not_yet)?;
-    let summary = within_bucket(&state, state.sink.read_object(week, "summary.json")).await?.ok_or_else(not_yet)?;
+    // Only a complete week (with a manifest) is served: the rule is core's.
+    let summary = within_bucket(&state, read_summary(state.sink.as_ref(), week)).await?.ok_or_else(not_yet)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], summary).into_response())
 }
 
 /// Runs one store call under the state's store timeout. A store that hangs
 /// (a stuck disk, a lost connection) is the server's problem: 503 with
 /// `Retry-After`, never the 408 that would blame the client.
-async fn within<T>(state: &AppState, call: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+pub(crate) async fn within<T>(state: &AppState, call: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
     tokio::time::timeout(state.store_timeout, call).await.map_err(|_| {
         ApiError::Store(tally_core::StoreError::Unavailable {
             message: format!("no answer within {:?}", state.store_timeout),

@@ -12,6 +12,7 @@
 //! - [`problem`]: [`ApiError`] and the problem+json responses.
 //! - [`handlers`]: one function per route, each with its OpenAPI operation,
 //!   `GET /openapi.json` included (it serves the document it is handed).
+//! - [`data`]: the data lifecycle routes (range reads, erasure), like `handlers`.
 //! - `router`: the route table (public and protected halves) plus
 //!   middleware (request ids, tracing, timeouts, API key, load shedding).
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document, built in this one place from
@@ -20,6 +21,7 @@
 //! [`router()`] ties the last two together: it builds the routes and hands
 //! them the finished document to serve.
 
+pub mod data;
 pub mod handlers;
 pub mod openapi;
 pub mod problem;
@@ -30,7 +32,7 @@ pub mod state;
 pub use openapi::openapi;
 pub use problem::ApiError;
 pub use router::HttpOptions;
-pub use state::{AppState, Auth};
+pub use state::{Admin, AppState, Auth, Erasure};
 
 /// The one route table, served by `tally serve` and by the Lambda function;
 /// its `GET /openapi.json` answers [`openapi::openapi_json`].

@@ -29,6 +29,8 @@ use crate::router::{protected_routes, public_routes};
 
 /// Name of the security scheme for the `x-api-key` header.
 pub const API_KEY_SCHEME: &str = "api_key";
+/// Name of the security scheme of erasure: the admin key, in the same header.
+pub const ADMIN_KEY_SCHEME: &str = "admin_key";
 
 /// Groups the protected operations and the document-wide parts.
 #[derive(utoipa::OpenApi)]
@@ -37,7 +39,8 @@ pub const API_KEY_SCHEME: &str = "api_key";
         title = "tally",
         description = "JSON records in, weekly reports out.\n\n\
             Send records with `POST /records` (or the original `POST /post`); read one back with \
-            `GET /records/{id}`; read weekly summaries with `GET /summaries/{week}`. Every route but \
+            `GET /records/{id}`, or a time range with `GET /records`; erase one with \
+            `DELETE /records/{id}` (admin key); read weekly summaries with `GET /summaries/{week}`. Every route but \
             `/health` and `/openapi.json` needs the API key in the `x-api-key` header.\n\n\
             Errors are RFC 9457 `application/problem+json` documents. Besides the answers listed per \
             operation: an unknown path is 404, a method a path does not take is 405 with an `Allow` \
@@ -59,6 +62,10 @@ struct ApiDoc;
 fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
     for (_, item) in protected.paths.paths.iter_mut() {
         for op in operations(item) {
+            // An operation that names its own scheme (erasure: the admin key) keeps it and its answers.
+            if op.security.is_some() {
+                continue;
+            }
             op.security = Some(vec![SecurityRequirement::new(API_KEY_SCHEME, Vec::<String>::new())]);
             op.responses.responses.insert(
                 "401".into(),
@@ -76,6 +83,14 @@ fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
             "x-api-key",
             "The key the server was started with (TALLY_API_KEY or --api-key-file; on AWS, the API \
              Gateway key). Send it in this header, never in the URL.",
+        ))),
+    );
+    components.add_security_scheme(
+        ADMIN_KEY_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-api-key",
+            "The admin key (TALLY_ADMIN_KEY or --admin-key-file), distinct from the API key: only erasure \
+             takes it. On AWS, erasure uses IAM (SigV4) authorization instead.",
         ))),
     );
     for (path, item) in doc.paths.paths.iter_mut() {

@@ -41,6 +41,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub column: Option<usize>,
+    /// The query parameter at fault, for `invalid-parameter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "limit")]
+    pub parameter: Option<&'static str>,
     #[serde(skip)]
     pub retry_after: Option<Duration>,
 }
@@ -55,6 +59,7 @@ impl Problem {
             index: None,
             line: None,
             column: None,
+            parameter: None,
             retry_after: None,
         }
     }
@@ -117,6 +122,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{parameter}: {message}")]
+    InvalidParameter { parameter: &'static str, message: String },
     #[error("{0}")]
     NotFound(String),
     #[error("this Idempotency-Key was already used with a different request body; use a new key for a new request")]
@@ -184,6 +193,12 @@ impl ApiError {
             }
             Self::BadRequest(_) => Problem::new(S::BAD_REQUEST, "bad-request", "Bad request", detail),
             Self::Unauthorized(_) => Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or wrong API key", detail),
+            Self::Forbidden(_) => Problem::new(S::FORBIDDEN, "forbidden", "Forbidden", detail),
+            Self::InvalidParameter { parameter, .. } => {
+                let mut p = Problem::new(S::BAD_REQUEST, "invalid-parameter", "Invalid parameter", detail);
+                p.parameter = Some(parameter);
+                p
+            }
             Self::NotFound(_) => Problem::new(S::NOT_FOUND, "not-found", "Not found", detail),
             Self::IdempotencyConflict => {
                 Problem::new(S::CONFLICT, "idempotency-conflict", "Idempotency-Key reused", detail)

@@ -20,6 +20,7 @@ use tracing::Span;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::data;
 use crate::handlers::{self, API_KEY, OpenApiJson};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
 use crate::state::AppState;
@@ -51,7 +52,9 @@ pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::create_records))
         // The original app's path; documented as a copy of `POST /records` by `openapi::openapi`.
         .route("/post", axum::routing::post(handlers::create_records))
-        .routes(routes!(handlers::get_record))
+        .routes(routes!(data::list_records))
+        // GET needs the API key; DELETE the admin key, which its handler checks.
+        .routes(routes!(handlers::get_record, data::delete_record))
         .routes(routes!(handlers::list_summaries))
         .routes(routes!(handlers::get_summary))
 }
@@ -137,7 +140,12 @@ async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
+/// The API key check of the protected routes. `DELETE` (erasure) answers to
+/// the admin key instead, which its handler checks (`AppState::erasure`).
 async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    if req.method() == axum::http::Method::DELETE {
+        return Ok(next.run(req).await);
+    }
     let presented = req.headers().get(API_KEY).map(|v| v.as_bytes());
     if !state.auth.allows(presented) {
         return Err(ApiError::Unauthorized(if presented.is_some() {

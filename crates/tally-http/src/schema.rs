@@ -64,6 +64,45 @@ pub struct StoredRecord {
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `GET /records`: one page of a range, in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
+pub struct RecordPage {
+    /// At most `limit` records, each as `GET /records/{id}` answers it.
+    pub records: Vec<StoredRecord>,
+    /// The cursor of the next page (send it as `cursor` with the same range),
+    /// or `null` when this page ends the range.
+    #[schema(nullable = true, pattern = "^[0-9a-f]+$")]
+    pub next: Option<String>,
+}
+
+/// `DELETE /records/{id}`: what was erased, and what happens to its week's
+/// summary (mirrors `tally_core::lifecycle::Erased`).
+#[derive(Debug, Serialize, ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize), serde(deny_unknown_fields))]
+pub struct Erased {
+    #[schema(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$", example = "01KB0Z6Y6N5D1H4S3X9Q2W8E7R")]
+    pub id: String,
+    /// The record's ISO week.
+    #[schema(example = "2026-W47")]
+    pub week: String,
+    /// `regenerating`: the week's summary held the record and is being
+    /// rewritten (within a minute); `none`: the week has no summary yet;
+    /// `stale`: the rewrite could not be queued — run `tally summarize --week W`.
+    #[schema(example = "regenerating")]
+    pub summary: ErasedSummary,
+}
+
+/// See [`Erased::summary`].
+#[derive(Debug, Serialize, ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize))]
+#[serde(rename_all = "lowercase")]
+pub enum ErasedSummary {
+    Regenerating,
+    None,
+    Stale,
+}
+
 /// A JSON object with any members.
 fn any_object() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::Object)

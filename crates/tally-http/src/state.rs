@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tally_core::{IngestService, SummarySink};
+use tally_core::lifecycle::RecordReader;
+use tally_core::ports::WeekRefresh;
+use tally_core::{IngestService, RecordLifecycle, SummarySink, SystemClock};
+
+use crate::problem::ApiError;
 
 /// Who may call the protected routes.
 #[derive(Clone)]
@@ -47,10 +51,54 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Who may erase records (`DELETE /records/{id}`).
+#[derive(Clone, Debug)]
+pub enum Admin {
+    /// Callers must send this admin key in `x-api-key`: it must differ from
+    /// the API key, which gets 403.
+    Key(Auth),
+    /// The caller was authorized before the request got here: on AWS, API
+    /// Gateway's IAM (SigV4) authorizer on the `DELETE` method.
+    Upstream,
+}
+
+/// What erasure needs: the store, where to ask for a week's summary to be
+/// rewritten, and who may call it.
+#[derive(Clone, Debug)]
+pub struct Erasure {
+    pub(crate) store: Arc<dyn RecordLifecycle>,
+    pub(crate) refresh: Arc<dyn WeekRefresh>,
+    pub(crate) admin: Admin,
+}
+
+impl Erasure {
+    pub fn new(store: Arc<dyn RecordLifecycle>, refresh: Arc<dyn WeekRefresh>, admin: Admin) -> Self {
+        Self { store, refresh, admin }
+    }
+
+    /// 401 without a key, 403 with any key but the admin key.
+    pub(crate) fn admit(&self, presented: Option<&[u8]>) -> Result<(), ApiError> {
+        match &self.admin {
+            Admin::Upstream => Ok(()),
+            Admin::Key(key) if key.allows(presented) => Ok(()),
+            Admin::Key(_) if presented.is_none() => {
+                Err(ApiError::Unauthorized("send the admin key in the x-api-key header to erase records"))
+            }
+            Admin::Key(_) => Err(ApiError::Forbidden(
+                "erasing records needs the admin key (TALLY_ADMIN_KEY), not the API key; send it in x-api-key".into(),
+            )),
+        }
+    }
+}
+
 /// Everything handlers need, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub(crate) ingest: IngestService,
+    /// Reads records back (by id, by range); its settle window is the store timeout.
+    pub(crate) reader: RecordReader,
+    /// `None`: erasure is off (`DELETE` is 403 and says how to turn it on).
+    pub(crate) erasure: Option<Erasure>,
     pub(crate) sink: Arc<dyn SummarySink>,
     pub(crate) auth: Auth,
     /// Longest wait for one store call; past it the request gets 503 with
@@ -71,8 +119,11 @@ impl AppState {
     pub const DEFAULT_INGEST_CONCURRENCY: usize = 64;
 
     pub fn new(ingest: IngestService, sink: Arc<dyn SummarySink>, auth: Auth) -> Self {
+        let reader = RecordReader::new(ingest.store().clone(), Arc::new(SystemClock), Self::DEFAULT_STORE_TIMEOUT);
         Self {
             ingest,
+            reader,
+            erasure: None,
             sink,
             auth,
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
@@ -90,6 +141,13 @@ impl AppState {
     /// Sets the longest wait for one store call (keep it below the request timeout).
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
+        self.reader = RecordReader::new(self.ingest.store().clone(), Arc::new(SystemClock), timeout);
+        self
+    }
+
+    /// Turns erasure (`DELETE /records/{id}`) on.
+    pub fn with_erasure(mut self, erasure: Erasure) -> Self {
+        self.erasure = Some(erasure);
         self
     }
 }

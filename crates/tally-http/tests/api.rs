@@ -243,9 +243,9 @@ async fn unknown_routes_and_ids_are_404_and_bad_ids_400() {
 async fn wrong_methods_are_405_with_allow() {
     let app = app();
     for (method, path, allow) in [
-        (Method::PUT, "/records", "POST"),
-        (Method::DELETE, "/records", "POST"),
-        (Method::GET, "/records", "POST"),
+        (Method::PUT, "/records", "POST,GET,HEAD"),
+        (Method::DELETE, "/records", "POST,GET,HEAD"),
+        (Method::PATCH, "/records/01KAQ6ZP4W0000000000000000", "GET,HEAD,DELETE"),
         (Method::PATCH, "/post", "POST"),
         (Method::POST, "/health", "GET,HEAD"),
         (Method::DELETE, "/summaries", "GET,HEAD"),

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::id::RecordId;
 use crate::ports::{RecordLifecycle, SinkError, StoreError, SummarySink, WeekRefresh};
-use crate::summary::MANIFEST_JSON;
+use crate::summary::is_summarized;
 use crate::week::IsoWeek;
 
 /// What happens to the summary of an erased record's week.
@@ -16,6 +16,10 @@ pub enum SummaryState {
     Regenerating,
     /// The week has no summary yet: nothing holds the record any more.
     None,
+    /// The week's summary still holds the record: asking for it to be
+    /// rewritten failed (logged); the next weekly run or `tally summarize
+    /// --week W` rewrites it.
+    Stale,
 }
 
 /// The answer to an erasure.
@@ -47,11 +51,13 @@ pub async fn erase(
         return Ok(None);
     }
     let week = IsoWeek::containing(id.timestamp());
-    let summary = if sink.read_object(week, MANIFEST_JSON).await?.is_some() {
-        refresh.request(week);
-        SummaryState::Regenerating
-    } else {
+    let summary = if !is_summarized(sink, week).await? {
         SummaryState::None
+    } else if let Err(e) = refresh.request(week).await {
+        tracing::warn!(%week, error = %e, "the record is erased, but its week's summary could not be queued for rewriting");
+        SummaryState::Stale
+    } else {
+        SummaryState::Regenerating
     };
     Ok(Some(Erased { id, week, summary }))
 }
@@ -70,9 +76,11 @@ mod tests {
     #[derive(Debug, Default)]
     struct Requests(Mutex<Vec<IsoWeek>>);
 
+    #[async_trait::async_trait]
     impl WeekRefresh for Requests {
-        fn request(&self, week: IsoWeek) {
+        async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
             self.0.lock().unwrap().push(week);
+            Ok(())
         }
     }
 

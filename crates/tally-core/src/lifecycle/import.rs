@@ -17,7 +17,7 @@
 //! [`BATCH_RECORDS`].
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -234,11 +234,24 @@ impl Importer {
 
     fn time_of(&self, data: &str) -> Result<Timestamp, String> {
         let path = self.options.time_field.as_deref().unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
-        let found = self.time_path.iter().try_fold(&value, |v, key| v.get(key));
+        // Walk down raw values: a record may hold numbers such as 1e400 that
+        // a `serde_json::Value` cannot, anywhere outside the time field.
+        let mut raw: &RawValue = serde_json::from_str(data).map_err(|e| e.to_string())?;
+        for key in &self.time_path {
+            let object: Option<HashMap<String, &RawValue>> = serde_json::from_str(raw.get()).ok();
+            match object.and_then(|o| o.get(key).copied()) {
+                Some(inner) => raw = inner,
+                None => {
+                    return Err(format!(
+                        "time field {path} is missing; every line needs it (or leave out --time-field)"
+                    ));
+                }
+            }
+        }
+        let found: Option<serde_json::Value> = serde_json::from_str(raw.get()).ok();
         let at = match found {
-            Some(serde_json::Value::String(s)) => Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| format!("time field {path}: {:?} is not an RFC 3339 time", clip(s)))?,
+            Some(serde_json::Value::String(s)) => Timestamp::parse_rfc3339(&s)
+                .ok_or_else(|| format!("time field {path}: {:?} is not an RFC 3339 time", clip(&s)))?,
             Some(serde_json::Value::Number(n)) => {
                 let x = n.as_f64().ok_or_else(|| format!("time field {path}: {n} is not a number of seconds"))?;
                 let ms = if x.abs() < SECONDS_BELOW { x * 1000.0 } else { x };

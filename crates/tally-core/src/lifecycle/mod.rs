@@ -9,5 +9,5 @@ pub mod retention;
 
 pub use erase::{EraseError, Erased, SummaryState, erase};
 pub use import::{ImportError, ImportOptions, ImportReport, Importer};
-pub use read::{Page, Query, RangeParams, ReadError, ReadMode, RecordReader, TimeRange};
+pub use read::{Page, Query, RangeParams, ReadError, ReadMode, RecordReader, TimeRange, ndjson};
 pub use retention::{PruneError, PruneReport, prune};

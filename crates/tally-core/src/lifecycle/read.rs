@@ -173,6 +173,17 @@ impl RecordReader {
     }
 }
 
+/// A page of records as NDJSON: one export line (`{"id","received_at","data"}`,
+/// the format of `records.ndjson.gz`) per record, each ending in a newline.
+pub fn ndjson(records: &[Record]) -> String {
+    let mut out = String::with_capacity(records.iter().map(|r| r.data.len() + 80).sum());
+    for r in records {
+        r.write_checked_export_line(&mut out);
+        out.push('\n');
+    }
+    out
+}
+
 /// A validated range read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {

@@ -34,7 +34,7 @@ pub use model::{
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule, retry_delay};
 pub use service::{
     MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON, SummarizeError,
-    WeekReport, catch_up, pending_weeks, summarize_week, summarize_weeks,
+    WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_week, summarize_weeks,
 };
 
 /// How a summary is computed and written. The defaults are the issue's.

@@ -173,6 +173,20 @@ pub async fn summarize_weeks(
     Ok(reports)
 }
 
+/// True when `week`'s summary is complete: its manifest exists. Readers
+/// trust a week's objects only then (a run in progress has removed it).
+pub async fn is_summarized(sink: &dyn SummarySink, week: IsoWeek) -> Result<bool, SinkError> {
+    Ok(sink.read_object(week, MANIFEST_JSON).await?.is_some())
+}
+
+/// `week`'s `summary.json`, if its summary is complete.
+pub async fn read_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Option<Bytes>, SinkError> {
+    if !is_summarized(sink, week).await? {
+        return Ok(None);
+    }
+    sink.read_object(week, SUMMARY_JSON).await
+}
+
 /// Weeks that hold records, ended before `now`'s week, and have no manifest:
 /// the runs that were missed (or failed). Ascending.
 pub async fn pending_weeks(

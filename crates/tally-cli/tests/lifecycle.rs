@@ -1,0 +1,194 @@
+//! The data lifecycle from the command line, as a user runs it: `tally
+//! import`, `tally export`, `tally summarize`, `tally prune` on real files.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::tally;
+
+const WEEK: &str = "2026-W40"; // 2026-09-28 .. 2026-10-05
+const NEXT: &str = "2026-W41";
+
+fn run(data_dir: &Path, args: &[&str]) -> Output {
+    tally().args(args).arg("--data-dir").arg(data_dir).output().expect("run tally")
+}
+
+fn ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = run(data_dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tally {args:?} failed: {stderr}");
+    format!("{}{stderr}", String::from_utf8_lossy(&out.stdout))
+}
+
+fn week_file(data_dir: &Path, week: &str, name: &str) -> PathBuf {
+    data_dir.join("bucket").join("summaries").join(week).join(name)
+}
+
+fn gunzip(path: &Path) -> String {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Varied plain records spread over the week, with their time in `meta.ts`
+/// as RFC 3339, epoch seconds or epoch milliseconds.
+fn plain_records(n: usize, seed: u64) -> String {
+    let monday_s: u64 = 1_790_553_600; // 2026-09-28T00:00:00Z
+    let mut out = String::new();
+    for i in 0..n as u64 {
+        let at = monday_s + (i * 7919 + seed * 104_729) % (7 * 86_400);
+        let ts = match i % 3 {
+            0 => format!("{at}"),
+            1 => format!("{}", at * 1000 + i % 1000),
+            _ => {
+                let t = time::OffsetDateTime::from_unix_timestamp(at as i64).unwrap();
+                format!("\"{}\"", t.format(&time::format_description::well_known::Rfc3339).unwrap())
+            }
+        };
+        let line = match i % 4 {
+            0 => format!(
+                r#"{{"kind":"order","meta":{{"ts":{ts}}},"amount":{}.5,"items":[1,2,{i}],"big":1e400}}"#,
+                i % 97
+            ),
+            1 => format!(
+                r#"{{"kind":"view","meta":{{"ts":{ts},"page":"/p/{}"}},"user":"ü{}","ok":true}}"#,
+                i % 13,
+                i % 7
+            ),
+            2 => format!(
+                r#"{{"kind":"error","meta":{{"ts":{ts}}},"code":{},"detail":null,"n":123456789012345678901234567890}}"#,
+                400 + i % 5
+            ),
+            _ => format!(
+                r#"{{"meta":{{"ts":{ts}}},"kind":"order","amount":{},"nested":{{"a":{{"b":[{{"c":"😀"}}]}}}}}}"#,
+                i % 11
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn a_week_restored_from_its_export_summarizes_byte_for_byte_the_same() {
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let plain = work.path().join("history.ndjson");
+    std::fs::write(&plain, plain_records(3000, 1)).unwrap();
+
+    // GIVEN history imported from plain records with their own times
+    let out = ok(&first, &["import", plain.to_str().unwrap(), "--time-field", "meta.ts"]);
+    assert!(out.contains("imported 3000, already present 0, lines 3000"), "{out}");
+    // AND importing it again (or resuming an interrupted import) adds nothing
+    let out = ok(&first, &["import", plain.to_str().unwrap(), "--time-field", "meta.ts"]);
+    assert!(out.contains("imported 0, already present 3000"), "{out}");
+    ok(&first, &["summarize", "--week", WEEK]);
+    let summary = std::fs::read(week_file(&first, WEEK, "summary.json")).unwrap();
+    let records = std::fs::read(week_file(&first, WEEK, "records.ndjson.gz")).unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(stats["records"], 3000, "{stats}");
+
+    // AND `tally export` writes the same lines as the weekly export
+    let exported = work.path().join("w40.ndjson.gz");
+    ok(&first, &["export", "--week", WEEK, "--out", exported.to_str().unwrap()]);
+    assert_eq!(gunzip(&exported), gunzip(&week_file(&first, WEEK, "records.ndjson.gz")));
+
+    // WHEN the store is wiped and the week's records.ndjson.gz is imported
+    let backup = work.path().join("records.ndjson.gz");
+    std::fs::write(&backup, &records).unwrap();
+    let second = work.path().join("second");
+    let out = ok(&second, &["import", backup.to_str().unwrap()]);
+    assert!(out.contains("imported 3000, already present 0"), "{out}");
+    ok(&second, &["summarize", "--week", WEEK]);
+
+    // THEN the summary and the export are byte-identical to the first run's
+    assert_eq!(std::fs::read(week_file(&second, WEEK, "summary.json")).unwrap(), summary);
+    assert_eq!(std::fs::read(week_file(&second, WEEK, "records.ndjson.gz")).unwrap(), records);
+}
+
+#[test]
+fn a_bad_line_stops_the_import_and_a_rerun_resumes_without_duplicates() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let file = work.path().join("in.ndjson");
+    let good = plain_records(5, 2);
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(3, r#"{"meta":{"ts":"not a time"}}"#);
+    std::fs::write(&file, lines.join("\n")).unwrap();
+
+    let out = run(&data, &["import", file.to_str().unwrap(), "--time-field", "meta.ts"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 4") && stderr.contains("not an RFC 3339 time"), "{stderr}");
+    assert!(stderr.contains("the 3 records before it are stored"), "{stderr}");
+
+    // The dry run finds the same line and stores nothing.
+    let dry = run(&data, &["import", file.to_str().unwrap(), "--time-field", "meta.ts", "--dry-run"]);
+    assert!(!dry.status.success() && String::from_utf8_lossy(&dry.stderr).contains("line 4"));
+
+    lines.remove(3);
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = ok(&data, &["import", file.to_str().unwrap(), "--time-field", "meta.ts"]);
+    assert!(out.contains("imported 2, already present 3, lines 5"), "{out}");
+}
+
+#[test]
+fn importing_into_a_summarized_week_summarizes_it_again() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let file = work.path().join("a.ndjson");
+    std::fs::write(&file, plain_records(10, 3)).unwrap();
+    ok(&data, &["import", file.to_str().unwrap(), "--time-field", "meta.ts"]);
+    ok(&data, &["summarize", "--week", WEEK]);
+    let more = work.path().join("b.ndjson");
+    std::fs::write(&more, plain_records(4, 4)).unwrap();
+    let out = ok(&data, &["import", more.to_str().unwrap(), "--time-field", "meta.ts"]);
+    assert!(out.contains(&format!("summarizing again 1 week(s) that gained records: {WEEK}")), "{out}");
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(week_file(&data, WEEK, "summary.json")).unwrap()).unwrap();
+    assert_eq!(stats["records"], 14);
+}
+
+#[test]
+fn prune_deletes_only_summarized_weeks_past_the_retention() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let file = work.path().join("a.ndjson");
+    // W40 from the generator, W41 a week later (same lines shifted by 7 days)
+    let w40 = plain_records(20, 5);
+    let w41: String =
+        (0..6).map(|i| format!("{{\"meta\":{{\"ts\":{}}},\"i\":{i}}}\n", 1_791_158_400 + i * 3600)).collect();
+    std::fs::write(&file, format!("{w40}{w41}")).unwrap();
+    ok(&data, &["import", file.to_str().unwrap(), "--time-field", "meta.ts"]);
+    ok(&data, &["summarize", "--week", WEEK]);
+
+    let refused = run(&data, &["prune"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--retention-weeks N"));
+
+    let out = ok(&data, &["prune", "--retention-weeks", "2"]);
+    assert!(out.contains(&format!("{WEEK}          20 records deleted")), "{out}");
+    assert!(out.contains(&format!("no summary: {NEXT}")), "{out}");
+    // The summary stays; the records are gone; the other week is untouched.
+    assert!(week_file(&data, WEEK, "manifest.json").exists());
+    let exported = work.path().join("left.ndjson");
+    ok(
+        &data,
+        &[
+            "export",
+            "--from",
+            "2026-09-28T00:00:00Z",
+            "--to",
+            "2026-10-12T00:00:00Z",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&exported).unwrap().lines().count(), 6);
+    let out = ok(&data, &["prune", "--retention-weeks", "2"]);
+    assert!(out.contains("nothing to prune"), "{out}");
+}

@@ -25,6 +25,10 @@ API_GRANTS = {
     ("dynamodb:PutItem", "{table}.Arn", None),
     ("dynamodb:GetItem", "{table}.Arn", None),
     ("dynamodb:BatchWriteItem", "{table}.Arn", None),
+    # GET /records: RecordStore::scan_range queries the range's day-shard partitions (never Scan).
+    ("dynamodb:Query", "{table}.Arn", None),
+    # DELETE /records/{id}: RecordLifecycle::delete is one DeleteItem (ReturnValues ALL_OLD).
+    ("dynamodb:DeleteItem", "{table}.Arn", None),
     # GET /summaries/{week}: read the week's objects; GET /summaries: list weeks.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
@@ -156,6 +160,8 @@ def test_no_role_can_scan_update_or_drop_the_table(deployed):
 
 # Which function may delete items from the table, and the code path that needs it.
 TABLE_DELETERS = {
+    # Erasure: DELETE /records/{id} (IAM-signed), one record.
+    "ApiFunction",
     # Retention: DynamoDbRecordStore::delete_week (the week marker).
     "WeeklyFunction",
 }

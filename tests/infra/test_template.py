@@ -14,14 +14,18 @@ from typing import Any
 import pytest
 from conftest import resolve
 
+# Route -> how API Gateway authorizes it: the usage plan's API key, IAM
+# (SigV4), or nothing.
 ROUTES = {
-    ("/records", "post"): True,
-    ("/post", "post"): True,
-    ("/records/{id}", "get"): True,
-    ("/summaries", "get"): True,
-    ("/summaries/{week}", "get"): True,
-    ("/health", "get"): False,
-    ("/openapi.json", "get"): False,
+    ("/records", "post"): "api_key",
+    ("/post", "post"): "api_key",
+    ("/records", "get"): "api_key",
+    ("/records/{id}", "get"): "api_key",
+    ("/records/{id}", "delete"): "iam",
+    ("/summaries", "get"): "api_key",
+    ("/summaries/{week}", "get"): "api_key",
+    ("/health", "get"): "none",
+    ("/openapi.json", "get"): "none",
 }
 
 
@@ -34,7 +38,17 @@ def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
     return {n: r for n, r in resources.items() if r["Type"] == kind}
 
 
-def test_every_route_exists_and_only_health_and_openapi_skip_the_key(resources):
+def _auth(op: dict[str, Any]) -> str:
+    security = op.get("security", [])
+    if security == [{"api_key": []}]:
+        return "api_key"
+    if security == [{"AWS_IAM": []}]:
+        return "iam"
+    assert security in ([], [{"NONE": []}]), f"unexpected security {security}"
+    return "none"
+
+
+def test_every_route_exists_with_its_authorization(resources):
     body = resources["TallyApi"]["Properties"]["Body"]
     found = {}
     for path, methods in body["paths"].items():
@@ -42,8 +56,26 @@ def test_every_route_exists_and_only_health_and_openapi_skip_the_key(resources):
             integration = op["x-amazon-apigateway-integration"]
             assert integration["type"] == "aws_proxy"
             assert "${ApiFunction.Arn}" in integration["uri"]["Fn::Sub"]
-            found[(path, method)] = {"api_key": []} in op.get("security", [])
+            found[(path, method)] = _auth(op)
     assert found == ROUTES
+
+
+def test_erasure_is_signed_with_iam_and_every_other_record_route_still_needs_the_key(sam_template, resources):
+    body = resources["TallyApi"]["Properties"]["Body"]
+    delete = body["paths"]["/records/{id}"]["delete"]
+    # API Gateway imports this as AuthorizationType AWS_IAM, ApiKeyRequired false.
+    assert delete["security"] == [{"AWS_IAM": []}]
+    schemes = body["components"]["securitySchemes"]
+    assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert schemes["api_key"] == {"in": "header", "name": "x-api-key", "type": "apiKey"}
+    # The function is invoked through its resource policy, not with the
+    # caller's credentials (SAM's AWS_IAM default, arn:aws:iam::*:user/*).
+    assert "credentials" not in delete["x-amazon-apigateway-integration"]
+    for (path, method), auth in ROUTES.items():
+        if (path, method) != ("/records/{id}", "delete") and path.startswith(("/records", "/post", "/summaries")):
+            assert body["paths"][path][method]["security"] == [{"api_key": []}], (path, method)
+    # The key stays the API's default: a new route needs it unless it says otherwise.
+    assert sam_template["Resources"]["TallyApi"]["Properties"]["Auth"]["ApiKeyRequired"] is True
 
 
 def test_the_api_has_one_stage_named_prod_with_access_logs_and_throttling(resources):

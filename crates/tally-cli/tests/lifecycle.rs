@@ -192,3 +192,47 @@ fn prune_deletes_only_summarized_weeks_past_the_retention() {
     let out = ok(&data, &["prune", "--retention-weeks", "2"]);
     assert!(out.contains("nothing to prune"), "{out}");
 }
+
+#[tokio::test]
+async fn an_erased_record_leaves_its_summarized_week_within_a_minute() {
+    use common::{KEY, Server, client};
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let admin = work.path().join("admin.key");
+    std::fs::write(&admin, "admin-key-e2e-987\n").unwrap();
+    let server = Server::start(&data, &["--admin-key-file", admin.to_str().unwrap()]);
+    let http = client();
+    let r = server.post(&http, "/records", "application/json", r#"[{"n":1},{"n":2},{"n":3}]"#).await;
+    assert_eq!(r.status(), 201);
+    let ids: Vec<String> = serde_json::from_value(r.json::<serde_json::Value>().await.unwrap()["ids"].clone()).unwrap();
+    let week = tally_core::IsoWeek::containing(tally_core::Timestamp::now()).to_string();
+    ok(&data, &["summarize", "--week", &week]);
+    let export = week_file(&data, &week, "records.ndjson.gz");
+    assert!(gunzip(&export).contains(&ids[1]));
+
+    // The ingest key cannot erase; the admin key can.
+    let url = server.url(&format!("/records/{}", ids[1]));
+    let denied = http.delete(&url).header("x-api-key", KEY).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let erased = http.delete(&url).header("x-api-key", "admin-key-e2e-987").send().await.unwrap();
+    assert_eq!(erased.status(), 200);
+    let body: serde_json::Value = erased.json().await.unwrap();
+    assert_eq!(body["summary"], "regenerating", "{body}");
+
+    // Wait for the refresher's run (its log line), at most a minute, then read the week again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.log_text().contains("week summarized") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the week was not rewritten within a minute: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let text = gunzip(&export);
+    assert!(!text.contains(&ids[1]), "the export still holds the erased record");
+    assert!(text.contains(&ids[0]) && text.contains(&ids[2]));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(week_file(&data, &week, "summary.json")).unwrap()).unwrap();
+    assert_eq!(stats["records"], 2);
+}

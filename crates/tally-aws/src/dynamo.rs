@@ -6,6 +6,7 @@
 //! week marker  pk = W                 sk = 2026-W48
 //! idempotency  pk = I#<key>           sk = I               fingerprint, received_at, status, response,
 //!                                                          expires_at (epoch s, TTL), expires_at_ms, complete
+//! week lease   pk = L#2026-W47        sk = L               owner, until, done_from, expires_at (see [`crate::lease`])
 //! ```
 //! A record's partition is its UTC day plus one of [`SHARDS`] shards picked by
 //! hashing the id, so writes spread over 16 partitions per day and
@@ -109,6 +110,10 @@ impl DynamoDbRecordStore {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     fn marked(&self) -> std::sync::MutexGuard<'_, HashSet<IsoWeek>> {
@@ -783,7 +788,7 @@ fn parse_entry(key: &IdempotencyKey, item: &Item) -> Result<(IdempotencyEntry, b
 
 /// Maps an SDK error: throttling, 5xx and network trouble are worth a retry
 /// by the client (503); anything else is a bug or misconfiguration (500).
-fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
+pub(crate) fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

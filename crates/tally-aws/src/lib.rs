@@ -1,6 +1,8 @@
 //! tally on AWS — driven adapters of the hexagon: [`DynamoDbRecordStore`]
-//! implements [`RecordStore`](tally_core::RecordStore) and [`S3SummarySink`]
-//! implements [`SummarySink`](tally_core::SummarySink).
+//! implements [`RecordStore`](tally_core::RecordStore) and
+//! [`RecordLifecycle`](tally_core::RecordLifecycle), [`S3SummarySink`]
+//! implements [`SummarySink`](tally_core::SummarySink) and [`S3WeekRefresh`]
+//! [`WeekRefresh`](tally_core::ports::WeekRefresh).
 //!
 //! This is the only crate that depends on the AWS SDK; it must not depend on
 //! HTTP or Lambda crates. [`connect`] builds both adapters from an
@@ -8,10 +10,13 @@
 //!
 //! # Layout
 //! - [`dynamo`]: records, week markers and idempotency keys in one table.
-//! - [`s3`]: summaries under `<prefix>summaries/<week>/`, manifest last.
+//! - [`s3`]: summaries under `<prefix>summaries/<week>/`, manifest last;
+//!   refresh requests beside them.
+//! - [`lease`]: one summary run per week at a time (the weekly Lambda).
 //! - [`retry`]: backoff for BatchWriteItem's unprocessed items.
 
 pub mod dynamo;
+pub mod lease;
 pub mod retry;
 pub mod s3;
 #[cfg(feature = "testing")]
@@ -23,8 +28,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use dynamo::DynamoDbRecordStore;
+pub use lease::{DynamoDbWeekLease, Lease};
 pub use retry::RetryPolicy;
-pub use s3::S3SummarySink;
+pub use s3::{S3SummarySink, S3WeekRefresh};
 
 /// Where tally's data lives in AWS (or in an emulator).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

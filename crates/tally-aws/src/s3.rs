@@ -5,6 +5,7 @@
 //! <prefix>summaries/2026-W47/summary.json        PutObject, SHA-256 checksum
 //! <prefix>summaries/2026-W47/records.ndjson.gz   multipart upload, SHA-256 per part
 //! <prefix>summaries/2026-W47/manifest.json       written last; readers trust only weeks with one
+//! <prefix>summaries/2026-W47/refresh.request     empty; "rewrite this week" ([`S3WeekRefresh`])
 //! ```
 //! A streamed upload buffers up to the part size (8 MiB by default; S3 wants
 //! at least 5 MiB for every part but the last), is aborted on error or when
@@ -19,12 +20,15 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tally_core::IsoWeek;
-use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink};
+use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink, WeekRefresh};
 use tracing::instrument;
 
 /// Default multipart part size.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 const MANIFEST: &str = "manifest.json";
+/// The object name of a refresh request; no summary object ends like it, so
+/// the weekly function's own writes never match the notification filter.
+pub const REFRESH_REQUEST: &str = "refresh.request";
 
 /// tally's weekly summaries in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -66,6 +70,97 @@ impl S3SummarySink {
             return Err(SinkError::Internal { message: format!("{name:?} is not a valid object name"), source: None });
         }
         Ok(format!("{}{week}/{name}", self.weeks_prefix()))
+    }
+}
+
+/// [`WeekRefresh`] on AWS: a request is the empty object
+/// `<prefix>summaries/<week>/refresh.request` in the summary bucket. Its
+/// creation is the event that starts the weekly function, which rewrites the
+/// week and then deletes the object ([`done`](Self::done)). Writing it again
+/// while one is pending just makes another event, so a request is never lost
+/// to an in-flight run; the weekly function coalesces the extra runs.
+#[derive(Debug, Clone)]
+pub struct S3WeekRefresh {
+    sink: S3SummarySink,
+}
+
+impl S3WeekRefresh {
+    /// Requests in the same bucket and under the same prefix as `sink`'s summaries.
+    pub fn new(sink: &S3SummarySink) -> Self {
+        Self { sink: sink.clone() }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.sink.bucket
+    }
+
+    /// The key of `week`'s request.
+    pub fn key(&self, week: IsoWeek) -> String {
+        format!("{}{week}/{REFRESH_REQUEST}", self.sink.weeks_prefix())
+    }
+
+    /// The week a request's key names; `None` for any other key (another
+    /// prefix, another object of the week, not a week).
+    pub fn week_of(&self, key: &str) -> Option<IsoWeek> {
+        let week = key.strip_prefix(&self.sink.weeks_prefix())?.strip_suffix(REFRESH_REQUEST)?.strip_suffix('/')?;
+        IsoWeek::parse(week).ok()
+    }
+
+    /// Removes `week`'s request once the week is rewritten. A request written
+    /// in the meantime has made its own event already, so deleting the object
+    /// loses nothing.
+    #[instrument(skip_all, fields(bucket = %self.sink.bucket, week = %week))]
+    pub async fn done(&self, week: IsoWeek) -> Result<(), SinkError> {
+        let sink = &self.sink;
+        sink.client
+            .delete_object()
+            .bucket(&sink.bucket)
+            .key(self.key(week))
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// Weeks with a request still in the bucket, ascending: requests whose run
+    /// failed for good (dead-lettered) or never came. The scheduled run
+    /// rewrites them too.
+    #[instrument(skip_all, fields(bucket = %self.sink.bucket))]
+    pub async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        let sink = &self.sink;
+        let prefix = sink.weeks_prefix();
+        let mut weeks = Vec::new();
+        let mut token = None;
+        loop {
+            let out = sink
+                .client
+                .list_objects_v2()
+                .bucket(&sink.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListObjectsV2", e))?;
+            weeks.extend(out.contents().iter().filter_map(|o| o.key()).filter_map(|k| self.week_of(k)));
+            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
+            if token.is_none() {
+                break;
+            }
+        }
+        weeks.sort();
+        weeks.dedup();
+        Ok(weeks)
+    }
+}
+
+#[async_trait]
+impl WeekRefresh for S3WeekRefresh {
+    /// One PutObject of an empty body: durable once it returns.
+    #[instrument(skip_all, fields(bucket = %self.sink.bucket, week = %week))]
+    async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
+        put_whole(&self.sink.client, &self.sink.bucket, self.key(week), "application/octet-stream", Bytes::new())
+            .await
+            .map(drop)
     }
 }
 

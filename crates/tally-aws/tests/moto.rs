@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tally_aws::testing::{fresh_adapters, fresh_config};
-use tally_aws::{DynamoDbRecordStore, S3SummarySink, dynamo::SHARDS};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, dynamo::SHARDS};
 use tally_core::idempotency::IdempotencyKey;
-use tally_core::ports::{InsertOutcome, RecordStore, SummarySink};
+use tally_core::ports::{InsertOutcome, RecordStore, SummarySink, WeekRefresh};
 use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, lifecycle_contract, store_contract};
 use tally_core::{BodyFormat, IngestError, IngestService, IsoWeek, Limits, Record, RecordId, Timestamp};
 
@@ -233,6 +233,95 @@ async fn s3_sink_honours_its_prefix_and_rejects_odd_names() {
     for bad in ["", "../x", "a/b", ".."] {
         assert!(sink.put_object(week(), bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn a_week_refresh_request_is_an_empty_object_beside_the_summary() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    for prefix in [None, Some("team/a")] {
+        let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), prefix.map(Into::into));
+        let refresh = S3WeekRefresh::new(&sink);
+        let expected =
+            format!("{}summaries/2026-W47/refresh.request", prefix.map(|p| format!("{p}/")).unwrap_or_default());
+        // WHEN a refresh of the week is requested
+        refresh.request(week()).await.unwrap();
+        // THEN the object appears under that key, empty, and names the week
+        let object = s3.get_object().bucket(&config.bucket).key(&expected).send().await.unwrap();
+        assert_eq!(object.content_length(), Some(0));
+        assert_eq!(refresh.key(week()), expected);
+        assert_eq!(refresh.week_of(&expected), Some(week()));
+        // Requesting again while one is pending is fine (another event).
+        refresh.request(week()).await.unwrap();
+        refresh.request(week().previous()).await.unwrap();
+        assert_eq!(refresh.pending().await.unwrap(), vec![week().previous(), week()]);
+        // The week is not "summarized" by a request: no manifest.
+        assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+        // Done: the object goes.
+        refresh.done(week()).await.unwrap();
+        refresh.done(week().previous()).await.unwrap();
+        assert!(s3.head_object().bucket(&config.bucket).key(&expected).send().await.is_err());
+        assert_eq!(refresh.pending().await.unwrap(), vec![]);
+    }
+}
+
+#[tokio::test]
+async fn only_refresh_request_keys_name_a_week() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let plain = S3WeekRefresh::new(&S3SummarySink::new(s3.clone(), config.bucket.clone(), None));
+    let prefixed = S3WeekRefresh::new(&S3SummarySink::new(s3, config.bucket.clone(), Some("p".into())));
+    assert_eq!(plain.week_of("summaries/2026-W47/refresh.request"), Some(week()));
+    assert_eq!(prefixed.week_of("p/summaries/2026-W47/refresh.request"), Some(week()));
+    for other in [
+        "p/summaries/2026-W47/refresh.request",
+        "summaries/2026-W47/manifest.json",
+        "summaries/2026-W47/summary.json",
+        "summaries/2026-W47/records.ndjson.gz",
+        "summaries/2026-W47/x/refresh.request",
+        "summaries/2026-W47refresh.request",
+        "summaries/2026-47/refresh.request",
+        "summaries/refresh.request",
+        "refresh.request",
+    ] {
+        assert_eq!(plain.week_of(other), None, "{other}");
+    }
+    assert_eq!(prefixed.week_of("summaries/2026-W47/refresh.request"), None);
+}
+
+#[tokio::test]
+async fn a_week_lease_has_one_holder_until_released_or_expired() {
+    let store = store().await;
+    let lease = store.week_lease();
+    let w = week();
+    let t0 = Timestamp::from_millis(1_795_000_000_000);
+    let at = |ms: i64| Timestamp::from_millis(t0.as_millis() + ms);
+    let hold = std::time::Duration::from_secs(60);
+    // GIVEN run A holds the week
+    let a = lease.try_acquire(w, "run-a", t0, hold).await.unwrap().expect("free at first");
+    assert_eq!(a.done_from, None);
+    // THEN run B cannot take it, but can take another week
+    assert_eq!(lease.try_acquire(w, "run-b", at(1_000), hold).await.unwrap(), None);
+    let other = lease.try_acquire(w.previous(), "run-b", at(1_000), hold).await.unwrap().unwrap();
+    lease.release(other, None, at(2_000)).await.unwrap();
+    // WHEN A completes a run that started at t0 and releases
+    lease.release(a, Some(t0), at(5_000)).await.unwrap();
+    // THEN B gets it and learns when the last complete run started
+    let b = lease.try_acquire(w, "run-b", at(6_000), hold).await.unwrap().unwrap();
+    assert_eq!(b.done_from, Some(t0));
+    // A holder that dies keeps it only until its time is up.
+    assert_eq!(lease.try_acquire(w, "run-c", at(60_000), hold).await.unwrap(), None);
+    let c = lease.try_acquire(w, "run-c", at(66_001), hold).await.unwrap().unwrap();
+    assert_eq!(c.done_from, Some(t0));
+    // The late B's release does not free C's lease, nor record B's run.
+    lease.release(b, Some(at(6_000)), at(70_000)).await.unwrap();
+    assert_eq!(lease.try_acquire(w, "run-d", at(71_000), hold).await.unwrap(), None);
+    lease.release(c, None, at(72_000)).await.unwrap();
+    let d = lease.try_acquire(w, "run-d", at(73_000), hold).await.unwrap().unwrap();
+    assert_eq!(d.done_from, Some(t0), "a failed run (released without done_from) keeps the last one");
+    // Lease items never show up as records or weeks.
+    assert_eq!(store.weeks().await.unwrap(), vec![]);
+    assert!(collect_week(&store, w, 100).await.is_empty());
 }
 
 /// Deterministic incompressible-ish bytes.

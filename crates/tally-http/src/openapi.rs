@@ -165,12 +165,11 @@ pub fn openapi() -> OpenApi {
     let mut doc = document(public_routes().into_openapi(), protected_routes().into_openapi());
     // `POST /post` is `POST /records` under the 2021 app's path: its operation
     // is a copy, so the two can never be documented differently.
-    if let Some(mut item) = doc.paths.paths.get("/records").cloned() {
-        if let Some(op) = item.post.as_mut() {
-            op.operation_id = Some("create_records_post".into());
-            op.summary = Some("`POST /post` — the original app's path: exactly `POST /records`.".into());
-        }
-        doc.paths.paths.insert("/post".into(), item);
+    // Only the POST: `/records` also takes GET (range reads), `/post` does not.
+    if let Some(mut op) = doc.paths.paths.get("/records").and_then(|item| item.post.clone()) {
+        op.operation_id = Some("create_records_post".into());
+        op.summary = Some("`POST /post` — the original app's path: exactly `POST /records`.".into());
+        doc.paths.paths.insert("/post".into(), utoipa::openapi::PathItem::new(utoipa::openapi::HttpMethod::Post, op));
     }
     doc
 }

@@ -99,6 +99,11 @@ impl S3WeekRefresh {
         format!("{}{week}/{REFRESH_REQUEST}", self.sink.weeks_prefix())
     }
 
+    /// The keys of requests, for messages: `<prefix>summaries/<week>/refresh.request`.
+    pub fn key_pattern(&self) -> String {
+        format!("{}<week>/{REFRESH_REQUEST}", self.sink.weeks_prefix())
+    }
+
     /// The week a request's key names; `None` for any other key (another
     /// prefix, another object of the week, not a week).
     pub fn week_of(&self, key: &str) -> Option<IsoWeek> {

@@ -89,3 +89,22 @@ pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) {
         panic!("create bucket {name} on moto: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
     });
 }
+
+/// Who holds `week`'s lease ([`crate::lease`]) in `config`'s table, if anyone.
+pub async fn lease_holder(config: &AwsConfig, week: tally_core::IsoWeek) -> Option<String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let sdk = crate::sdk_config(config).await;
+    let item = crate::dynamodb_client(&sdk, None)
+        .get_item()
+        .table_name(&config.table)
+        .key("pk", AttributeValue::S(crate::lease::lease_pk(week)))
+        .key("sk", AttributeValue::S("L".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("read the lease of {week}: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
+        })
+        .item?;
+    item.get("owner").and_then(|v| v.as_s().ok()).cloned()
+}

@@ -250,6 +250,7 @@ async fn a_week_refresh_request_is_an_empty_object_beside_the_summary() {
         let object = s3.get_object().bucket(&config.bucket).key(&expected).send().await.unwrap();
         assert_eq!(object.content_length(), Some(0));
         assert_eq!(refresh.key(week()), expected);
+        assert_eq!(refresh.key_pattern(), expected.replace("2026-W47", "<week>"));
         assert_eq!(refresh.week_of(&expected), Some(week()));
         // Requesting again while one is pending is fine (another event).
         refresh.request(week()).await.unwrap();

@@ -3,7 +3,8 @@
 //! - `tally-api` serves the shared [`tally_http::router`] through
 //!   `lambda_http` ([`api_service`]).
 //! - `tally-weekly` runs [`tally_core::summary::summarize_week`] when
-//!   EventBridge Scheduler invokes it ([`handle_weekly`]).
+//!   EventBridge Scheduler invokes it, and rewrites one week when its refresh
+//!   request object is created ([`handle_weekly`]).
 //!
 //! The binaries in `src/bin` only read the environment and wire; the logic is
 //! here so tests can run it in-process against moto. This crate holds no
@@ -13,8 +14,10 @@
 //! - this file: [`FunctionConfig`], the settings both functions read.
 //! - [`api`]: the API function's service.
 //! - [`weekly`]: the weekly function's events, handler and metrics.
+//! - [`s3_event`]: the S3 object-created events that carry refresh requests.
 
 pub mod api;
+pub mod s3_event;
 pub mod weekly;
 
 use tally_core::summary::SummaryOptions;

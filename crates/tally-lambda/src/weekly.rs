@@ -1,15 +1,82 @@
 //! The `tally-weekly` function: the weekly summary, invoked by EventBridge
-//! Scheduler (or by hand with a week or a range).
+//! Scheduler (or by hand with a week or a range), and the rewrite of one week
+//! after an erasure, invoked by the creation of its refresh request object
+//! (`summaries/<week>/refresh.request`, written by the API function).
+//!
+//! Every week is written under its lease ([`DynamoDbWeekLease`]): runs of one
+//! week never interleave, whichever invocations they come from.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{PruneReport, prune};
+use tally_core::ports::StoreError;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
-use tally_core::{Clock, IsoWeek, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
+use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
+
+use crate::s3_event::{self, S3Event};
+
+/// What the function accepts, for the error of any other event.
+const EXPECTED: &str = "expected {} (the schedule: the previous week and catch-up), {\"week\":\"2026-W47\"}, \
+     {\"from\":\"2026-W40\",\"to\":\"2026-W47\"}, an EventBridge envelope whose detail is one of those, or \
+     an S3 ObjectCreated event (notification or EventBridge) for summaries/<week>/refresh.request in the summary bucket";
+
+/// An event the weekly function understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeeklyEvent {
+    /// From the schedule or an operator.
+    Build(WeeklyRequest),
+    /// Refresh requests were created: rewrite these weeks (one per week).
+    Refresh(Vec<RefreshRequest>),
+    /// S3 checking a new notification: nothing to do.
+    S3Test,
+}
+
+/// "Rewrite `week`": its request object was created at `requested_at`,
+/// after the erasure that asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshRequest {
+    pub week: IsoWeek,
+    pub requested_at: Timestamp,
+}
+
+impl WeeklyEvent {
+    /// Parses the payload; an S3 event must name a refresh request of
+    /// `refresh`'s bucket and prefix.
+    pub fn parse(event: Value, refresh: &S3WeekRefresh) -> Result<Self, WeeklyError> {
+        let objects = match s3_event::parse(&event) {
+            Ok(None) => return WeeklyRequest::from_event(event).map(Self::Build),
+            Ok(Some(S3Event::Test)) => return Ok(Self::S3Test),
+            Ok(Some(S3Event::Created(objects))) => objects,
+            Err(e) => return Err(WeeklyError::BadRequest(format!("{e}; {EXPECTED}"))),
+        };
+        let mut requests: Vec<RefreshRequest> = Vec::new();
+        for object in objects {
+            let week = refresh.week_of(&object.key).filter(|_| object.bucket == refresh.bucket());
+            let Some(week) = week else {
+                return Err(WeeklyError::BadRequest(format!(
+                    "object {:?} in bucket {:?} is not a refresh request (expected {} in {:?}); \
+                     check the notification's filter",
+                    object.key,
+                    object.bucket,
+                    refresh.key_pattern(),
+                    refresh.bucket(),
+                )));
+            };
+            // Several requests of one week: the latest covers the others.
+            match requests.iter_mut().find(|r| r.week == week) {
+                Some(r) => r.requested_at = r.requested_at.max(object.at),
+                None => requests.push(RefreshRequest { week, requested_at: object.at }),
+            }
+        }
+        requests.sort_by_key(|r| r.week);
+        Ok(Self::Refresh(requests))
+    }
+}
 
 /// What the weekly function was asked to do. The schedule sends `{}` (the
 /// previous ISO week, plus any earlier week with records but no summary);
@@ -40,7 +107,7 @@ impl WeeklyRequest {
         if input.is_null() {
             return Ok(Self::default());
         }
-        serde_json::from_value(input).map_err(|e| WeeklyError::BadRequest(e.to_string()))
+        serde_json::from_value(input).map_err(|e| WeeklyError::BadRequest(format!("{e}; {EXPECTED}")))
     }
 
     /// The weeks to build, ascending; `None` means "the previous week and catch up".
@@ -75,6 +142,14 @@ pub enum WeeklyError {
     BadRequest(String),
     #[error(transparent)]
     Summarize(#[from] SummarizeError),
+    #[error("could not take the lease of {week}")]
+    Lease {
+        week: IsoWeek,
+        #[source]
+        source: StoreError,
+    },
+    #[error("another run kept writing {week} for {waited_s} s; Lambda retries this event later")]
+    Busy { week: IsoWeek, waited_s: u64 },
 }
 
 impl From<WeeklyError> for Diagnostic {
@@ -82,6 +157,8 @@ impl From<WeeklyError> for Diagnostic {
         let error_type = match &e {
             WeeklyError::BadRequest(_) => "tally.BadRequest",
             WeeklyError::Summarize(_) => "tally.SummarizeFailed",
+            WeeklyError::Lease { .. } => "tally.LeaseFailed",
+            WeeklyError::Busy { .. } => "tally.Busy",
         };
         Diagnostic { error_type: error_type.into(), error_message: error_chain(&e) }
     }
@@ -99,6 +176,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// How long a run may hold a week's lease: longer than the function's
+/// 15-minute timeout, so a lease outlives only a run that surely died.
+pub const LEASE_HOLD: Duration = Duration::from_secs(16 * 60);
+/// How long a run waits for another run of the same week before failing
+/// (Lambda then retries the event later).
+pub const LEASE_WAIT: Duration = Duration::from_secs(5 * 60);
+/// A refresh request is covered by a completed run that started this long
+/// after it: EventBridge times are whole seconds, and clocks differ a little.
+pub const COVER_MARGIN: Duration = Duration::from_secs(5);
+
 /// What the weekly function needs; built once per cold start.
 #[derive(Debug, Clone)]
 pub struct WeeklyDeps {
@@ -108,11 +195,28 @@ pub struct WeeklyDeps {
     pub options: SummaryOptions,
     /// `None`: records are kept forever (`TALLY_RETENTION_WEEKS` unset).
     pub retention: Option<Retention>,
+    /// One run per week at a time, across invocations.
+    pub lease: DynamoDbWeekLease,
+    /// The refresh requests beside the summaries.
+    pub refresh: S3WeekRefresh,
+    /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
+    pub lease_hold: Duration,
+    pub lease_wait: Duration,
 }
 
 impl WeeklyDeps {
-    pub fn new(store: Arc<dyn RecordStore>, sink: Arc<dyn SummarySink>) -> Self {
-        Self { store, sink, clock: Arc::new(SystemClock), options: SummaryOptions::default(), retention: None }
+    pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
+        Self {
+            lease: store.week_lease(),
+            refresh: S3WeekRefresh::new(&sink),
+            store,
+            sink: Arc::new(sink),
+            clock: Arc::new(SystemClock),
+            options: SummaryOptions::default(),
+            retention: None,
+            lease_hold: LEASE_HOLD,
+            lease_wait: LEASE_WAIT,
+        }
     }
 }
 
@@ -138,6 +242,10 @@ pub struct WeeklyOutput {
     /// Weeks past the retention whose records were kept for lack of a summary.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept_unsummarized: Vec<IsoWeek>,
+    /// Refresh requests with nothing left to do: a run that started after
+    /// them had rewritten the week, or the retention had deleted its records.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub covered: Vec<IsoWeek>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,25 +267,34 @@ impl From<&WeekReport> for WeekDone {
     }
 }
 
-/// The `tally-weekly` handler: parses the event, builds the weeks, prints one
-/// CloudWatch EMF metric line (success or not) and returns the result.
+/// The `tally-weekly` handler: parses the event, builds the weeks, prunes
+/// (after a scheduled or operator run), prints one CloudWatch EMF metric line
+/// (success or not) and returns the result.
 pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Result<WeeklyOutput, WeeklyError> {
     let function = event.context.env_config.function_name.clone();
     let started = Instant::now();
     let mut done = Vec::new();
-    let result = match WeeklyRequest::from_event(event.payload) {
-        Ok(request) => run_weekly(deps, &request, &mut done).await,
+    let mut covered = Vec::new();
+    let result = match WeeklyEvent::parse(event.payload, &deps.refresh) {
+        Ok(WeeklyEvent::Build(request)) => run_weekly(deps, &request, &mut done).await.map(|()| true),
+        Ok(WeeklyEvent::Refresh(requests)) => {
+            refresh_weeks(deps, &requests, &mut done, &mut covered).await.map(|()| false)
+        }
+        Ok(WeeklyEvent::S3Test) => {
+            tracing::info!("S3 test event (a notification was set up): nothing to do");
+            Ok(false)
+        }
         Err(e) => Err(e),
     };
     let records = done.iter().map(|w| w.records).sum();
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     println!("{}", emf_line(&function, records, done.len(), duration_ms, result.is_err(), Timestamp::now()));
     match result {
-        Ok(()) => {
-            tracing::info!(weeks = done.len(), records, duration_ms, "weekly summary done");
+        Ok(prune_now) => {
+            tracing::info!(weeks = done.len(), records, duration_ms, covered = covered.len(), "weekly summary done");
             let report = match &deps.retention {
-                Some(retention) => prune_after_run(retention, deps.sink.as_ref(), deps.clock.now()).await,
-                None => PruneReport::default(),
+                Some(retention) if prune_now => prune_after_run(retention, deps.sink.as_ref(), deps.clock.now()).await,
+                _ => PruneReport::default(),
             };
             Ok(WeeklyOutput {
                 weeks: done,
@@ -185,6 +302,7 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
                 duration_ms,
                 pruned: report.pruned.into_iter().map(|(week, records)| WeekPruned { week, records }).collect(),
                 kept_unsummarized: report.unsummarized,
+                covered,
             })
         }
         Err(e) => {
@@ -222,37 +340,134 @@ async fn prune_after_run(retention: &Retention, sink: &dyn SummarySink, now: Tim
 }
 
 /// Builds the requested weeks in order, recording each one done in `done`.
+/// The schedule's run (`{}`) also rewrites the weeks whose refresh request is
+/// still in the bucket (its event failed for good or never came).
 pub async fn run_weekly(
     deps: &WeeklyDeps,
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
-    let weeks = match request.weeks()? {
-        Some(weeks) => weeks,
+    let (weeks, requested) = match request.weeks()? {
+        Some(weeks) => (weeks, Vec::new()),
         None => {
             let now = deps.clock.now();
             let mut weeks = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
             // Rebuild the previous week even when it already has a summary or
             // no records: the schedule promises that week, and reruns converge.
             weeks.push(IsoWeek::last_complete(now));
+            let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
+                Vec::new()
+            });
+            weeks.extend(&requested);
             weeks.sort_unstable();
             weeks.dedup();
-            weeks
+            (weeks, requested)
         }
     };
     for week in weeks {
-        let report = summarize_week(
-            deps.store.as_ref(),
-            deps.sink.as_ref(),
-            deps.clock.as_ref(),
-            week,
-            &deps.options,
-            &tally_core::summary::NoProgress,
-        )
-        .await?;
-        done.push(WeekDone::from(&report));
+        done.push(build_week(deps, week).await?);
+        if requested.contains(&week) {
+            finish_request(deps, week).await;
+        }
     }
     Ok(())
+}
+
+/// Rewrites each requested week, unless a run that started after its request
+/// has completed since (a burst of erasures in one week then costs one or two
+/// rewrites, not one each); deletes each request object afterwards.
+pub async fn refresh_weeks(
+    deps: &WeeklyDeps,
+    requests: &[RefreshRequest],
+    done: &mut Vec<WeekDone>,
+    covered: &mut Vec<IsoWeek>,
+) -> Result<(), WeeklyError> {
+    let margin = i64::try_from(COVER_MARGIN.as_millis()).unwrap_or(i64::MAX);
+    for request in requests {
+        let week = request.week;
+        let lease = take_lease(deps, week).await?;
+        let covered_by = lease.done_from.filter(|from| from.as_millis() >= request.requested_at.as_millis() + margin);
+        if let Some(from) = covered_by {
+            tracing::info!(%week, requested_at = %request.requested_at, run_started = %from, "the week was rewritten after this request: nothing to do");
+            release(deps, lease, None).await;
+            covered.push(week);
+        } else if !has_records(deps, week).await? {
+            // The retention deleted the week's records since: rewriting it
+            // now would replace the summary it keeps with an empty one.
+            tracing::warn!(%week, "the week's records were deleted by the retention; its summary is kept as it is");
+            release(deps, lease, None).await;
+            covered.push(week);
+        } else {
+            done.push(summarize_leased(deps, lease).await?);
+        }
+        finish_request(deps, week).await;
+    }
+    Ok(())
+}
+
+/// Whether the store still knows `week` (its marker goes only with
+/// `delete_week`, i.e. the retention; erasing every record keeps it).
+async fn has_records(deps: &WeeklyDeps, week: IsoWeek) -> Result<bool, WeeklyError> {
+    let weeks = deps.store.weeks().await.map_err(|source| SummarizeError::ListWeeks { source })?;
+    Ok(weeks.contains(&week))
+}
+
+/// Summarizes `week` under its lease.
+async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekDone, WeeklyError> {
+    let lease = take_lease(deps, week).await?;
+    summarize_leased(deps, lease).await
+}
+
+async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, WeeklyError> {
+    let started = deps.clock.now();
+    let result = summarize_week(
+        deps.store.as_ref(),
+        deps.sink.as_ref(),
+        deps.clock.as_ref(),
+        lease.week,
+        &deps.options,
+        &tally_core::summary::NoProgress,
+    )
+    .await;
+    // Only a complete run covers the requests made before it started.
+    release(deps, lease, result.as_ref().ok().map(|_| started)).await;
+    Ok(WeekDone::from(&result?))
+}
+
+/// Waits for `week`'s lease, polling with backoff, up to `lease_wait`.
+async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
+    let owner = RecordId::generate(deps.clock.now()).to_string();
+    let waiting = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let taken = deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await;
+        if let Some(lease) = taken.map_err(|source| WeeklyError::Lease { week, source })? {
+            return Ok(lease);
+        }
+        if waiting.elapsed() + delay > deps.lease_wait {
+            return Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() });
+        }
+        tracing::info!(%week, "another run is writing this week; waiting for it to finish");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A lease that cannot be released expires after `lease_hold`: logged only.
+async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) {
+    let week = lease.week;
+    if let Err(e) = deps.lease.release(lease, done_from, deps.clock.now()).await {
+        tracing::warn!(%week, error = %error_chain(&e), "could not release the week's lease; it expires on its own");
+    }
+}
+
+/// Deletes `week`'s refresh request once handled. A failure only leaves the
+/// object for the next scheduled run, which rewrites the week once more.
+async fn finish_request(deps: &WeeklyDeps, week: IsoWeek) {
+    if let Err(e) = deps.refresh.done(week).await {
+        tracing::warn!(%week, error = %error_chain(&e), "could not delete the week's refresh request");
+    }
 }
 
 /// One CloudWatch Embedded Metric Format line: namespace `tally`, dimension

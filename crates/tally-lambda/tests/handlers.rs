@@ -10,9 +10,12 @@ use http_body_util::BodyExt;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use tally_aws::testing::fresh_adapters;
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
+use tally_core::lifecycle::{SummaryState, erase};
+use tally_core::summary::{MANIFEST_JSON, RECORDS_NDJSON_GZ};
 use tally_core::testing::FixedClock;
 use tally_core::{Clock, IsoWeek, Record, RecordId, RecordLifecycle, RecordStore, SummarySink, Timestamp};
-use tally_lambda::{Retention, WeekPruned, WeeklyDeps, WeeklyError, api_service, handle_weekly};
+use tally_lambda::{Retention, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, api_service, handle_weekly};
 use tower::ServiceExt;
 
 macro_rules! event {
@@ -27,16 +30,26 @@ struct Env {
     lifecycle: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     clock: Arc<FixedClock>,
+    dynamo: Arc<DynamoDbRecordStore>,
+    s3: S3SummarySink,
+    config: tally_aws::AwsConfig,
 }
 
 async fn env() -> Env {
-    let (store, sink, _) = fresh_adapters().await;
+    env_at(Timestamp::now()).await
+}
+
+async fn env_at(now: Timestamp) -> Env {
+    let (store, sink, config) = fresh_adapters().await;
     let store = Arc::new(store);
     Env {
+        config,
         store: store.clone(),
-        lifecycle: store,
-        sink: Arc::new(sink),
-        clock: Arc::new(FixedClock::at(Timestamp::now())),
+        lifecycle: store.clone(),
+        sink: Arc::new(sink.clone()),
+        clock: Arc::new(FixedClock::at(now)),
+        dynamo: store,
+        s3: sink,
     }
 }
 
@@ -126,7 +139,12 @@ fn weekly_event(fixture: &str) -> LambdaEvent<Value> {
 
 fn weekly_deps(env: &Env) -> WeeklyDeps {
     let clock: Arc<dyn Clock> = env.clock.clone();
-    WeeklyDeps { store: env.store.clone(), sink: env.sink.clone(), clock, options: Default::default(), retention: None }
+    WeeklyDeps {
+        store: env.store.clone(),
+        sink: env.sink.clone(),
+        clock,
+        ..WeeklyDeps::new(env.dynamo.clone(), env.s3.clone())
+    }
 }
 
 async fn seed_week(env: &Env, week: IsoWeek, n: i64) {
@@ -259,8 +277,180 @@ async fn a_failing_store_fails_the_weekly_run() {
     let mut config = tally_aws::testing::fresh_config().await;
     config.table = "no-such-table".into();
     let (store, sink) = tally_aws::connect(&config).await.unwrap();
-    let deps = WeeklyDeps::new(Arc::new(store), Arc::new(sink));
+    let deps = WeeklyDeps::new(Arc::new(store), sink);
     let err = handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap_err();
-    assert!(matches!(err, WeeklyError::Summarize(_)), "{err:?}");
+    // The week's lease, in the same table, is the first thing to fail.
+    assert!(matches!(err, WeeklyError::Lease { .. }), "{err:?}");
     assert!(deps.sink.list_weeks().await.unwrap().is_empty());
+}
+
+// ------------------------------------------------------- refresh after erasure
+
+fn at(rfc3339: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(rfc3339).unwrap()
+}
+
+/// A fixture with the test's bucket in place of the example bucket.
+fn refresh_event(env: &Env, fixture: &str) -> LambdaEvent<Value> {
+    weekly_event(&fixture.replace("tally-summarybucket-example", env.s3.bucket()))
+}
+
+fn w47() -> IsoWeek {
+    IsoWeek::parse("2026-W47").unwrap()
+}
+
+async fn manifest_records(env: &Env, week: IsoWeek) -> Option<u64> {
+    let manifest = env.sink.read_object(week, MANIFEST_JSON).await.unwrap()?;
+    serde_json::from_slice::<Value>(&manifest).unwrap()["records"].as_u64()
+}
+
+async fn export_holds(env: &Env, week: IsoWeek, id: RecordId) -> bool {
+    use std::io::Read;
+    let gz = env.sink.read_object(week, RECORDS_NDJSON_GZ).await.unwrap().unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+    text.contains(&id.to_string())
+}
+
+async fn lease_held(env: &Env, week: IsoWeek) -> bool {
+    tally_aws::testing::lease_holder(&env.config, week).await.is_some()
+}
+
+async fn request_exists(env: &Env, week: IsoWeek) -> bool {
+    S3WeekRefresh::new(&env.s3).pending().await.unwrap().contains(&week)
+}
+
+/// GIVEN W47 summarized with 3 records (at 11:00) WHEN one is erased, which
+/// writes W47's refresh request (the fixtures' object, created at 12:00).
+async fn summarized_then_erased(env: &Env) -> RecordId {
+    seed_week(env, w47(), 3).await;
+    handle_weekly(&weekly_deps(env), weekly_event(event!("schedule-week.json"))).await.unwrap();
+    assert_eq!(manifest_records(env, w47()).await, Some(3));
+    let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[1].id;
+    assert!(export_holds(env, w47(), victim).await);
+    let refresh = S3WeekRefresh::new(&env.s3);
+    let erased = erase(env.lifecycle.as_ref(), env.sink.as_ref(), &refresh, victim).await.unwrap().unwrap();
+    assert_eq!(erased.summary, SummaryState::Regenerating);
+    assert!(request_exists(env, w47()).await);
+    // The event reaches the function a little later.
+    env.clock.set(at("2026-11-30T12:00:30Z"));
+    victim
+}
+
+#[tokio::test]
+async fn a_refresh_request_event_rewrites_the_week_without_the_erased_record() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let victim = summarized_then_erased(&env).await;
+
+    // WHEN S3 notifies the weekly function of the request object
+    let out = handle_weekly(&weekly_deps(&env), refresh_event(&env, event!("refresh-request.json"))).await.unwrap();
+
+    // THEN the week is summarized again without the record, and the request is gone
+    assert_eq!(out.weeks.iter().map(|w| (w.week, w.records)).collect::<Vec<_>>(), vec![(w47(), 2)]);
+    assert_eq!(manifest_records(&env, w47()).await, Some(2));
+    assert!(!export_holds(&env, w47(), victim).await);
+    assert!(!request_exists(&env, w47()).await);
+    assert!(out.pruned.is_empty(), "a refresh does not prune");
+
+    // A duplicate delivery of the same event finds the week already rewritten
+    // by a run that started after the request.
+    env.clock.set(at("2026-11-30T12:05:00Z"));
+    let again = handle_weekly(&weekly_deps(&env), refresh_event(&env, event!("refresh-request.json"))).await.unwrap();
+    assert_eq!((again.weeks.len(), again.covered.as_slice()), (0, &[w47()][..]));
+}
+
+#[tokio::test]
+async fn the_eventbridge_shape_of_the_event_works_the_same() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let victim = summarized_then_erased(&env).await;
+    let event = refresh_event(&env, event!("eventbridge-refresh-request.json"));
+    let out = handle_weekly(&weekly_deps(&env), event).await.unwrap();
+    assert_eq!(out.weeks.iter().map(|w| (w.week, w.records)).collect::<Vec<_>>(), vec![(w47(), 2)]);
+    assert!(!export_holds(&env, w47(), victim).await);
+    assert!(!request_exists(&env, w47()).await);
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_week_run_one_after_the_other_and_coalesce() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    summarized_then_erased(&env).await;
+    // WHEN a second request of the week arrives while the first one's run
+    // holds the week (a burst of erasures). B starts once A holds the lease:
+    // moto, unlike DynamoDB, does not make two simultaneous conditional
+    // updates of one item atomic.
+    let deps = weekly_deps(&env);
+    let b_after_a_holds = async {
+        while !lease_held(&env, w47()).await {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        handle_weekly(&deps, refresh_event(&env, event!("eventbridge-refresh-request.json"))).await
+    };
+    let (a, b) =
+        tokio::join!(handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json"))), b_after_a_holds);
+    // THEN one rewrites the week; the other waits for its lease and then
+    // finds the week rewritten by a run that started after its request.
+    let (a, b): (WeeklyOutput, WeeklyOutput) = (a.unwrap(), b.unwrap());
+    let rewritten = a.weeks.len() + b.weeks.len();
+    let covered = a.covered.len() + b.covered.len();
+    assert_eq!((rewritten, covered), (1, 1), "{a:?} {b:?}");
+    assert_eq!(manifest_records(&env, w47()).await, Some(2));
+}
+
+#[tokio::test]
+async fn a_week_held_by_another_run_for_too_long_fails_the_event_so_lambda_retries_it() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let deps = WeeklyDeps { lease_wait: std::time::Duration::from_millis(500), ..weekly_deps(&env) };
+    let held = deps.lease.try_acquire(w47(), "someone-else", env.clock.now(), deps.lease_hold).await.unwrap();
+    assert!(held.is_some());
+    let err = handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json"))).await.unwrap_err();
+    assert!(matches!(err, WeeklyError::Busy { .. }), "{err:?}");
+    assert_eq!(lambda_runtime::Diagnostic::from(err).error_type, "tally.Busy");
+    // Scheduled and operator runs wait for the lease too.
+    let err = handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap_err();
+    assert!(matches!(err, WeeklyError::Busy { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_schedule_also_rewrites_weeks_whose_request_event_was_lost() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let victim = summarized_then_erased(&env).await;
+    // The request's event never arrives; the next scheduled run picks it up.
+    let out = handle_weekly(&weekly_deps(&env), weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    assert!(out.weeks.iter().any(|w| (w.week, w.records) == (w47(), 2)), "{out:?}");
+    assert!(!export_holds(&env, w47(), victim).await);
+    assert!(!request_exists(&env, w47()).await);
+}
+
+#[tokio::test]
+async fn a_request_for_a_week_the_retention_has_emptied_keeps_its_summary() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    summarized_then_erased(&env).await;
+    // GIVEN the retention deleted the week's records before the event came
+    env.lifecycle.delete_week(w47()).await.unwrap();
+    let out = handle_weekly(&weekly_deps(&env), refresh_event(&env, event!("refresh-request.json"))).await.unwrap();
+    // THEN the summary is not replaced by an empty one
+    assert_eq!((out.weeks.len(), out.covered.as_slice()), (0, &[w47()][..]));
+    assert_eq!(manifest_records(&env, w47()).await, Some(3));
+    assert!(!request_exists(&env, w47()).await);
+}
+
+#[tokio::test]
+async fn other_s3_events_are_errors_that_say_what_was_expected() {
+    let env = env().await;
+    let fixture = event!("refresh-request.json").replace("tally-summarybucket-example", env.s3.bucket());
+    for (name, event) in [
+        ("another object of the week", fixture.replace("refresh.request", "manifest.json")),
+        ("another bucket", event!("refresh-request.json").to_owned()),
+        ("a deletion", fixture.replace("ObjectCreated:Put", "ObjectRemoved:Delete")),
+        ("another service", fixture.replace("\"aws:s3\"", "\"aws:sqs\"")),
+        ("garbage", r#"{"Records":"x"}"#.to_owned()),
+        ("an unknown object", r#"{"hello":"world"}"#.to_owned()),
+    ] {
+        let err = handle_weekly(&weekly_deps(&env), weekly_event(&event)).await.unwrap_err();
+        let WeeklyError::BadRequest(msg) = &err else { panic!("{name}: {err:?}") };
+        assert!(msg.contains("refresh.request"), "{name}: {msg}");
+    }
+    // S3's test event (sent when a notification is set up) is not an error.
+    let test_event = weekly_event(r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#);
+    assert!(handle_weekly(&weekly_deps(&env), test_event).await.unwrap().weeks.is_empty());
 }

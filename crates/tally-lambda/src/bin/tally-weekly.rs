@@ -1,5 +1,6 @@
-//! `tally-weekly`: the weekly summary, invoked by EventBridge Scheduler.
-//! Wiring only; see `tally_lambda::handle_weekly`.
+//! `tally-weekly`: the weekly summary, invoked by EventBridge Scheduler, and
+//! the rewrite of a week whose refresh request was created (EventBridge rule
+//! on the summary bucket). Wiring only; see `tally_lambda::handle_weekly`.
 
 use std::sync::Arc;
 
@@ -16,6 +17,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
     let store = Arc::new(store);
     let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
-    let deps = WeeklyDeps { options: config.summary_options(), retention, ..WeeklyDeps::new(store, Arc::new(sink)) };
+    let deps = WeeklyDeps { options: config.summary_options(), retention, ..WeeklyDeps::new(store, sink) };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
 }

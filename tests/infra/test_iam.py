@@ -17,6 +17,9 @@ from conftest import resolve
 # (action, resource, condition) triples. Resources are written the way
 # _render() prints intrinsics: "X.Arn" for GetAtt, "Ref:X", Sub strings as-is.
 SUMMARIES_PREFIX = {"StringLike": {"s3:prefix": ["summaries/", "summaries/*"]}}
+# The week leases (tally_aws::lease, partition keys L#<week>) and nothing else.
+LEASE_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["L#*"]}}
+REFRESH_REQUESTS = "${SummaryBucket.Arn}/summaries/*/refresh.request"
 
 API_GRANTS = {
     ("logs:CreateLogStream", "ApiFunctionLogGroup.Arn", None),
@@ -32,6 +35,8 @@ API_GRANTS = {
     # GET /summaries/{week}: read the week's objects; GET /summaries: list weeks.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
+    # DELETE /records/{id}: S3WeekRefresh::request puts summaries/<week>/refresh.request.
+    ("s3:PutObject", REFRESH_REQUESTS, None),
 }
 
 WEEKLY_GRANTS = {
@@ -44,16 +49,26 @@ WEEKLY_GRANTS = {
     ("dynamodb:BatchWriteItem", "{table}.Arn", None),
     # ...and then the week's marker (pk "W") with one DeleteItem.
     ("dynamodb:DeleteItem", "{table}.Arn", None),
+    # DynamoDbWeekLease::try_acquire / release: one run per week at a time.
+    ("dynamodb:UpdateItem", "{table}.Arn", json.dumps(LEASE_KEYS, sort_keys=True)),
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:ListMultipartUploadParts", "${SummaryBucket.Arn}/summaries/*", None),
-    # begin_week removes the old manifest before a re-run.
+    # begin_week removes the old manifest before a re-run; S3WeekRefresh::done
+    # removes a handled refresh request.
     ("s3:DeleteObject", "${SummaryBucket.Arn}/summaries/*", None),
     # catch-up: which weeks already have a manifest.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
+    # list_weeks, and S3WeekRefresh::pending (left-over requests).
     ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+}
+
+# Explicit denies. The weekly function must never start itself: creating a
+# refresh request is what starts it.
+WEEKLY_DENIES = {
+    ("s3:PutObject", REFRESH_REQUESTS, None),
 }
 
 # The role SAM generates for the ScheduleV2 event.
@@ -83,10 +98,10 @@ def _as_list(x: Any) -> list[Any]:
     return x if isinstance(x, list) else [x]
 
 
-def grants(resources: dict[str, Any], role: str) -> set[tuple[str, str, str | None]]:
-    """Every (action, resource, condition) the role allows, from its inline
-    policies and any AWS::IAM::Policy attached to it. Fails on Deny-less
-    oddities: NotAction, NotResource, managed policies."""
+def grants(resources: dict[str, Any], role: str, effect: str = "Allow") -> set[tuple[str, str, str | None]]:
+    """Every (action, resource, condition) the role allows (or, with
+    effect="Deny", denies) in its inline policies. Fails on oddities:
+    NotAction, NotResource, managed or attached policies."""
     props = resources[role]["Properties"]
     assert not props.get("ManagedPolicyArns"), f"{role} must not use managed policies: {props['ManagedPolicyArns']}"
     documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
@@ -97,8 +112,10 @@ def grants(resources: dict[str, Any], role: str) -> set[tuple[str, str, str | No
     out = set()
     for doc in documents:
         for st in _as_list(doc["Statement"]):
-            assert st["Effect"] == "Allow", f"{role}: unexpected {st['Effect']} statement"
+            assert st["Effect"] in ("Allow", "Deny"), f"{role}: unexpected {st['Effect']} statement"
             assert "NotAction" not in st and "NotResource" not in st, f"{role}: NotAction/NotResource: {st}"
+            if st["Effect"] != effect:
+                continue
             cond = json.dumps(st["Condition"], sort_keys=True) if "Condition" in st else None
             for action in _as_list(st["Action"]):
                 for resource in _as_list(st["Resource"]):
@@ -131,6 +148,14 @@ def test_weekly_function_role_grants_exactly_the_intended_actions(deployed):
     assert grants(resources, function_role(resources, "WeeklyFunction")) == _expect(WEEKLY_GRANTS, table)
 
 
+def test_only_the_weekly_role_has_denies_and_exactly_the_intended_ones(deployed):
+    resources, _ = deployed
+    for name, res in resources.items():
+        if res["Type"] == "AWS::IAM::Role" and not res["Properties"].get("ManagedPolicyArns"):
+            expected = WEEKLY_DENIES if name == function_role(resources, "WeeklyFunction") else set()
+            assert grants(resources, name, "Deny") == expected, name
+
+
 def test_scheduler_role_may_only_invoke_the_weekly_function_and_dead_letter(deployed):
     resources, _ = deployed
     schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
@@ -148,14 +173,16 @@ def test_no_role_allows_wildcard_actions_or_resources(deployed):
             assert resource != "*", f"{name}: {action} on every resource"
 
 
-def test_no_role_can_scan_update_or_drop_the_table(deployed):
+def test_no_role_can_scan_or_drop_the_table_and_updates_touch_only_leases(deployed):
     resources, _ = deployed
-    forbidden_prefixes = ("dynamodb:Scan", "dynamodb:Update", "dynamodb:PartiQL", "dynamodb:DeleteTable", "dynamodb:*")
+    forbidden_prefixes = ("dynamodb:Scan", "dynamodb:PartiQL", "dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:*")
     for name, res in resources.items():
         if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
             continue
-        for action, _, _ in grants(resources, name):
+        for action, _, cond in grants(resources, name):
             assert not action.startswith(forbidden_prefixes), f"{name} may {action}"
+            if action == "dynamodb:UpdateItem":
+                assert cond == json.dumps(LEASE_KEYS, sort_keys=True), f"{name} may update records: {cond}"
 
 
 # Which function may delete items from the table, and the code path that needs it.
@@ -188,7 +215,22 @@ def test_bucket_writes_are_confined_to_the_summaries_prefix(deployed):
             if action == "s3:ListBucket":
                 assert resource == "SummaryBucket.Arn" and cond is not None, f"{name}: unscoped ListBucket"
             else:
-                assert resource == "${SummaryBucket.Arn}/summaries/*", f"{name}: {action} on {resource}"
+                assert resource.startswith("${SummaryBucket.Arn}/summaries/"), f"{name}: {action} on {resource}"
+
+
+def test_only_the_api_function_may_create_refresh_requests(deployed):
+    """Creating summaries/<week>/refresh.request starts the weekly function:
+    the API function may create nothing else, and the weekly function may
+    not create it (so it can never start itself)."""
+    resources, _ = deployed
+    api = function_role(resources, "ApiFunction")
+    weekly = function_role(resources, "WeeklyFunction")
+    api_puts = {r for a, r, _ in grants(resources, api) if a == "s3:PutObject"}
+    assert api_puts == {REFRESH_REQUESTS}
+    assert ("s3:PutObject", REFRESH_REQUESTS, None) in grants(resources, weekly, "Deny")
+    for name, res in resources.items():
+        if res["Type"] == "AWS::IAM::Role" and name not in (api, weekly) and not res["Properties"].get("ManagedPolicyArns"):
+            assert not any(a.startswith("s3:") for a, _, _ in grants(resources, name)), name
 
 
 def test_every_role_is_accounted_for(cfn_template):

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import resolve
+from conftest import ROOT, resolve
 
 # Route -> how API Gateway authorizes it: the usage plan's API key, IAM
 # (SigV4), or nothing.
@@ -249,3 +249,76 @@ def test_retention_is_off_by_default_validated_and_reaches_only_the_weekly_funct
     weekly = resources["WeeklyFunction"]["Properties"]["Environment"]["Variables"]
     assert weekly["TALLY_RETENTION_WEEKS"] == {"Ref": "RetentionWeeks"}
     assert "TALLY_RETENTION_WEEKS" not in resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+
+
+def _rust_str_consts(path: str) -> dict[str, str]:
+    """`pub const NAME: &str = "value";` in a Rust source file."""
+    text = (ROOT / path).read_text()
+    return dict(re.findall(r'pub const (\w+): &str = "([^"]*)";', text))
+
+
+def _eventbridge_wildcard(pattern: str) -> re.Pattern[str]:
+    """EventBridge's wildcard filter: `*` is any run of characters, `/` included."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def _refresh_rule(resources: dict[str, Any]) -> dict[str, Any]:
+    (rule,) = [
+        r
+        for r in of_type(resources, "AWS::Events::Rule").values()
+        if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WeeklyFunction", "Arn"]}
+    ]
+    return rule["Properties"]
+
+
+def test_a_refresh_request_starts_the_weekly_function_and_nothing_it_writes_does(resources):
+    props = _refresh_rule(resources)
+    pattern = props["EventPattern"]
+    # Only creations: the function's own deletes (the handled request, the
+    # old manifest) are "Object Deleted" events.
+    assert pattern["source"] == ["aws.s3"]
+    assert pattern["detail-type"] == ["Object Created"]
+    assert pattern["detail"]["bucket"] == {"name": [{"Ref": "SummaryBucket"}]}
+    (key_filter,) = pattern["detail"]["object"]["key"]
+    assert set(key_filter) == {"wildcard"}, "one filter: several in the list would be OR-ed"
+    matches = _eventbridge_wildcard(key_filter["wildcard"]).fullmatch
+    # The key S3WeekRefresh writes (tally-aws) starts it...
+    request = _rust_str_consts("crates/tally-aws/src/s3.rs")["REFRESH_REQUEST"]
+    assert matches(f"summaries/2026-W47/{request}")
+    # ...and none of the objects summarize_week writes (tally-core) does.
+    written = _rust_str_consts("crates/tally-core/src/summary/service.rs")
+    names = {written[c] for c in ("SUMMARY_JSON", "SUMMARY_HTML", "RECORDS_NDJSON_GZ", "MANIFEST_JSON")}
+    assert names == {"summary.json", "summary.html", "records.ndjson.gz", "manifest.json"}
+    for name in names:
+        assert not matches(f"summaries/2026-W47/{name}"), name
+    for other in ["refresh.request", "other/2026-W47/refresh.request", "summaries/2026-W47/refresh.request.tmp"]:
+        assert not matches(other), other
+    # Undeliverable events are retried, then dead-lettered where the alarm watches.
+    (target,) = props["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+
+
+def test_the_bucket_notifies_eventbridge_only_and_the_queue_accepts_only_that_rule(resources):
+    notification = resources["SummaryBucket"]["Properties"]["NotificationConfiguration"]
+    # No direct Lambda/SQS/SNS notification: it would need the function (and
+    # its permission) before the bucket, while the function needs the bucket.
+    assert notification == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    rule_id = next(
+        n
+        for n, r in of_type(resources, "AWS::Events::Rule").items()
+        if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["WeeklyFunction", "Arn"]}
+    )
+    (policy,) = of_type(resources, "AWS::SQS::QueuePolicy").values()
+    assert policy["Properties"]["Queues"] == [{"Ref": "WeeklyDeadLetterQueue"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}}
+    permission = next(
+        r["Properties"]
+        for r in of_type(resources, "AWS::Lambda::Permission").values()
+        if r["Properties"]["Principal"] == "events.amazonaws.com"
+    )
+    assert permission["FunctionName"] == {"Ref": "WeeklyFunction"}
+    assert permission["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}

@@ -4,10 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::Method;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
-use tally_core::{Clock, IngestService, Limits, RecordStore, SummarySink};
-use tally_http::{AppState, Auth, HttpOptions};
+use tally_core::ports::WeekRefresh;
+use tally_core::{Clock, IngestService, Limits, RecordLifecycle, RecordStore, SummarySink};
+use tally_http::{Admin, ApiError, AppState, Auth, Erasure, HttpOptions};
 use tower::util::MapRequest;
 
 /// The request timeout inside the function: below its 25 s Lambda timeout,
@@ -21,16 +26,60 @@ pub type ApiService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http
 ///
 /// API Gateway checks `x-api-key` (`ApiKeyRequired` in `template.yaml`)
 /// before the function is invoked, and the function never sees the key's
-/// value, so the router runs with [`Auth::Open`]. The REST stage (`/Prod`)
-/// is removed from paths here as well as by `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`,
-/// so routing does not hinge on one environment variable.
-pub fn api_service(store: Arc<dyn RecordStore>, sink: Arc<dyn SummarySink>, clock: Arc<dyn Clock>) -> ApiService {
-    let ingest = IngestService::new(store, clock, Limits::default());
-    let router = tally_http::router(
-        AppState::new(ingest, sink, Auth::Open),
-        HttpOptions { request_timeout: API_REQUEST_TIMEOUT },
-    );
+/// value, so the router runs with [`Auth::Open`]. Erasure
+/// (`DELETE /records/{id}`) is signed with IAM (SigV4) instead, which API
+/// Gateway checks too: the router trusts it ([`Admin::Upstream`]), and
+/// [`require_iam_identity`] refuses a `DELETE` whose event lacks the IAM
+/// caller API Gateway adds. An erasure asks `refresh` (on AWS
+/// [`tally_aws::S3WeekRefresh`]) to rewrite the week's summary.
+///
+/// The REST stage (`/Prod`) is removed from paths here as well as by
+/// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`, so routing does not hinge on one
+/// environment variable.
+pub fn api_service(
+    store: Arc<dyn RecordLifecycle>,
+    sink: Arc<dyn SummarySink>,
+    refresh: Arc<dyn WeekRefresh>,
+    clock: Arc<dyn Clock>,
+) -> ApiService {
+    let records: Arc<dyn RecordStore> = store.clone();
+    let ingest = IngestService::new(records, clock, Limits::default());
+    let state = AppState::new(ingest, sink, Auth::Open).with_erasure(Erasure::new(store, refresh, Admin::Upstream));
+    let router = tally_http::router(state, HttpOptions { request_timeout: API_REQUEST_TIMEOUT })
+        .layer(axum::middleware::from_fn(require_iam_identity));
     MapRequest::new(router, strip_stage as fn(lambda_http::Request) -> lambda_http::Request)
+}
+
+/// The erasure route (with `DELETE`), as the router names it.
+const ERASURE_ROUTE: &str = "/records/{id}";
+
+/// A `DELETE` must come through the IAM-authorized method: API Gateway then
+/// puts the verified caller's ARN in the event. Without one (a method
+/// misconfigured to skip IAM, an event from elsewhere) the answer is 403,
+/// so trusting the upstream check never means trusting no check. The
+/// caller is logged: who erased which record.
+async fn require_iam_identity(req: Request, next: Next) -> Response {
+    let erasure = req.method() == Method::DELETE
+        && req.extensions().get::<MatchedPath>().is_some_and(|p| p.as_str() == ERASURE_ROUTE);
+    if !erasure {
+        return next.run(req).await;
+    }
+    let caller = match req.extensions().get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.user_arn.clone().filter(|arn| !arn.is_empty()),
+        _ => None,
+    };
+    match caller {
+        Some(caller) => {
+            tracing::info!(%caller, path = %req.uri().path(), "erasure requested by an IAM caller");
+            next.run(req).await
+        }
+        None => ApiError::Forbidden(
+            "erasing records needs a request signed with AWS SigV4 (IAM), sent through the API's DELETE method; \
+             see docs/DEPLOY.md"
+                .into(),
+        )
+        .into_response(),
+    }
 }
 
 /// `/Prod/records` → `/records` for API Gateway REST events.

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use base64::Engine;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tally_aws::S3WeekRefresh;
 use tally_aws::testing::fresh_adapters;
+use tally_core::ports::WeekRefresh;
 use tally_core::testing::{FixedClock, collect_week};
-use tally_core::{Clock, IsoWeek, RecordStore, SummarySink, Timestamp};
+use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, Timestamp};
 use tally_lambda::api_service;
 use tower::ServiceExt;
 
@@ -58,7 +60,8 @@ fn event(method: &str, path: &str, body: Body<'_>, headers: &[(&str, Option<&str
 #[tokio::test]
 async fn bad_requests_get_their_4xx_problem_and_store_nothing() {
     let (store, sink, _) = fresh_adapters().await;
-    let store: Arc<dyn RecordStore> = Arc::new(store);
+    let refresh: Arc<dyn WeekRefresh> = Arc::new(S3WeekRefresh::new(&sink));
+    let store: Arc<dyn RecordLifecycle> = Arc::new(store);
     let sink: Arc<dyn SummarySink> = Arc::new(sink);
     let clock: Arc<dyn Clock> = Arc::new(FixedClock::at(Timestamp::now()));
     let week = IsoWeek::containing(clock.now());
@@ -94,8 +97,8 @@ async fn bad_requests_get_their_4xx_problem_and_store_nothing() {
     let before = collect_week(store.as_ref(), week, 1000).await.len();
     for (name, e, status, kind) in &cases {
         let request = lambda_http::request::from_str(e).unwrap_or_else(|err| panic!("{name}: bad event: {err}"));
-        let response =
-            api_service(store.clone(), sink.clone(), clock.clone()).oneshot(request).await.expect("infallible");
+        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone());
+        let response = service.oneshot(request).await.expect("infallible");
         let got = response.status().as_u16();
         let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

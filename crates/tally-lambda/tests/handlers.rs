@@ -62,7 +62,9 @@ struct Answer {
 async fn call(env: &Env, fixture: &str) -> Answer {
     let request = lambda_http::request::from_str(fixture).expect("fixture is an API Gateway event");
     let clock: Arc<dyn Clock> = env.clock.clone();
-    let response = api_service(env.store.clone(), env.sink.clone(), clock).oneshot(request).await.unwrap();
+    let refresh = Arc::new(S3WeekRefresh::new(&env.s3));
+    let service = api_service(env.lifecycle.clone(), env.sink.clone(), refresh, clock);
+    let response = service.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -453,4 +455,81 @@ async fn other_s3_events_are_errors_that_say_what_was_expected() {
     // S3's test event (sent when a notification is set up) is not an error.
     let test_event = weekly_event(r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#);
     assert!(handle_weekly(&weekly_deps(&env), test_event).await.unwrap().weeks.is_empty());
+}
+
+// ------------------------------------------------------ reads and erasure (API)
+
+/// `fixture` with `id` in place of the fixtures' record id.
+fn for_id(fixture: &str, id: RecordId) -> String {
+    fixture.replace("01KAQ6ZP4W0000000000000000", &id.to_string())
+}
+
+/// `fixture` with `name=value` added to its query string.
+fn with_query(fixture: &str, name: &str, value: &str) -> String {
+    let mut event: Value = serde_json::from_str(fixture).unwrap();
+    event["queryStringParameters"][name] = Value::from(value);
+    event["multiValueQueryStringParameters"][name] = serde_json::json!([value]);
+    event.to_string()
+}
+
+#[tokio::test]
+async fn get_records_reads_a_week_page_by_page() {
+    let env = env().await;
+    seed_week(&env, w47(), 3).await;
+    let stored = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await;
+    // GET /records?week=2026-W47&limit=2, then the next page with its cursor
+    let first = call(&env, event!("apigw-list-records.json")).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    let next = first.json["next"].as_str().expect("a cursor to the next page").to_owned();
+    let second = call(&env, &with_query(event!("apigw-list-records.json"), "cursor", &next)).await;
+    assert_eq!(second.status, 200, "{}", second.json);
+    assert_eq!(second.json["next"], Value::Null);
+    let ids: Vec<String> = [&first.json, &second.json]
+        .iter()
+        .flat_map(|page| page["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(ids, stored.iter().map(|r| r.id.to_string()).collect::<Vec<_>>());
+    // A bad parameter is a 400 naming it.
+    let bad = call(&env, &with_query(event!("apigw-list-records.json"), "limit", "0")).await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+}
+
+#[tokio::test]
+async fn an_iam_signed_delete_erases_the_record_and_its_week_is_rewritten_without_it() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    seed_week(&env, w47(), 3).await;
+    handle_weekly(&weekly_deps(&env), weekly_event(event!("schedule-week.json"))).await.unwrap();
+    let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[1].id;
+
+    // WHEN an operator sends the signed DELETE
+    let a = call(&env, &for_id(event!("apigw-delete-record.json"), victim)).await;
+
+    // THEN the record is gone, and the week's refresh request is written
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json, serde_json::json!({"id": victim.to_string(), "week": "2026-W47", "summary": "regenerating"}));
+    assert_eq!(env.store.get(victim).await.unwrap(), None);
+    assert!(request_exists(&env, w47()).await);
+    // ...whose event makes the weekly function rewrite the week without it.
+    env.clock.set(at("2026-11-30T12:00:30Z"));
+    let out = handle_weekly(&weekly_deps(&env), refresh_event(&env, event!("refresh-request.json"))).await.unwrap();
+    assert_eq!(out.weeks.iter().map(|w| (w.week, w.records)).collect::<Vec<_>>(), vec![(w47(), 2)]);
+    assert!(!export_holds(&env, w47(), victim).await);
+    assert!(!request_exists(&env, w47()).await);
+    // Erased already: 404.
+    let again = call(&env, &for_id(event!("apigw-delete-record.json"), victim)).await;
+    assert_eq!(again.status, 404, "{}", again.json);
+}
+
+#[tokio::test]
+async fn a_delete_without_the_iam_caller_api_gateway_adds_is_refused() {
+    let env = env().await;
+    seed_week(&env, w47(), 1).await;
+    let id = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[0].id;
+    let mut event: Value = serde_json::from_str(&for_id(event!("apigw-delete-record.json"), id)).unwrap();
+    event["requestContext"]["identity"]["userArn"] = Value::Null;
+    let a = call(&env, &event.to_string()).await;
+    assert_eq!(a.status, 403, "{}", a.json);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert!(env.store.get(id).await.unwrap().is_some(), "nothing erased");
+    assert!(!request_exists(&env, w47()).await);
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tally_aws::S3WeekRefresh;
 use tally_core::SystemClock;
 use tally_lambda::FunctionConfig;
 
@@ -13,6 +14,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = FunctionConfig::from_env(|name| std::env::var(name))?;
     // SDK clients are built once per cold start; no request is made here.
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
-    let service = tally_lambda::api_service(Arc::new(store), Arc::new(sink), Arc::new(SystemClock));
+    // Erasures ask for their week's rewrite with an object beside its summary.
+    let refresh = Arc::new(S3WeekRefresh::new(&sink));
+    let service = tally_lambda::api_service(Arc::new(store), Arc::new(sink), refresh, Arc::new(SystemClock));
     lambda_http::run(service).await
 }

@@ -66,3 +66,64 @@ async fn serve_and_summarize_work_the_same_on_dynamodb_and_s3() {
     assert_eq!(r.json::<Value>().await.unwrap()["weeks"][0]["week"], week);
     assert!(server.terminate().success());
 }
+
+/// The data lifecycle from the CLI on DynamoDB + S3: import plain records,
+/// summarize, export, restore the export into a fresh table (byte-identical
+/// summary), then prune.
+#[tokio::test]
+async fn import_export_and_prune_work_the_same_on_dynamodb_and_s3() {
+    let run = |config: &tally_aws::AwsConfig, args: &[&str]| {
+        let out = tally()
+            .args(args)
+            .args(aws_flags(config))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "tally {args:?}: {text}");
+        text
+    };
+    let week = "2026-W40";
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.ndjson");
+    let lines: String = (0..300)
+        .map(|i| format!("{{\"ts\":{},\"n\":{i},\"big\":1e400,\"s\":\"é{}\"}}\n", 1_790_553_600 + i * 1733, i % 7))
+        .collect();
+    std::fs::write(&plain, lines).unwrap();
+
+    let first = tally_aws::testing::fresh_config().await;
+    let out = run(&first, &["import", plain.to_str().unwrap(), "--time-field", "ts"]);
+    assert!(out.contains("imported 300, already present 0"), "{out}");
+    let out = run(&first, &["import", plain.to_str().unwrap(), "--time-field", "ts"]);
+    assert!(out.contains("imported 0, already present 300"), "{out}");
+    run(&first, &["summarize", "--week", week]);
+    let export = dir.path().join("w40.ndjson.gz");
+    run(&first, &["export", "--week", week, "--out", export.to_str().unwrap()]);
+
+    // Restore into a fresh table and bucket: the same summary, byte for byte.
+    let second = tally_aws::testing::fresh_config().await;
+    let out = run(&second, &["import", export.to_str().unwrap()]);
+    assert!(out.contains("imported 300, already present 0"), "{out}");
+    run(&second, &["summarize", "--week", week]);
+    let (_, s3) = {
+        let sdk = tally_aws::sdk_config(&first).await;
+        (tally_aws::dynamodb_client(&sdk, None), tally_aws::s3_client(&sdk, true))
+    };
+    let read = |bucket: String| {
+        let s3 = s3.clone();
+        async move {
+            let key = format!("summaries/{week}/summary.json");
+            let obj = s3.get_object().bucket(bucket).key(key).send().await.unwrap();
+            obj.body.collect().await.unwrap().into_bytes()
+        }
+    };
+    assert_eq!(read(first.bucket.clone()).await, read(second.bucket.clone()).await);
+
+    // Retention: the summarized week's records go; its summary stays.
+    let out = run(&second, &["prune", "--retention-weeks", "2"]);
+    assert!(out.contains(&format!("{week}         300 records deleted")), "{out}");
+    let left = dir.path().join("left.ndjson");
+    run(&second, &["export", "--week", week, "--out", left.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&left).unwrap(), "");
+}

@@ -447,30 +447,12 @@ impl RecordStore for DynamoDbRecordStore {
 
     #[instrument(skip_all, fields(table = %self.table))]
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
-        let mut weeks = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(WEEKS_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Query (weeks)", e))?;
-            for item in out.items.unwrap_or_default() {
-                let sk = get_s(&item, "sk")?;
-                weeks
-                    .push(IsoWeek::parse(sk).map_err(|e| StoreError::internal("a week marker is not an ISO week", e))?);
-            }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                break;
-            }
-        }
+        let mut weeks = self
+            .sort_keys(WEEKS_PK, None)
+            .await?
+            .iter()
+            .map(|sk| IsoWeek::parse(sk).map_err(|e| StoreError::internal("a week marker is not an ISO week", e)))
+            .collect::<Result<Vec<_>, _>>()?;
         weeks.sort();
         weeks.dedup();
         Ok(weeks)
@@ -527,25 +509,28 @@ impl DynamoDbRecordStore {
         Ok(found)
     }
 
-    /// The keys of every record of one day-shard partition within `bounds`, page by page.
-    async fn partition_keys(&self, pk: &str, bounds: &(String, String)) -> Result<Vec<String>, StoreError> {
+    /// Every sort key of partition `pk` — within `bounds` (both inclusive)
+    /// if given — page by page: the week markers, or a day-shard's record ids.
+    async fn sort_keys(&self, pk: &str, bounds: Option<&(String, String)>) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut start = None;
         loop {
-            let out = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
                 .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":lo", s(bounds.0.clone()))
-                .expression_attribute_values(":hi", s(bounds.1.clone()))
                 .projection_expression("sk")
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Query (keys)", e))?;
+                .set_exclusive_start_key(start);
+            let query = match bounds {
+                Some((lo, hi)) => query
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":lo", s(lo.clone()))
+                    .expression_attribute_values(":hi", s(hi.clone())),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let out = query.send().await.map_err(|e| classify("Query (sort keys)", e))?;
             for item in out.items.unwrap_or_default() {
                 keys.push(get_s(&item, "sk")?.to_owned());
             }
@@ -623,7 +608,7 @@ impl RecordLifecycle for DynamoDbRecordStore {
         for day in week.days() {
             for shard in 0..SHARDS {
                 let pk = day_pk(day, shard);
-                let keys = self.partition_keys(&pk, &bounds).await?;
+                let keys = self.sort_keys(&pk, Some(&bounds)).await?;
                 deleted += keys.len() as u64;
                 self.delete_items(keys.into_iter().map(|sk| (pk.clone(), sk)).collect()).await?;
             }

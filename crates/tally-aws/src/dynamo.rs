@@ -419,7 +419,7 @@ impl RecordStore for DynamoDbRecordStore {
     fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
         // Sort keys are ULID text, whose order is id order: the range is
         // `from ..= to - 1`, on every day partition from `from`'s day to that id's.
-        let last = u128::from_be_bytes(to.to_bytes()).checked_sub(1).map(|n| RecordId::from_bytes(n.to_be_bytes()));
+        let last = to.previous();
         let days: VecDeque<Date> = match last.filter(|last| from <= *last) {
             Some(last) => {
                 let (first, last_day) = (from.timestamp().to_datetime().date(), last.timestamp().to_datetime().date());
@@ -599,11 +599,8 @@ impl RecordLifecycle for DynamoDbRecordStore {
     /// them with BatchWriteItem, then the week's marker.
     #[instrument(skip_all, fields(table = %self.table, week = %week))]
     async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-        let bounds = (
-            RecordId::lower_bound(week.start()).to_string(),
-            RecordId::from_bytes((u128::from_be_bytes(RecordId::lower_bound(week.end()).to_bytes()) - 1).to_be_bytes())
-                .to_string(),
-        );
+        let (from, to) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
+        let bounds = (from.to_string(), to.previous().unwrap_or(from).to_string());
         let mut deleted = 0;
         for day in week.days() {
             for shard in 0..SHARDS {

@@ -49,6 +49,18 @@ impl RecordId {
         Self::sequence(at, u128::from_be_bytes(base), index)
     }
 
+    /// The id right after this one (itself for the largest id): where a
+    /// range read resumes after a page ending here.
+    pub fn next(self) -> Self {
+        Self::from_bytes(u128::from_be_bytes(self.to_bytes()).saturating_add(1).to_be_bytes())
+    }
+
+    /// The id right before this one, `None` for the smallest: the inclusive
+    /// end of a range that stops before this id.
+    pub fn previous(self) -> Option<Self> {
+        u128::from_be_bytes(self.to_bytes()).checked_sub(1).map(|n| Self::from_bytes(n.to_be_bytes()))
+    }
+
     /// The smallest id that can belong to a record received at `at` or later.
     pub fn lower_bound(at: Timestamp) -> Self {
         Self(Ulid::from_parts(millis(at), 0))
@@ -122,6 +134,15 @@ impl<'de> Deserialize<'de> for RecordId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbours_are_one_apart_and_stop_at_the_ends() {
+        let id = RecordId::parse("01KAQ6ZP4W0000000000000000").unwrap();
+        assert_eq!(id.next().previous(), Some(id));
+        assert!(id.previous().unwrap() < id && id < id.next());
+        assert_eq!(RecordId::from_bytes([0; 16]).previous(), None);
+        assert_eq!(RecordId::from_bytes([0xff; 16]).next(), RecordId::from_bytes([0xff; 16]));
+    }
 
     #[test]
     fn id_carries_its_timestamp_and_round_trips() {

@@ -138,7 +138,7 @@ impl RecordReader {
     pub async fn page(&self, query: &Query) -> Result<Page, ReadError> {
         let (from, to) = self.settled(query.range);
         let from = match query.after {
-            Some(last) => successor(last),
+            Some(last) => last.next(),
             None => from,
         };
         let mut pages = self.store.scan_range(from, to, query.limit + 1);
@@ -228,12 +228,6 @@ fn parse_range(params: &RangeParams, mode: ReadMode) -> Result<TimeRange, ReadEr
         return Err(invalid("to", format!("the range is longer than {max_days} days{how}")));
     }
     Ok(range)
-}
-
-/// The id right after `id`.
-fn successor(id: RecordId) -> RecordId {
-    let n = u128::from_be_bytes(id.to_bytes());
-    RecordId::from_bytes(n.saturating_add(1).to_be_bytes())
 }
 
 /// Where the next page starts: the last id returned, bound to its range so a

@@ -61,6 +61,33 @@ impl S3SummarySink {
         &self.bucket
     }
 
+    /// Lists every object under the summaries prefix, page by page, and
+    /// returns the distinct weeks `week_of` finds in their keys, ascending.
+    async fn weeks_of_objects(&self, week_of: impl Fn(&str) -> Option<IsoWeek>) -> Result<Vec<IsoWeek>, SinkError> {
+        let prefix = self.weeks_prefix();
+        let mut weeks = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListObjectsV2", e))?;
+            weeks.extend(out.contents().iter().filter_map(|o| o.key()).filter_map(&week_of));
+            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
+            if token.is_none() {
+                break;
+            }
+        }
+        weeks.sort();
+        weeks.dedup();
+        Ok(weeks)
+    }
+
     fn weeks_prefix(&self) -> String {
         format!("{}summaries/", self.prefix)
     }
@@ -132,29 +159,7 @@ impl S3WeekRefresh {
     /// rewrites them too.
     #[instrument(skip_all, fields(bucket = %self.sink.bucket))]
     pub async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError> {
-        let sink = &self.sink;
-        let prefix = sink.weeks_prefix();
-        let mut weeks = Vec::new();
-        let mut token = None;
-        loop {
-            let out = sink
-                .client
-                .list_objects_v2()
-                .bucket(&sink.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| classify("ListObjectsV2", e))?;
-            weeks.extend(out.contents().iter().filter_map(|o| o.key()).filter_map(|k| self.week_of(k)));
-            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
-            if token.is_none() {
-                break;
-            }
-        }
-        weeks.sort();
-        weeks.dedup();
-        Ok(weeks)
+        self.sink.weeks_of_objects(|key| self.week_of(key)).await
     }
 }
 
@@ -240,34 +245,10 @@ impl SummarySink for S3SummarySink {
     #[instrument(skip_all, fields(bucket = %self.bucket))]
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
         let prefix = self.weeks_prefix();
-        let mut weeks = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| classify("ListObjectsV2", e))?;
-            for object in out.contents() {
-                let week = object
-                    .key()
-                    .and_then(|k| k.strip_prefix(&prefix))
-                    .and_then(|k| k.strip_suffix("/manifest.json"))
-                    .and_then(|w| IsoWeek::parse(w).ok());
-                weeks.extend(week);
-            }
-            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
-            if token.is_none() {
-                break;
-            }
-        }
-        weeks.sort();
-        weeks.dedup();
-        Ok(weeks)
+        self.weeks_of_objects(|key| {
+            key.strip_prefix(&prefix)?.strip_suffix("/manifest.json").and_then(|w| IsoWeek::parse(w).ok())
+        })
+        .await
     }
 }
 

@@ -2,16 +2,15 @@
 //! NDJSON, bad parameters) and `DELETE /records/{id}` (who may erase, what
 //! happens to the week's summary).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tally_core::ports::{SinkError, WeekRefresh};
 use tally_core::summary::{NoProgress, SummaryOptions, summarize_week};
-use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink};
+use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, RecordedRefresh};
 use tally_core::{IngestService, IsoWeek, Limits, Record, RecordId, RecordStore, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions, router};
 use tower::ServiceExt;
@@ -19,28 +18,17 @@ use tower::ServiceExt;
 const KEY: &str = "api-key-123";
 const ADMIN: &str = "admin-key-456";
 
-#[derive(Debug, Default)]
-struct Requests(Mutex<Vec<IsoWeek>>);
-
-#[async_trait::async_trait]
-impl WeekRefresh for Requests {
-    async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.0.lock().unwrap().push(week);
-        Ok(())
-    }
-}
-
 struct App {
     router: Router,
     store: Arc<MemoryRecordStore>,
     sink: Arc<MemorySummarySink>,
-    refresh: Arc<Requests>,
+    refresh: Arc<RecordedRefresh>,
 }
 
 fn app(erasure: bool) -> App {
     let store = Arc::new(MemoryRecordStore::default());
     let sink = Arc::new(MemorySummarySink::default());
-    let refresh = Arc::new(Requests::default());
+    let refresh = Arc::new(RecordedRefresh::default());
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), Limits::default());
     let mut state = AppState::new(ingest, sink.clone(), Auth::key(KEY));
     if erasure {
@@ -170,7 +158,7 @@ async fn only_the_admin_key_erases_and_a_summarized_week_is_rewritten() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let erased: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(erased, serde_json::json!({"id": id, "week": "2026-W40", "summary": "regenerating"}));
-    assert_eq!(*app.refresh.0.lock().unwrap(), vec![week]);
+    assert_eq!(app.refresh.weeks(), vec![week]);
     assert_eq!(send(&app, get(&format!("/records/{id}"))).await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(&app, delete(&id, Some(ADMIN))).await.0, StatusCode::NOT_FOUND);
 

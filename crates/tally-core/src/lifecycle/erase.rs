@@ -64,31 +64,18 @@ pub async fn erase(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
     use crate::RecordStore;
     use crate::clock::Timestamp;
     use crate::record::Record;
     use crate::summary::{NoProgress, SummaryOptions, summarize_week};
-    use crate::testing::{FixedClock, MemoryRecordStore, MemorySummarySink};
-
-    #[derive(Debug, Default)]
-    struct Requests(Mutex<Vec<IsoWeek>>);
-
-    #[async_trait::async_trait]
-    impl WeekRefresh for Requests {
-        async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
-            self.0.lock().unwrap().push(week);
-            Ok(())
-        }
-    }
+    use crate::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, RecordedRefresh};
 
     #[tokio::test]
     async fn erasing_a_summarized_record_asks_for_its_week_again() {
         let store = MemoryRecordStore::default();
         let sink = MemorySummarySink::default();
-        let requests = Requests::default();
+        let requests = RecordedRefresh::default();
         let week = IsoWeek::parse("2026-W47").unwrap();
         let at = week.start();
         let a = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
@@ -106,6 +93,6 @@ mod tests {
 
         let unsummarized = erase(&store, &sink, &requests, b.id).await.unwrap().unwrap();
         assert_eq!(unsummarized.summary, SummaryState::None);
-        assert_eq!(*requests.0.lock().unwrap(), vec![week]);
+        assert_eq!(requests.weeks(), vec![week]);
     }
 }

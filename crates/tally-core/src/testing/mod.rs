@@ -16,7 +16,7 @@ use crate::id::RecordId;
 use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
 use crate::ports::{
     InsertOutcome, ObjectInfo, ObjectUpload, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, SinkError,
-    StoreError, SummarySink,
+    StoreError, SummarySink, WeekRefresh,
 };
 use crate::record::Record;
 use crate::week::IsoWeek;
@@ -379,6 +379,25 @@ pub async fn lifecycle_contract(store: &dyn RecordLifecycle) {
     let weeks = store.weeks().await.expect("weeks");
     assert!(!weeks.contains(&week) && weeks.contains(&next), "{weeks:?}");
     assert_eq!(store.delete_week(week).await.expect("delete week again"), 0);
+}
+
+/// A [`WeekRefresh`] that records the weeks asked for, in order.
+#[derive(Debug, Default)]
+pub struct RecordedRefresh(Mutex<Vec<IsoWeek>>);
+
+impl RecordedRefresh {
+    /// The weeks asked for so far.
+    pub fn weeks(&self) -> Vec<IsoWeek> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+#[async_trait]
+impl WeekRefresh for RecordedRefresh {
+    async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(week);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

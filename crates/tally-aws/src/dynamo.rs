@@ -57,7 +57,7 @@ use tally_core::{IsoWeek, Record, RecordId, Timestamp};
 use time::Date;
 use tracing::{Instrument, instrument};
 
-use crate::retry::RetryPolicy;
+use tally_core::retry::RetryPolicy;
 
 /// Shards per day. Changing it orphans existing data: it is part of the key.
 pub const SHARDS: u16 = 16;

@@ -13,11 +13,9 @@
 //! - [`s3`]: summaries under `<prefix>summaries/<week>/`, manifest last;
 //!   refresh requests beside them.
 //! - [`lease`]: one summary run per week at a time (the weekly Lambda).
-//! - [`retry`]: backoff for BatchWriteItem's unprocessed items.
 
 pub mod dynamo;
 pub mod lease;
-pub mod retry;
 pub mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -29,8 +27,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use dynamo::DynamoDbRecordStore;
 pub use lease::{DynamoDbWeekLease, Lease};
-pub use retry::RetryPolicy;
 pub use s3::{S3SummarySink, S3WeekRefresh};
+pub use tally_core::retry::RetryPolicy;
 
 /// Where tally's data lives in AWS (or in an emulator).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -48,6 +48,7 @@ fn store(calls: Arc<Calls>, respond: fn(&str, usize) -> (u16, &'static str)) -> 
         max_attempts: 3,
         base: Duration::from_millis(1),
         max_delay: Duration::from_millis(2),
+        jitter: true,
     })
 }
 

@@ -10,15 +10,12 @@ use std::collections::BTreeSet;
 
 use tally_core::lifecycle::prune;
 use tally_core::ports::{SinkError, WeekRefresh};
-use tally_core::summary::{SummaryOptions, WeeklySchedule, catch_up, retry_delay, summarize_week};
+use tally_core::retry::{RetryPolicy, retry};
+use tally_core::summary::{SummaryOptions, WeeklySchedule, catch_up, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::progress::CliProgress;
-
-/// Attempts per scheduled run before waiting for the next one (whose
-/// catch-up picks the week up again).
-const ATTEMPTS: u32 = 6;
 
 pub fn spawn(
     store: Arc<dyn RecordLifecycle>,
@@ -135,28 +132,24 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(at.as_millis() - now.as_millis()).unwrap_or(0))
 }
 
-async fn with_retries<F, Fut, E>(what: &str, mut run: F)
+/// Runs `run` with [`RetryPolicy::SCHEDULED_RUN`]; when the attempts are
+/// used up, the next scheduled run's catch-up picks the week up again.
+async fn with_retries<F, Fut, E>(what: &str, run: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<usize, E>>,
     E: std::error::Error,
 {
-    for attempt in 0..ATTEMPTS {
-        match run().await {
-            Ok(weeks) => {
-                if weeks > 0 {
-                    tracing::info!(weeks, "{what} done");
-                }
-                return;
-            }
-            Err(e) => {
-                let delay = retry_delay(attempt);
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), attempt = attempt + 1, retry_in_s = delay.as_secs(), "{what} failed; will retry");
-                tokio::time::sleep(delay).await;
-            }
-        }
+    let result = retry(&RetryPolicy::SCHEDULED_RUN, run, |_| true, |e, attempt| {
+        let retry_in_s = attempt.next_in.map(|d| d.as_secs());
+        tracing::error!(error = %e, cause = ?std::error::Error::source(e), attempt = attempt.number, ?retry_in_s, "{what} failed");
+    })
+    .await;
+    match result {
+        Ok(weeks) if weeks > 0 => tracing::info!(weeks, "{what} done"),
+        Ok(_) => {}
+        Err(_) => tracing::error!(
+            "{what} kept failing; giving up until the next scheduled run (check the data directory and bucket)"
+        ),
     }
-    tracing::error!(
-        "{what} kept failing; giving up until the next scheduled run (check the data directory and bucket)"
-    );
 }

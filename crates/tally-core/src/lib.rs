@@ -6,6 +6,7 @@
 //! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`]).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.
+//! - [`retry`]: the one backoff-and-retry mechanism every crate uses.
 //!
 //! This crate must not depend on HTTP, AWS or SQLite crates: it is what the
 //! local server, the Lambda functions and every adapter share.
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod ports;
 pub mod record;
+pub mod retry;
 pub mod summary;
 pub mod validate;
 pub mod week;

@@ -31,7 +31,7 @@ pub use model::{
     ArraySummary, BooleanSummary, DayCount, FieldSummary, Histogram, Limits, NumberSummary, OTHER_PATH, SCHEMA_VERSION,
     StringSummary, Summary, TopValue, TypeCounts,
 };
-pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule, retry_delay};
+pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
     MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON, SummarizeError,
     WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_week, summarize_weeks,

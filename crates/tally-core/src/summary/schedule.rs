@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -80,11 +79,6 @@ impl fmt::Display for WeeklySchedule {
     }
 }
 
-/// Backoff before retrying a failed run: 1 min, doubling, capped at 1 h.
-pub fn retry_delay(attempt: u32) -> Duration {
-    Duration::from_secs(60u64.saturating_mul(1u64 << attempt.min(6)).min(3600))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,12 +110,5 @@ mod tests {
         let err = WeeklySchedule::parse("every monday").unwrap_err();
         assert!(err.to_string().contains("every monday"));
         assert!(std::error::Error::source(&err).is_some());
-    }
-
-    #[test]
-    fn retry_backoff_doubles_then_caps() {
-        assert_eq!(retry_delay(0), Duration::from_secs(60));
-        assert_eq!(retry_delay(1), Duration::from_secs(120));
-        assert_eq!(retry_delay(40), Duration::from_secs(3600));
     }
 }

@@ -28,6 +28,8 @@ const HOURS: usize = 7 * 24;
 const MAX_KEY_BYTES: usize = 256;
 /// Bins of the per-field number histogram.
 const HISTOGRAM_BINS: usize = 20;
+/// `NumberSummary::quantiles` holds the values at ranks `i / QUANTILE_STEPS`.
+pub(crate) const QUANTILE_STEPS: usize = 40;
 
 /// Member positions per object whose last-seen key is remembered.
 const MAX_REMEMBERED_POSITIONS: usize = 64;
@@ -300,6 +302,8 @@ impl Aggregator {
                 exact_distinct_limit: o.exact_distinct_limit,
             },
             fields,
+            comparison: None,
+            segments: None,
         }
     }
 }
@@ -386,6 +390,20 @@ impl Walk<'_> {
     }
 }
 
+/// The values at ranks `0, 1/QUANTILE_STEPS, … 1`; the ends are the exact
+/// min and max rather than the sketch's.
+fn quantiles(n: &super::stats::NumberStats) -> Vec<f64> {
+    let ranks: Vec<f64> = (0..=QUANTILE_STEPS).map(|i| i as f64 / QUANTILE_STEPS as f64).collect();
+    let mut q = n.sketch.quantiles(&ranks);
+    if let Some(first) = q.first_mut() {
+        *first = n.min;
+    }
+    if let Some(last) = q.last_mut() {
+        *last = n.max;
+    }
+    q
+}
+
 fn field_summary(path: String, s: &FieldStats, top_values: usize) -> FieldSummary {
     let t = &s.types;
     let types = TypeCounts {
@@ -414,6 +432,7 @@ fn field_summary(path: String, s: &FieldStats, top_values: usize) -> FieldSummar
                 max: n.max,
                 counts: n.sketch.histogram(n.min, n.max, if n.min < n.max { HISTOGRAM_BINS } else { 1 }),
             }),
+            quantiles: if has { quantiles(n) } else { Vec::new() },
         }
     });
     let string = s.string.as_ref().map(|st| StringSummary {

@@ -97,6 +97,27 @@ impl Kll {
         items.last().map(|&(v, _)| v)
     }
 
+    /// [`quantile`](Self::quantile) at each of `qs` (ascending), sorting the
+    /// retained items once.
+    pub fn quantiles(&self, qs: &[f64]) -> Vec<f64> {
+        let items = self.weighted();
+        let total: u64 = items.iter().map(|&(_, w)| w).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(qs.len());
+        let (mut i, mut seen) = (0, 0);
+        for &q in qs {
+            let target = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+            while i < items.len() && seen + items[i].1 < target {
+                seen += items[i].1;
+                i += 1;
+            }
+            out.push(items.get(i).or(items.last()).map_or(f64::NAN, |&(v, _)| v));
+        }
+        out
+    }
+
     /// Counts per equal-width bin over `[lo, hi]` (approximate: each retained
     /// item carries its weight into the bin holding it). Sums to [`count`](Self::count).
     pub fn histogram(&self, lo: f64, hi: f64, bins: usize) -> Vec<u64> {

@@ -28,8 +28,9 @@ mod stats;
 pub use aggregate::{Aggregator, MergeError};
 pub use html::render_html;
 pub use model::{
-    ArraySummary, BooleanSummary, DayCount, FieldSummary, Histogram, Limits, NumberSummary, OTHER_PATH, SCHEMA_VERSION,
-    StringSummary, Summary, TopValue, TypeCounts,
+    ArraySummary, BooleanSummary, Comparison, DayCount, FieldSummary, Finding, FindingKind, Histogram, Limits,
+    NumberSummary, OTHER_PATH, SCHEMA_VERSION, Segment, Segments, Severity, StringSummary, Summary, TopValue,
+    TypeCounts,
 };
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{

@@ -1,4 +1,10 @@
-//! `summary.json`, schema 1: the types, and their deterministic encoding.
+//! `summary.json`, schema 2: the types, and their deterministic encoding.
+//!
+//! Schema 2 is additive over schema 1: every schema-1 key keeps its name and
+//! meaning; it adds `comparison` (findings against the previous summarized
+//! week), `segments` (per-value summaries of one top-level field) and each
+//! number field's `quantiles` (the sketch state the `distribution` finding
+//! compares).
 //!
 //! Determinism: fields are sorted by path, top values by count then value,
 //! floats are printed by serde_json's shortest round-trip formatting, and
@@ -11,7 +17,7 @@ use crate::clock::Timestamp;
 use crate::week::IsoWeek;
 
 /// The current `summary.json` schema version.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Path under which fields beyond the tracked-path cap are counted together.
 pub const OTHER_PATH: &str = "_other";
@@ -37,6 +43,115 @@ pub struct Summary {
     pub per_hour: Vec<u64>,
     pub limits: Limits,
     /// Every tracked path, sorted by path, then `_other` if anything overflowed.
+    pub fields: Vec<FieldSummary>,
+    /// Schema 2: what changed since the latest earlier summarized week;
+    /// `null` when there is none.
+    #[serde(default)]
+    pub comparison: Option<Comparison>,
+    /// Schema 2: per-value summaries of the `--segment-by` field; `null`
+    /// when not segmented.
+    #[serde(default)]
+    pub segments: Option<Segments>,
+}
+
+/// The week against the latest earlier week that has a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub previous_week: IsoWeek,
+    /// Sorted by (kind, path); deterministic.
+    pub findings: Vec<Finding>,
+}
+
+impl Comparison {
+    /// Findings of severity `warn`.
+    pub fn warnings(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Warn).count()
+    }
+}
+
+/// One thing that changed, in a sentence a person understands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The field path (`a.b`, segment findings prefixed `kind=orders:`), or
+    /// `null` for week-level findings.
+    pub path: Option<String>,
+    pub severity: Severity,
+    pub previous: serde_json::Value,
+    pub current: serde_json::Value,
+    pub message: String,
+}
+
+/// The finding kinds, serialized as exactly these strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    Volume,
+    FieldAdded,
+    FieldRemoved,
+    TypeChanged,
+    NullRate,
+    Distribution,
+    TopValues,
+    QuietDay,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 8] = [
+        Self::Volume,
+        Self::FieldAdded,
+        Self::FieldRemoved,
+        Self::TypeChanged,
+        Self::NullRate,
+        Self::Distribution,
+        Self::TopValues,
+        Self::QuietDay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Volume => "volume",
+            Self::FieldAdded => "field_added",
+            Self::FieldRemoved => "field_removed",
+            Self::TypeChanged => "type_changed",
+            Self::NullRate => "null_rate",
+            Self::Distribution => "distribution",
+            Self::TopValues => "top_values",
+            Self::QuietDay => "quiet_day",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warn,
+}
+
+/// Per-value summaries of one top-level string field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segments {
+    /// The top-level field segmented by.
+    pub by: String,
+    /// The most frequent values (at most 20), by records then value.
+    pub values: Vec<Segment>,
+    /// Records in no listed segment: other values, and records without the
+    /// field or with a non-string value there.
+    pub other_records: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub value: String,
+    pub records: u64,
+    /// Same shape as the top-level `fields`.
     pub fields: Vec<FieldSummary>,
 }
 
@@ -102,6 +217,12 @@ pub struct NumberSummary {
     pub p99: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
+    /// Schema 2: the values at ranks 0, 1/40, 2/40 … 1 (41 values, from the
+    /// KLL sketch): enough to compare two weeks' distributions (the
+    /// `distribution` finding's Kolmogorov–Smirnov distance) to within
+    /// 2.5 % + the sketch error. Empty when no finite number was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantiles: Vec<f64>,
 }
 
 /// Equal-width bins from `min` to `max` (approximate, from the sketch).

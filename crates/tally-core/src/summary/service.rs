@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
 use super::html::render_html;
+use super::model::Comparison;
 use crate::Record;
 use crate::clock::{Clock, Timestamp};
 use crate::ports::{ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
@@ -98,7 +99,7 @@ pub struct Manifest {
 }
 
 /// What a successful run wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WeekReport {
     pub week: IsoWeek,
     pub records: u64,
@@ -107,6 +108,9 @@ pub struct WeekReport {
     /// The objects listed in the manifest, sorted by key.
     pub objects: Vec<ObjectInfo>,
     pub manifest: ObjectInfo,
+    /// What changed since the previous summarized week (`None` when there
+    /// is none): what notifications announce.
+    pub comparison: Option<Comparison>,
 }
 
 /// Hooks for progress display: an indicatif bar or log lines in the CLI, logs
@@ -267,7 +271,14 @@ async fn run(
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| encode_err(MANIFEST_JSON)(e.into()))?;
     manifest_bytes.push(b'\n');
     let manifest_info = sink.commit_week(week, Bytes::from(manifest_bytes)).await.map_err(write_err(MANIFEST_JSON))?;
-    Ok(WeekReport { week, records: summary.records, bytes: summary.bytes, objects, manifest: manifest_info })
+    Ok(WeekReport {
+        week,
+        records: summary.records,
+        bytes: summary.bytes,
+        objects,
+        manifest: manifest_info,
+        comparison: summary.comparison.clone(),
+    })
 }
 
 /// How many pages may wait for each stage: enough to keep the cores busy

@@ -6,7 +6,8 @@
 //!   sketches for what cannot be exact in bounded memory: KLL quantiles
 //!   (`kll`), HyperLogLog distinct counts (`hll`), Misra–Gries top values
 //!   (`stats`).
-//! - [`Summary`] (`model`): `summary.json`, schema 1.
+//! - [`Summary`] (`model`): `summary.json`, schema 2.
+//! - [`compare`] (`compare`): the findings against the previous week.
 //! - [`render_html`] (`html`): `summary.html`, one self-contained page.
 //! - [`summarize_week`] and friends (`service`): the one code path used by
 //!   `tally summarize`, the in-process schedule and the weekly Lambda: read
@@ -16,6 +17,7 @@
 //!   binaries own the loop).
 
 mod aggregate;
+mod compare;
 mod hll;
 mod html;
 mod kll;
@@ -26,6 +28,7 @@ mod service;
 mod stats;
 
 pub use aggregate::{Aggregator, MergeError};
+pub use compare::{InvalidThresholds, MIN_EXPECTED, Thresholds, Z_SIGNIFICANT, compare};
 pub use html::render_html;
 pub use model::{
     ArraySummary, BooleanSummary, Comparison, DayCount, FieldSummary, Finding, FindingKind, Histogram, Limits,
@@ -39,7 +42,7 @@ pub use service::{
 };
 
 /// How a summary is computed and written. The defaults are the issue's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SummaryOptions {
     /// Deepest nested-object level reported as its own path (top level is 1).
     pub max_depth: u8,
@@ -60,6 +63,11 @@ pub struct SummaryOptions {
     pub gzip_level: u32,
     /// Compressed bytes buffered before a chunk is handed to the upload.
     pub upload_chunk_bytes: usize,
+    /// When the findings against the previous week fire.
+    pub thresholds: Thresholds,
+    /// A top-level field whose string values also get a summary each
+    /// (`--segment-by`); `None` for no segments.
+    pub segment_by: Option<String>,
 }
 
 impl Default for SummaryOptions {
@@ -72,6 +80,8 @@ impl Default for SummaryOptions {
             page_size: 1000,
             gzip_level: 1,
             upload_chunk_bytes: 1 << 20,
+            thresholds: Thresholds::default(),
+            segment_by: None,
         }
     }
 }

@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
+use super::compare::compare;
 use super::html::render_html;
-use super::model::Comparison;
+use super::model::{Comparison, Summary};
 use crate::Record;
 use crate::clock::{Clock, Timestamp};
 use crate::ports::{ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
@@ -245,7 +246,9 @@ async fn run(
     };
     let records_info = upload.finish().await.map_err(write_err(RECORDS_NDJSON_GZ))?;
 
-    let summary = aggregator.finish();
+    let mut summary = aggregator.finish();
+    let previous = previous_summary(sink, week).await?;
+    summary.comparison = previous.as_ref().map(|p| compare(p, &summary, &options.thresholds));
     let json =
         summary.to_json().map_err(|e| SummarizeError::Encode { week, object: SUMMARY_JSON, source: e.into() })?;
     let html = render_html(&summary);
@@ -279,6 +282,23 @@ async fn run(
         manifest: manifest_info,
         comparison: summary.comparison.clone(),
     })
+}
+
+/// The summary of the latest week before `week` that has a manifest. An
+/// unreadable one (not tally's JSON) is skipped with a warning: it must not
+/// stop this week's report, which then has no comparison.
+async fn previous_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Option<Summary>, SummarizeError> {
+    let list_err = |source| SummarizeError::ListSummaries { source };
+    let weeks = sink.list_weeks().await.map_err(list_err)?;
+    let Some(&previous) = weeks.iter().rev().find(|w| **w < week) else { return Ok(None) };
+    let Some(bytes) = read_summary(sink, previous).await.map_err(list_err)? else { return Ok(None) };
+    match serde_json::from_slice::<Summary>(&bytes) {
+        Ok(summary) => Ok(Some(summary)),
+        Err(e) => {
+            tracing::warn!(%week, %previous, error = %e, "the previous week's summary.json is unreadable; this week has no comparison (re-run `tally summarize --week {previous}` to rewrite it)");
+            Ok(None)
+        }
+    }
 }
 
 /// How many pages may wait for each stage: enough to keep the cores busy

@@ -1,0 +1,651 @@
+//! What changed since the previous week: the findings of `summary.json`'s
+//! `comparison`.
+//!
+//! [`compare`] is a pure function of two summaries, so a week's findings are
+//! deterministic and can be recomputed from the bucket alone. Each finding
+//! kind has a documented threshold ([`Thresholds`], changed with
+//! `--thresholds`/`TALLY_THRESHOLDS`). On top of the thresholds, every
+//! check that compares shares also asks whether the change is beyond
+//! sampling noise for the two weeks' sizes, so two weeks drawn from the same
+//! distribution raise no warning however small they are:
+//! - shares (null rate, a type's share) must differ by a two-proportion
+//!   z-score of at least [`Z_SIGNIFICANT`];
+//! - a distribution's Kolmogorov–Smirnov distance must also pass the
+//!   two-sample critical value at α = 0.001 (`1.95·√((n+m)/(n·m))`);
+//! - a top-values total-variation distance must be at least three times
+//!   the distance two samples of that size show by chance
+//!   (`≈ 0.56·√(k/n)` for `k` values), see [`top_values_noise`];
+//! - a field counts as added or removed only if its share predicts at least
+//!   [`MIN_EXPECTED`] occurrences in the week where it is missing.
+//!
+//! The distribution check reads the 41 quantiles schema 2 stores per number
+//! field (`NumberSummary::quantiles`): from them both CDFs are known to
+//! within 1/40 in rank plus the KLL error, which is far below the 0.2
+//! threshold. A schema-1 previous summary has no quantiles: that check is
+//! skipped for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Value, json};
+
+use super::model::{
+    Comparison, FieldSummary, Finding, FindingKind, OTHER_PATH, Segments, Severity, StringSummary, Summary, TypeCounts,
+};
+
+/// z-score two shares must differ by to count as a change, not noise
+/// (p ≈ 6·10⁻⁵ two-sided).
+pub const Z_SIGNIFICANT: f64 = 4.0;
+/// Occurrences a field's share must predict in the week it is missing from.
+pub const MIN_EXPECTED: f64 = 10.0;
+/// Kolmogorov–Smirnov critical coefficient for α = 0.001.
+const KS_C_ALPHA: f64 = 1.95;
+
+/// The thresholds of the finding kinds. The defaults are documented in the
+/// README; `--thresholds volume=0.3,null_rate=0.05` changes some of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// `volume`: record count changed by more than this fraction (±).
+    pub volume: f64,
+    /// `field_added`/`field_removed`: share of a week's records a path must
+    /// be present in.
+    pub field_share: f64,
+    /// `type_changed`: a type rising from below `type_minor` …
+    pub type_minor: f64,
+    /// … to at least `type_major` of a path's non-null values.
+    pub type_major: f64,
+    /// `null_rate`: change of a path's share of nulls, in absolute terms.
+    pub null_rate: f64,
+    /// `distribution`: Kolmogorov–Smirnov distance.
+    pub distribution: f64,
+    /// `top_values`: total-variation distance of the top-value shares.
+    pub top_values: f64,
+    /// `quiet_day`: days with records a week needs besides the quiet one.
+    pub quiet_day_active_days: u32,
+    /// Values a path needs in each week for the share and distribution checks.
+    pub min_values: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            volume: 0.5,
+            field_share: 0.01,
+            type_minor: 0.01,
+            type_major: 0.05,
+            null_rate: 0.10,
+            distribution: 0.2,
+            top_values: 0.2,
+            quiet_day_active_days: 3,
+            min_values: 30,
+        }
+    }
+}
+
+/// A `--thresholds` value that is not `key=value[,key=value…]` with known keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid thresholds {input:?}: {reason}; write key=value pairs separated by commas, with keys among {}",
+    Thresholds::KEYS.join(", ")
+)]
+pub struct InvalidThresholds {
+    pub input: String,
+    pub reason: String,
+}
+
+impl Thresholds {
+    pub const KEYS: [&'static str; 9] = [
+        "volume",
+        "field_share",
+        "type_minor",
+        "type_major",
+        "null_rate",
+        "distribution",
+        "top_values",
+        "quiet_day_active_days",
+        "min_values",
+    ];
+}
+
+impl FromStr for Thresholds {
+    type Err = InvalidThresholds;
+
+    /// Overrides the defaults: `"volume=0.3, null_rate=0.05"`.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| InvalidThresholds { input: input.to_owned(), reason };
+        let mut t = Self::default();
+        for pair in input.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| err(format!("{pair:?} has no '='")))?;
+            let (key, value) = (key.trim(), value.trim());
+            let fraction = || match value.parse::<f64>() {
+                Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+                _ => Err(err(format!("{key} must be a non-negative number, not {value:?}"))),
+            };
+            let count =
+                || value.parse::<u64>().map_err(|_| err(format!("{key} must be a whole number, not {value:?}")));
+            match key {
+                "volume" => t.volume = fraction()?,
+                "field_share" => t.field_share = fraction()?,
+                "type_minor" => t.type_minor = fraction()?,
+                "type_major" => t.type_major = fraction()?,
+                "null_rate" => t.null_rate = fraction()?,
+                "distribution" => t.distribution = fraction()?,
+                "top_values" => t.top_values = fraction()?,
+                "quiet_day_active_days" => {
+                    t.quiet_day_active_days = u32::try_from(count()?).map_err(|_| err(format!("{key} too large")))?;
+                }
+                "min_values" => t.min_values = count()?,
+                other => return Err(err(format!("unknown key {other:?}"))),
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl fmt::Display for Thresholds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "volume={},field_share={},type_minor={},type_major={},null_rate={},distribution={},top_values={},quiet_day_active_days={},min_values={}",
+            self.volume,
+            self.field_share,
+            self.type_minor,
+            self.type_major,
+            self.null_rate,
+            self.distribution,
+            self.top_values,
+            self.quiet_day_active_days,
+            self.min_values
+        )
+    }
+}
+
+/// The findings of `current` against `previous`, sorted by (kind, path).
+pub fn compare(previous: &Summary, current: &Summary, t: &Thresholds) -> Comparison {
+    let mut findings = Vec::new();
+    volume(&mut findings, None, previous.records, current.records, t);
+    fields(&mut findings, "", &previous.fields, previous.records, &current.fields, current.records, t);
+    quiet_days(&mut findings, previous, current, t);
+    if let (Some(p), Some(c)) = (&previous.segments, &current.segments) {
+        segments(&mut findings, p, c, t);
+    }
+    // Stable: findings of one kind and path keep the order they were found in.
+    findings.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+    Comparison { previous_week: previous.week, findings }
+}
+
+fn finding(
+    kind: FindingKind,
+    path: Option<String>,
+    severity: Severity,
+    previous: Value,
+    current: Value,
+    message: String,
+) -> Finding {
+    Finding { kind, path, severity, previous, current, message }
+}
+
+fn volume(out: &mut Vec<Finding>, segment: Option<&str>, previous: u64, current: u64, t: &Thresholds) {
+    if previous == 0 && current == 0 {
+        return;
+    }
+    let change = if previous == 0 { f64::INFINITY } else { current as f64 / previous as f64 - 1.0 };
+    if change.abs() <= t.volume {
+        return;
+    }
+    let what = segment.map_or_else(|| "Records".to_owned(), |s| format!("Records with {s}"));
+    let how =
+        if previous == 0 { "appeared".to_owned() } else { format!("{} {}", direction(change), percent(change.abs())) };
+    out.push(finding(
+        FindingKind::Volume,
+        segment.map(|s| format!("{s}:")),
+        Severity::Warn,
+        json!(previous),
+        json!(current),
+        format!("{what} {how}: {} → {} this week.", group(previous), group(current)),
+    ));
+}
+
+fn direction(change: f64) -> &'static str {
+    if change >= 0.0 { "rose" } else { "fell" }
+}
+
+/// Findings of the field paths of one summary (or segment), `prefix`
+/// naming the segment (`kind=orders:`) or empty.
+fn fields(
+    out: &mut Vec<Finding>,
+    prefix: &str,
+    previous: &[FieldSummary],
+    previous_records: u64,
+    current: &[FieldSummary],
+    current_records: u64,
+    t: &Thresholds,
+) {
+    let before: BTreeMap<&str, &FieldSummary> =
+        previous.iter().filter(|f| f.path != OTHER_PATH).map(|f| (f.path.as_str(), f)).collect();
+    let after: BTreeMap<&str, &FieldSummary> =
+        current.iter().filter(|f| f.path != OTHER_PATH).map(|f| (f.path.as_str(), f)).collect();
+    let path = |p: &str| Some(format!("{prefix}{p}"));
+
+    // Added and removed: only the topmost path of a new or vanished subtree.
+    let mut appeared = BTreeSet::new();
+    for (name, f, other, other_records, kind) in before
+        .iter()
+        .filter(|(p, _)| !after.contains_key(*p))
+        .map(|(p, f)| (*p, *f, &after, current_records, FindingKind::FieldRemoved))
+        .chain(
+            after
+                .iter()
+                .filter(|(p, _)| !before.contains_key(*p))
+                .map(|(p, f)| (*p, *f, &before, previous_records, FindingKind::FieldAdded)),
+        )
+    {
+        let records = if kind == FindingKind::FieldRemoved { previous_records } else { current_records };
+        let share = ratio(f.present, records);
+        if share < t.field_share || share * (other_records as f64) < MIN_EXPECTED {
+            continue;
+        }
+        if parents(name).any(|parent| !other.contains_key(parent) && appeared.contains(&(kind, parent.to_owned()))) {
+            continue;
+        }
+        appeared.insert((kind, name.to_owned()));
+        let (severity, message, previous, current) = if kind == FindingKind::FieldRemoved {
+            (
+                Severity::Warn,
+                format!(
+                    "Field `{name}` disappeared: it was in {} of last week's records and is in none now.",
+                    percent(share)
+                ),
+                json!(f.present),
+                json!(0),
+            )
+        } else {
+            (
+                Severity::Info,
+                format!("New field `{name}`: in {} of this week's records and in none last week.", percent(share)),
+                json!(0),
+                json!(f.present),
+            )
+        };
+        out.push(finding(kind, path(name), severity, previous, current, message));
+    }
+
+    for (name, a) in &before {
+        let Some(b) = after.get(name) else { continue };
+        types(out, path(name), name, a, b, t);
+        null_rate(out, path(name), name, a, b, t);
+        if let (Some(na), Some(nb)) = (&a.number, &b.number) {
+            distribution(out, path(name), name, &na.quantiles, na.count, &nb.quantiles, nb.count, t);
+        }
+        if let (Some(sa), Some(sb)) = (&a.string, &b.string) {
+            top_values(out, path(name), name, sa, sb, t);
+        }
+    }
+}
+
+/// `a.b.c` → `a.b`, `a` (escaped dots are part of a key).
+fn parents(path: &str) -> impl Iterator<Item = &str> {
+    let mut cuts = Vec::new();
+    let mut escaped = false;
+    for (i, c) in path.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '.' if !escaped => cuts.push(i),
+            _ => escaped = false,
+        }
+    }
+    cuts.into_iter().map(move |i| &path[..i])
+}
+
+const TYPE_NAMES: [&str; 5] = ["object", "array", "string", "number", "boolean"];
+
+fn non_null(t: &TypeCounts) -> [u64; 5] {
+    [t.object, t.array, t.string, t.number, t.boolean]
+}
+
+fn types(out: &mut Vec<Finding>, path: Option<String>, name: &str, a: &FieldSummary, b: &FieldSummary, t: &Thresholds) {
+    let (ca, cb) = (non_null(&a.types), non_null(&b.types));
+    let (na, nb) = (ca.iter().sum::<u64>(), cb.iter().sum::<u64>());
+    if na < t.min_values || nb < t.min_values {
+        return;
+    }
+    // The dominant type: a strict majority of the non-null values.
+    let dominant = |c: &[u64; 5], n: u64| c.iter().position(|&x| x * 2 > n);
+    if let (Some(da), Some(db)) = (dominant(&ca, na), dominant(&cb, nb)) {
+        if da != db && significant(ratio(ca[db], na), na, ratio(cb[db], nb), nb) {
+            out.push(finding(
+                FindingKind::TypeChanged,
+                path,
+                Severity::Warn,
+                json!(TYPE_NAMES[da]),
+                json!(TYPE_NAMES[db]),
+                format!(
+                    "Field `{name}` is mostly {} now ({} of its values), it was mostly {} last week.",
+                    plural(TYPE_NAMES[db]),
+                    percent(ratio(cb[db], nb)),
+                    plural(TYPE_NAMES[da])
+                ),
+            ));
+            return;
+        }
+    }
+    for (i, type_name) in TYPE_NAMES.iter().enumerate() {
+        let (sa, sb) = (ratio(ca[i], na), ratio(cb[i], nb));
+        if sa < t.type_minor && sb >= t.type_major && significant(sa, na, sb, nb) {
+            out.push(finding(
+                FindingKind::TypeChanged,
+                path.clone(),
+                Severity::Warn,
+                json!(round4(sa)),
+                json!(round4(sb)),
+                format!(
+                    "Field `{name}` now has {} values: {} of them, up from {} last week.",
+                    type_name,
+                    percent(sb),
+                    percent(sa)
+                ),
+            ));
+        }
+    }
+}
+
+fn plural(type_name: &str) -> &'static str {
+    match type_name {
+        "object" => "objects",
+        "array" => "arrays",
+        "string" => "strings",
+        "number" => "numbers",
+        _ => "booleans",
+    }
+}
+
+fn null_rate(
+    out: &mut Vec<Finding>,
+    path: Option<String>,
+    name: &str,
+    a: &FieldSummary,
+    b: &FieldSummary,
+    t: &Thresholds,
+) {
+    if a.present < t.min_values || b.present < t.min_values {
+        return;
+    }
+    let (ra, rb) = (ratio(a.null, a.present), ratio(b.null, b.present));
+    if (rb - ra).abs() >= t.null_rate && significant(ra, a.present, rb, b.present) {
+        out.push(finding(
+            FindingKind::NullRate,
+            path,
+            Severity::Warn,
+            json!(round4(ra)),
+            json!(round4(rb)),
+            format!("Field `{name}` is null in {} of records that have it, {} last week.", percent(rb), percent(ra)),
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn distribution(
+    out: &mut Vec<Finding>,
+    path: Option<String>,
+    name: &str,
+    qa: &[f64],
+    na: u64,
+    qb: &[f64],
+    nb: u64,
+    t: &Thresholds,
+) {
+    if na < t.min_values || nb < t.min_values || qa.len() < 2 || qb.len() < 2 {
+        return;
+    }
+    let d = ks_distance(qa, qb);
+    let (n, m) = (na as f64, nb as f64);
+    let critical = KS_C_ALPHA * ((n + m) / (n * m)).sqrt();
+    if d < t.distribution || d < critical {
+        return;
+    }
+    let median = |q: &[f64]| q[q.len() / 2];
+    let at = |q: &[f64]| json!({ "p10": q[q.len() / 10], "p50": median(q), "p90": q[q.len() * 9 / 10] });
+    out.push(finding(
+        FindingKind::Distribution,
+        path,
+        Severity::Warn,
+        at(qa),
+        at(qb),
+        format!(
+            "Values of `{name}` shifted: median {} → {} (Kolmogorov–Smirnov distance {:.2}).",
+            num(median(qa)),
+            num(median(qb)),
+            d
+        ),
+    ));
+}
+
+/// The Kolmogorov–Smirnov distance of two distributions given by their
+/// values at evenly spaced ranks (`q[i]` at rank `i/(len-1)`): the largest
+/// gap between the two step CDFs, evaluated just below and at every point.
+pub(crate) fn ks_distance(qa: &[f64], qb: &[f64]) -> f64 {
+    // F(x) = the highest rank whose value is ≤ x (or < x for the left limit).
+    let cdf = |q: &[f64], x: f64, strict: bool| {
+        let below = q.partition_point(|&v| if strict { v < x } else { v <= x });
+        if below == 0 {
+            0.0
+        } else if below == q.len() {
+            1.0
+        } else {
+            (below - 1) as f64 / (q.len() - 1) as f64
+        }
+    };
+    qa.iter()
+        .chain(qb)
+        .flat_map(|&x| [(x, false), (x, true)])
+        .map(|(x, strict)| (cdf(qa, x, strict) - cdf(qb, x, strict)).abs())
+        .fold(0.0, f64::max)
+}
+
+fn top_values(
+    out: &mut Vec<Finding>,
+    path: Option<String>,
+    name: &str,
+    a: &StringSummary,
+    b: &StringSummary,
+    t: &Thresholds,
+) {
+    if a.count < t.min_values || b.count < t.min_values || (a.top.is_empty() && b.top.is_empty()) {
+        return;
+    }
+    let (d, values) = tv_distance(a, b);
+    let noise = top_values_noise(values + 1, a.count.min(b.count));
+    if d < t.top_values || d < noise {
+        return;
+    }
+    let shares = |s: &StringSummary| {
+        let total = s.count.max(1) as f64;
+        Value::Object(s.top.iter().take(3).map(|v| (v.value.clone(), json!(round4(v.count as f64 / total)))).collect())
+    };
+    let lead =
+        |s: &StringSummary| s.top.first().map_or_else(|| "none".to_owned(), |v| format!("\"{}\"", clip(&v.value)));
+    out.push(finding(
+        FindingKind::TopValues,
+        path,
+        Severity::Warn,
+        shares(a),
+        shares(b),
+        format!(
+            "The mix of `{name}` values changed (total variation {:.2}): most common now {}, last week {}.",
+            d,
+            lead(b),
+            lead(a)
+        ),
+    ));
+}
+
+/// Three times the total-variation distance two samples of `n` values
+/// from the same `k`-valued uniform distribution show on average
+/// (`½·k·√(2p(1−p)/n)·√(2/π)` with `p = 1/k`, about `0.56·√(k/n)`).
+fn top_values_noise(k: usize, n: u64) -> f64 {
+    3.0 * 0.56 * (k as f64 / n.max(1) as f64).sqrt()
+}
+
+/// The smallest total-variation distance between the two weeks' value
+/// shares that their top lists allow, and the number of values compared.
+///
+/// A value missing from one week's list has a share there between 0 and
+/// that list's smallest share (0 exactly when the list holds every value);
+/// the share closest to the other week's is taken, so values that fall off
+/// a truncated list by chance add nothing. The remaining mass is pooled as
+/// "other" in both weeks.
+fn tv_distance(a: &StringSummary, b: &StringSummary) -> (f64, usize) {
+    let (ta, tb) = (a.count.max(1) as f64, b.count.max(1) as f64);
+    let complete = |s: &StringSummary| s.top_exact && s.distinct as usize <= s.top.len();
+    let bound = |s: &StringSummary, total: f64| {
+        if complete(s) { 0.0 } else { s.top.iter().map(|v| v.count).min().unwrap_or(s.top_max_error) as f64 / total }
+    };
+    let (ba, bb) = (bound(a, ta), bound(b, tb));
+    let share_a: BTreeMap<&str, f64> = a.top.iter().map(|v| (v.value.as_str(), v.count as f64 / ta)).collect();
+    let share_b: BTreeMap<&str, f64> = b.top.iter().map(|v| (v.value.as_str(), v.count as f64 / tb)).collect();
+    let values: BTreeSet<&str> = share_a.keys().chain(share_b.keys()).copied().collect();
+    let (mut sum_a, mut sum_b, mut diff) = (0.0, 0.0, 0.0);
+    for v in &values {
+        let (x, y) = match (share_a.get(v), share_b.get(v)) {
+            (Some(&x), Some(&y)) => (x, y),
+            (Some(&x), None) => (x, x.min(bb)),
+            (None, Some(&y)) => (y.min(ba), y),
+            (None, None) => continue,
+        };
+        sum_a += x;
+        sum_b += y;
+        diff += (x - y).abs();
+    }
+    let other = ((1.0 - sum_a).max(0.0) - (1.0 - sum_b).max(0.0)).abs();
+    ((diff + other) / 2.0, values.len())
+}
+
+fn quiet_days(out: &mut Vec<Finding>, previous: &Summary, current: &Summary, t: &Thresholds) {
+    let active = current.per_day.iter().filter(|d| d.records > 0).count() as u32;
+    for (i, day) in current.per_day.iter().enumerate() {
+        let before = previous.per_day.get(i).map_or(0, |d| d.records);
+        // A weekday that was quiet last week too is a pattern, not an outage.
+        if day.records == 0 && active >= t.quiet_day_active_days && before > 0 {
+            out.push(finding(
+                FindingKind::QuietDay,
+                None,
+                Severity::Warn,
+                json!(before),
+                json!(day.date),
+                format!(
+                    "No records on {} {} while {active} other days had some (last week that day had {}): check ingestion.",
+                    WEEKDAYS[i],
+                    day.date,
+                    group(before)
+                ),
+            ));
+        }
+    }
+}
+
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+
+fn segments(out: &mut Vec<Finding>, previous: &Segments, current: &Segments, t: &Thresholds) {
+    if previous.by != current.by {
+        return;
+    }
+    for seg in &current.values {
+        let Some(before) = previous.values.iter().find(|s| s.value == seg.value) else { continue };
+        let prefix = format!("{}={}:", current.by, seg.value);
+        volume(out, Some(&format!("{}={}", current.by, seg.value)), before.records, seg.records, t);
+        fields(out, &prefix, &before.fields, before.records, &seg.fields, seg.records, t);
+    }
+}
+
+/// Whether shares `p1` of `n1` and `p2` of `n2` differ beyond noise.
+fn significant(p1: f64, n1: u64, p2: f64, n2: u64) -> bool {
+    let (n1, n2) = (n1 as f64, n2 as f64);
+    let pooled = (p1 * n1 + p2 * n2) / (n1 + n2);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    if se == 0.0 {
+        return p1 != p2;
+    }
+    (p1 - p2).abs() / se >= Z_SIGNIFICANT
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+fn percent(x: f64) -> String {
+    let p = x * 100.0;
+    if p >= 10.0 || p == 0.0 { format!("{p:.0} %") } else { format!("{p:.1} %") }
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn num(x: f64) -> String {
+    if x == x.trunc() && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{:.4}", x).trim_end_matches('0').to_owned()
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() <= 40 { s.to_owned() } else { s.chars().take(39).chain(['…']).collect() }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_parse_overrides_and_reject_unknown_keys() {
+        let t: Thresholds = "volume=0.3, null_rate=0.05,min_values=100".parse().unwrap();
+        assert_eq!((t.volume, t.null_rate, t.min_values, t.distribution), (0.3, 0.05, 100, 0.2));
+        assert_eq!("".parse::<Thresholds>().unwrap(), Thresholds::default());
+        let e = "volum=1".parse::<Thresholds>().unwrap_err().to_string();
+        assert!(e.contains("unknown key \"volum\"") && e.contains("volume, field_share"), "{e}");
+        assert!("volume=-1".parse::<Thresholds>().is_err());
+        assert!("volume".parse::<Thresholds>().is_err());
+        assert_eq!(Thresholds::default().to_string().parse::<Thresholds>().unwrap(), Thresholds::default());
+    }
+
+    #[test]
+    fn ks_distance_of_identical_shifted_and_disjoint_distributions() {
+        let q: Vec<f64> = (0..=40).map(f64::from).collect();
+        assert_eq!(ks_distance(&q, &q), 0.0);
+        let shifted: Vec<f64> = q.iter().map(|x| x + 10.0).collect();
+        assert!((ks_distance(&q, &shifted) - 0.25).abs() < 0.03, "{}", ks_distance(&q, &shifted));
+        let far: Vec<f64> = q.iter().map(|x| x + 1000.0).collect();
+        assert_eq!(ks_distance(&q, &far), 1.0);
+        let constant = vec![5.0; 41];
+        assert_eq!(ks_distance(&constant, &constant), 0.0);
+    }
+
+    #[test]
+    fn parents_respect_escaped_dots() {
+        assert_eq!(parents("a.b.c").collect::<Vec<_>>(), vec!["a", "a.b"]);
+        assert_eq!(parents(r"a\.b.c").collect::<Vec<_>>(), vec![r"a\.b"]);
+        assert!(parents("a").next().is_none());
+    }
+
+    #[test]
+    fn significance_needs_both_size_and_difference() {
+        assert!(!significant(0.10, 20, 0.25, 20));
+        assert!(significant(0.10, 5000, 0.25, 5000));
+        assert!(!significant(0.5, 100_000, 0.5, 100_000));
+    }
+}

@@ -1,0 +1,197 @@
+//! The weekly comparison end to end: generated weeks through the summarize
+//! service (memory store and sink), then the findings of `summary.json`.
+//!
+//! Week 1 and week 2 are drawn from the same distribution with different
+//! seeds: week 2 must raise no warning. Week 3 injects every finding kind,
+//! each on its own field, and each must be found on the right path.
+
+mod common;
+
+use common::Rng;
+use tally_core::summary::{FindingKind, NoProgress, SUMMARY_JSON, Severity, Summary, summarize_week};
+use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink};
+use tally_core::{IsoWeek, RecordLifecycle, SummaryOptions, SummarySink, Timestamp};
+
+/// How a week's records are drawn.
+#[derive(Clone, Copy, Default)]
+struct Shift {
+    /// Records per week.
+    records: usize,
+    /// Every finding kind at once.
+    broken: bool,
+}
+
+/// One record of the "normal" population, or of the broken week 3.
+fn record(rng: &mut Rng, broken: bool) -> String {
+    let countries = ["de", "fr", "us", "jp", "br", "in"];
+    // Skewed but stable country mix: de 40 %, fr 20 %, us 15 %, … .
+    let weights = [40, 20, 15, 10, 10, 5];
+    let mut roll = rng.below(100);
+    let mut country = countries[0];
+    for (c, w) in countries.iter().zip(weights) {
+        if roll < w {
+            country = c;
+            break;
+        }
+        roll -= w;
+    }
+    if broken {
+        // top_values: a flood of one country.
+        country = if rng.chance(70) { "jp" } else { country };
+    }
+    // distribution: amounts of around 10–110 normally, ×4 when broken.
+    let base = 10 + rng.below(50) + rng.below(50);
+    let amount = if broken { base * 4 } else { base };
+    // null_rate: 5 % null normally, 50 % when broken.
+    let email = if rng.chance(if broken { 50 } else { 5 }) {
+        "null".to_owned()
+    } else {
+        format!("\"u{}@example.com\"", rng.below(500))
+    };
+    // type_changed: zip codes are numbers, strings when broken.
+    let zip = rng.below(90_000) + 10_000;
+    let zip = if broken { format!("\"{zip}\"") } else { zip.to_string() };
+    let mut r = format!(
+        r#"{{"kind":"{}","country":"{country}","amount":{amount},"email":{email},"zip":{zip},"user":"user-{}","ok":{}"#,
+        if rng.chance(70) { "order" } else { "refund" },
+        rng.below(100_000),
+        rng.chance(90)
+    );
+    // field_removed: `legacy` in 30 % of records, none when broken.
+    if !broken && rng.chance(30) {
+        r.push_str(r#","legacy":{"v":1}"#);
+    }
+    // field_added: `coupon` only when broken, in 20 % of records.
+    if broken && rng.chance(20) {
+        r.push_str(r#","coupon":"SPRING""#);
+    }
+    r.push('}');
+    r
+}
+
+async fn summarize(
+    store: &MemoryRecordStore,
+    sink: &MemorySummarySink,
+    week: IsoWeek,
+    seed: u64,
+    shift: Shift,
+    options: &SummaryOptions,
+) -> Summary {
+    let mut records = common::records(week, shift.records, seed, |rng| record(rng, shift.broken));
+    if shift.broken {
+        // quiet_day: nothing arrived on Wednesday.
+        let start = week.start().as_millis();
+        records.retain(|r| (r.received_at.as_millis() - start) / 86_400_000 != 2);
+    }
+    store.restore(&records).await.unwrap();
+    let clock = FixedClock::at(Timestamp::from_millis(week.end().as_millis() + 300_000));
+    summarize_week(store, sink, &clock, week, options, &NoProgress).await.unwrap();
+    serde_json::from_slice(&sink.read_object(week, SUMMARY_JSON).await.unwrap().unwrap()).unwrap()
+}
+
+fn weeks() -> [IsoWeek; 3] {
+    let w1 = IsoWeek::parse("2026-W45").unwrap();
+    [w1, w1.next(), w1.next().next()]
+}
+
+#[tokio::test]
+async fn a_same_distribution_week_warns_of_nothing_and_a_broken_week_of_every_kind() {
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    let options = SummaryOptions::default();
+    let [w1, w2, w3] = weeks();
+    let normal = Shift { records: 3000, broken: false };
+
+    let first = summarize(&store, &sink, w1, 1, normal, &options).await;
+    assert_eq!(first.schema, 2);
+    assert_eq!(first.comparison, None, "no earlier week, no comparison");
+
+    let second = summarize(&store, &sink, w2, 2, normal, &options).await;
+    let c2 = second.comparison.as_ref().expect("week 1 has a manifest");
+    assert_eq!(c2.previous_week, w1);
+    let warnings: Vec<_> = c2.findings.iter().filter(|f| f.severity == Severity::Warn).collect();
+    assert!(warnings.is_empty(), "same distribution, yet: {warnings:#?}");
+
+    let third = summarize(&store, &sink, w3, 3, Shift { records: 9000, broken: true }, &options).await;
+    let c3 = third.comparison.as_ref().unwrap();
+    assert_eq!(c3.previous_week, w2);
+    let found = |kind: FindingKind, path: Option<&str>| {
+        c3.findings.iter().find(|f| f.kind == kind && f.path.as_deref() == path).unwrap_or_else(|| {
+            panic!("no {kind} finding on {path:?} in {:#?}", c3.findings);
+        })
+    };
+    let volume = found(FindingKind::Volume, None);
+    assert_eq!((volume.previous.as_u64(), volume.current.as_u64()), (Some(3000), Some(third.records)));
+    assert_eq!(found(FindingKind::FieldAdded, Some("coupon")).severity, Severity::Info);
+    assert_eq!(found(FindingKind::FieldRemoved, Some("legacy")).severity, Severity::Warn);
+    // Only the topmost path of a vanished subtree.
+    assert!(!c3.findings.iter().any(|f| f.path.as_deref() == Some("legacy.v")), "{:#?}", c3.findings);
+    let zip = found(FindingKind::TypeChanged, Some("zip"));
+    assert_eq!((zip.previous.as_str(), zip.current.as_str()), (Some("number"), Some("string")));
+    found(FindingKind::NullRate, Some("email"));
+    found(FindingKind::Distribution, Some("amount"));
+    found(FindingKind::TopValues, Some("country"));
+    let quiet = found(FindingKind::QuietDay, None);
+    assert_eq!(quiet.current.as_str(), Some(w3.days()[2].to_string().as_str()));
+    for f in &c3.findings {
+        assert!(!f.message.is_empty() && f.message.ends_with('.'), "{f:?}");
+    }
+
+    // Fields that did not change raise nothing: high-cardinality `user`
+    // (whose top ten differ by chance), `ok`, `kind`.
+    for quiet_path in ["user", "ok", "kind"] {
+        assert!(!c3.findings.iter().any(|f| f.path.as_deref() == Some(quiet_path)), "{quiet_path}: {:#?}", c3.findings);
+    }
+
+    // Sorted by (kind, path), deterministic across reruns.
+    let keys: Vec<_> = c3.findings.iter().map(|f| (f.kind, f.path.clone())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    let rerun = {
+        let clock = FixedClock::at(Timestamp::from_millis(w3.end().as_millis() + 300_000));
+        summarize_week(&store, &sink, &clock, w3, &options, &NoProgress).await.unwrap();
+        serde_json::from_slice::<Summary>(&sink.read_object(w3, SUMMARY_JSON).await.unwrap().unwrap()).unwrap()
+    };
+    assert_eq!(rerun.comparison, third.comparison);
+}
+
+#[tokio::test]
+async fn weeks_from_one_distribution_never_warn_whatever_the_seed_or_size() {
+    let options = SummaryOptions::default();
+    let [w1, w2, _] = weeks();
+    for (seed, records) in [(10, 200), (20, 800), (30, 2500), (40, 60), (50, 5000)] {
+        let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+        summarize(&store, &sink, w1, seed, Shift { records, broken: false }, &options).await;
+        let s = summarize(&store, &sink, w2, seed + 1, Shift { records, broken: false }, &options).await;
+        let warnings: Vec<_> =
+            s.comparison.unwrap().findings.into_iter().filter(|f| f.severity == Severity::Warn).collect();
+        assert!(warnings.is_empty(), "seed {seed}, {records} records: {warnings:#?}");
+    }
+}
+
+#[tokio::test]
+async fn thresholds_change_what_is_found() {
+    let [w1, w2, _] = weeks();
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    let options = SummaryOptions::default();
+    summarize(&store, &sink, w1, 7, Shift { records: 1000, broken: false }, &options).await;
+    // 1000 → 1300 records: +30 %, under the default ±50 %, over a 20 % threshold.
+    let strict = SummaryOptions { thresholds: "volume=0.2".parse().unwrap(), ..SummaryOptions::default() };
+    let s = summarize(&store, &sink, w2, 8, Shift { records: 1300, broken: false }, &strict).await;
+    let kinds: Vec<_> = s.comparison.unwrap().findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, vec![FindingKind::Volume]);
+}
+
+#[tokio::test]
+async fn the_comparison_is_with_the_latest_earlier_summarized_week() {
+    let [w1, _, w3] = weeks();
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    let options = SummaryOptions::default();
+    // Week 2 has no records and so no summary: week 3 compares with week 1.
+    summarize(&store, &sink, w1, 1, Shift { records: 500, broken: false }, &options).await;
+    let s = summarize(&store, &sink, w3, 3, Shift { records: 500, broken: false }, &options).await;
+    assert_eq!(s.comparison.unwrap().previous_week, w1);
+    // Summarizing week 1 again (a backfill) compares with nothing earlier.
+    let again = summarize(&store, &sink, w1, 99, Shift { records: 0, broken: false }, &options).await;
+    assert_eq!(again.comparison, None);
+}

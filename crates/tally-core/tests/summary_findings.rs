@@ -195,3 +195,68 @@ async fn the_comparison_is_with_the_latest_earlier_summarized_week() {
     let again = summarize(&store, &sink, w1, 99, Shift { records: 0, broken: false }, &options).await;
     assert_eq!(again.comparison, None);
 }
+
+#[tokio::test]
+async fn segments_summarize_each_value_and_carry_their_own_findings() {
+    let [w1, w2, _] = weeks();
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    let options = SummaryOptions { segment_by: Some("kind".into()), ..SummaryOptions::default() };
+    let first = summarize(&store, &sink, w1, 1, Shift { records: 3000, broken: false }, &options).await;
+    let segments = first.segments.as_ref().expect("segmented");
+    assert_eq!(segments.by, "kind");
+    let values: Vec<&str> = segments.values.iter().map(|s| s.value.as_str()).collect();
+    assert_eq!(values, vec!["order", "refund"], "most frequent first");
+    // Exact counts: the segments' records add up to the week's.
+    let sum: u64 = segments.values.iter().map(|s| s.records).sum();
+    assert_eq!((sum, segments.other_records), (first.records, 0));
+    let orders = &segments.values[0];
+    let kind = orders.fields.iter().find(|f| f.path == "kind").unwrap();
+    assert_eq!(kind.string.as_ref().unwrap().top[0].value, "order");
+    assert_eq!(kind.present, orders.records);
+
+    // Week 2: refunds only (a segment-level change) and the same distribution otherwise.
+    let mut records = common::records(w2, 3000, 2, |rng| record(rng, false));
+    records.retain(|r| !r.data.contains(r#""kind":"order""#) || r.id.to_string().ends_with(['0', '1', '2']));
+    store.restore(&records).await.unwrap();
+    let clock = FixedClock::at(Timestamp::from_millis(w2.end().as_millis() + 300_000));
+    summarize_week(&store, &sink, &clock, w2, &options, &NoProgress).await.unwrap();
+    let second: Summary = serde_json::from_slice(&sink.read_object(w2, SUMMARY_JSON).await.unwrap().unwrap()).unwrap();
+    let findings = second.comparison.unwrap().findings;
+    let volume_paths: Vec<Option<&str>> =
+        findings.iter().filter(|f| f.kind == FindingKind::Volume).map(|f| f.path.as_deref()).collect();
+    assert_eq!(volume_paths, vec![None, Some("kind=order:")], "{findings:#?}");
+    // Refunds did not change: no finding under their prefix.
+    assert!(
+        !findings.iter().any(|f| f.path.as_deref().is_some_and(|p| p.starts_with("kind=refund:"))),
+        "{findings:#?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_twenty_most_frequent_segment_values_are_listed() {
+    let [w1, ..] = weeks();
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    let options = SummaryOptions { segment_by: Some("event".into()), ..SummaryOptions::default() };
+    // 25 values: value i appears 100 + i times; some records lack the field.
+    let mut i = 0usize;
+    let records = common::records(w1, (0..25).map(|v| 100 + v).sum::<usize>() + 50, 5, |_| {
+        i += 1;
+        let mut left = i;
+        for v in 0..25 {
+            if left <= 100 + v {
+                return format!(r#"{{"event":"e{v:02}","n":{i}}}"#);
+            }
+            left -= 100 + v;
+        }
+        r#"{"n":0}"#.to_owned()
+    });
+    store.restore(&records).await.unwrap();
+    let clock = FixedClock::at(Timestamp::from_millis(w1.end().as_millis() + 300_000));
+    summarize_week(&store, &sink, &clock, w1, &options, &NoProgress).await.unwrap();
+    let s: Summary = serde_json::from_slice(&sink.read_object(w1, SUMMARY_JSON).await.unwrap().unwrap()).unwrap();
+    let segments = s.segments.unwrap();
+    let listed: Vec<(String, u64)> = segments.values.iter().map(|v| (v.value.clone(), v.records)).collect();
+    let expected: Vec<(String, u64)> = (5..25).rev().map(|v| (format!("e{v:02}"), 100 + v as u64)).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(segments.other_records, (0..5).map(|v| 100 + v).sum::<u64>() + 50);
+}

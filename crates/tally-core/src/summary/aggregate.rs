@@ -16,7 +16,8 @@ use super::model::{
     ArraySummary, BooleanSummary, DayCount, FieldSummary, Histogram, Limits, NumberSummary, OTHER_PATH, SCHEMA_VERSION,
     StringSummary, Summary, TopValue, TypeCounts,
 };
-use super::scan::{Cursor, Malformed, Scan};
+use super::model::{Segment, Segments};
+use super::scan::{Cursor, Malformed, Scan, top_level_string};
 use super::stats::{FieldStats, JsonType};
 use crate::record::Record;
 use crate::week::IsoWeek;
@@ -37,6 +38,100 @@ const MAX_REMEMBERED_POSITIONS: usize = 64;
 const ROOT: u32 = 0;
 /// Slot standing for "some path past the cap": its children are `OTHER` too.
 const OTHER: u32 = u32::MAX;
+
+/// Segment values listed in `summary.json` (the most frequent ones).
+pub const SEGMENTS_LISTED: usize = 20;
+/// Segment values given a summary of their own, in order of first
+/// appearance; records of further values count in `other_records`. A
+/// segment field is meant to be low-cardinality (`kind`, `event`); this cap
+/// is what keeps memory bounded when it is not.
+pub const SEGMENTS_TRACKED: usize = 32;
+/// Per-segment caps (tighter than the week's: there are up to
+/// [`SEGMENTS_TRACKED`] of them): paths tracked and exact distinct values.
+const SEGMENT_MAX_PATHS: usize = 200;
+const SEGMENT_EXACT_DISTINCT: usize = 1000;
+
+/// Per-value aggregators of the segment field.
+#[derive(Debug, Clone)]
+struct SegmentState {
+    /// The top-level key segmented by.
+    by: String,
+    options: SummaryOptions,
+    /// In order of first appearance.
+    tracked: Vec<(String, Aggregator)>,
+    index: HashMap<String, usize, FixedState>,
+    key_buf: String,
+    value_buf: String,
+}
+
+impl SegmentState {
+    fn new(by: &str, week_options: &SummaryOptions) -> Self {
+        let options = SummaryOptions {
+            max_paths: week_options.max_paths.min(SEGMENT_MAX_PATHS),
+            exact_distinct_limit: week_options.exact_distinct_limit.min(SEGMENT_EXACT_DISTINCT),
+            segment_by: None,
+            ..week_options.clone()
+        };
+        Self {
+            by: by.to_owned(),
+            options,
+            tracked: Vec::new(),
+            index: HashMap::default(),
+            key_buf: String::new(),
+            value_buf: String::new(),
+        }
+    }
+
+    /// The aggregator of `value`, created while under the cap.
+    fn slot(&mut self, week: IsoWeek, value: &str) -> Option<&mut Aggregator> {
+        let i = match self.index.get(value) {
+            Some(&i) => i,
+            None if self.tracked.len() < SEGMENTS_TRACKED => {
+                self.tracked.push((value.to_owned(), Aggregator::new(week, &self.options)));
+                self.index.insert(value.to_owned(), self.tracked.len() - 1);
+                self.tracked.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.tracked[i].1)
+    }
+
+    fn push(&mut self, week: IsoWeek, record: &Record) {
+        let mut key_buf = std::mem::take(&mut self.key_buf);
+        let mut value_buf = std::mem::take(&mut self.value_buf);
+        if let Some(value) = top_level_string(&record.data, &self.by, &mut key_buf, &mut value_buf) {
+            if let Some(agg) = self.slot(week, value) {
+                agg.push(record);
+            }
+        }
+        self.key_buf = key_buf;
+        self.value_buf = value_buf;
+    }
+
+    fn merge(&mut self, week: IsoWeek, other: SegmentState) {
+        for (value, agg) in other.tracked {
+            if let Some(mine) = self.slot(week, &value) {
+                // Same week by construction.
+                let _ = mine.merge(agg);
+            }
+        }
+    }
+
+    fn finish(self, records: u64) -> Segments {
+        let mut values: Vec<Segment> = self
+            .tracked
+            .into_iter()
+            .map(|(value, agg)| {
+                let summary = agg.finish();
+                Segment { value, records: summary.records, fields: summary.fields }
+            })
+            .collect();
+        values.sort_by(|a, b| b.records.cmp(&a.records).then_with(|| a.value.cmp(&b.value)));
+        values.truncate(SEGMENTS_LISTED);
+        let listed: u64 = values.iter().map(|s| s.records).sum();
+        Segments { by: self.by, values, other_records: records - listed }
+    }
+}
 
 /// Aggregators of different weeks cannot be merged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,6 +281,7 @@ pub struct Aggregator {
     per_hour: [u64; HOURS],
     paths: PathTable,
     buffers: Buffers,
+    segments: Option<Box<SegmentState>>,
 }
 
 impl Aggregator {
@@ -200,6 +296,7 @@ impl Aggregator {
             per_hour: [0; HOURS],
             paths: PathTable::new(options.max_paths),
             buffers: Buffers::default(),
+            segments: options.segment_by.as_deref().map(|by| Box::new(SegmentState::new(by, options))),
         }
     }
 
@@ -225,6 +322,8 @@ impl Aggregator {
         let parsed = self.scan(&record.data).is_ok();
         if !parsed {
             self.unparsable += 1;
+        } else if let Some(segments) = &mut self.segments {
+            segments.push(self.week, record);
         }
         parsed
     }
@@ -265,6 +364,11 @@ impl Aggregator {
             self.paths.stats(slot).merge(&node.stats);
         }
         self.paths.other.merge(&other.paths.other);
+        match (&mut self.segments, other.segments) {
+            (Some(mine), Some(theirs)) => mine.merge(self.week, *theirs),
+            (None, Some(theirs)) => self.segments = Some(theirs),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -303,7 +407,7 @@ impl Aggregator {
             },
             fields,
             comparison: None,
-            segments: None,
+            segments: self.segments.map(|s| s.finish(self.records)),
         }
     }
 }

@@ -229,6 +229,42 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The string value of the top-level member `key` of the object `text`, or
+/// `None` when the member is absent, not a string, or the text is not an
+/// object. The first member with that key wins (as in the aggregator's
+/// paths, which see every duplicate, this is deterministic).
+pub(crate) fn top_level_string<'b>(
+    text: &'b str,
+    key: &str,
+    key_buf: &mut String,
+    buf: &'b mut String,
+) -> Option<&'b str> {
+    let mut cur = Cursor::new(text);
+    cur.ws();
+    cur.expect(b'{').ok()?;
+    cur.ws();
+    if cur.peek() == Some(b'}') {
+        return None;
+    }
+    loop {
+        cur.ws();
+        if cur.peek() != Some(b'"') {
+            return None;
+        }
+        let found = cur.string(key_buf).ok()? == key;
+        cur.expect(b':').ok()?;
+        cur.ws();
+        if found {
+            return if cur.peek() == Some(b'"') { cur.string(buf).ok() } else { None };
+        }
+        cur.skip_value().ok()?;
+        match cur.next_token_byte().ok()? {
+            b',' => {}
+            _ => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

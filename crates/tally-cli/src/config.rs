@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tally_core::Limits;
-use tally_core::summary::SummaryOptions;
+use tally_core::summary::{SummaryOptions, Thresholds};
 
 use crate::telemetry::LogFormat;
 
@@ -234,11 +234,25 @@ pub struct SummaryArgs {
     #[arg(long, env = "TALLY_GZIP_LEVEL", default_value_t = SummaryOptions::default().gzip_level,
           value_parser = clap::value_parser!(u32).range(0..=9))]
     pub gzip_level: u32,
+    /// Also summarize the records per value of this top-level string field
+    /// (e.g. `kind`): the 20 most frequent values get a section of their own,
+    /// with their own findings.
+    #[arg(long, env = "TALLY_SEGMENT_BY", value_name = "FIELD")]
+    pub segment_by: Option<String>,
+    /// Override thresholds of the findings against the previous week, e.g.
+    /// `volume=0.3,null_rate=0.05` (keys and defaults in the README).
+    #[arg(long, env = "TALLY_THRESHOLDS", value_name = "KEY=VALUE,...", default_value = "")]
+    pub thresholds: Thresholds,
 }
 
 impl SummaryArgs {
     pub fn options(&self) -> SummaryOptions {
-        SummaryOptions { gzip_level: self.gzip_level, ..SummaryOptions::default() }
+        SummaryOptions {
+            gzip_level: self.gzip_level,
+            segment_by: self.segment_by.clone().filter(|s| !s.is_empty()),
+            thresholds: self.thresholds.clone(),
+            ..SummaryOptions::default()
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub mod api;
 pub mod s3_event;
 pub mod weekly;
 
-use tally_core::summary::SummaryOptions;
+use tally_core::summary::{SummaryOptions, Thresholds};
 
 pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
 pub use weekly::{
@@ -29,7 +29,7 @@ pub use weekly::{
 };
 
 /// Settings both functions read from their environment (set by `template.yaml`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FunctionConfig {
     /// `TABLE_NAME`.
     pub table: String,
@@ -42,6 +42,12 @@ pub struct FunctionConfig {
     /// records forever): `tally-weekly` deletes the records of summarized
     /// weeks that ended more than this many weeks ago, as `--retention-weeks`.
     pub retention_weeks: Option<u32>,
+    /// `TALLY_SEGMENT_BY` (optional): a top-level string field whose values
+    /// each get a summary, as `--segment-by`.
+    pub segment_by: Option<String>,
+    /// `TALLY_THRESHOLDS` (optional): overrides of the findings'
+    /// thresholds, as `--thresholds`.
+    pub thresholds: Thresholds,
 }
 
 /// Most weeks `TALLY_RETENTION_WEEKS` may say (as the CLI's `--retention-weeks`).
@@ -71,13 +77,30 @@ impl FunctionConfig {
                 )
             })?),
         };
-        Ok(Self { table: get("TABLE_NAME")?, bucket: get("BUCKET_NAME")?, gzip_level, retention_weeks })
+        let segment_by = var("TALLY_SEGMENT_BY").ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let thresholds = match var("TALLY_THRESHOLDS").ok().filter(|v| !v.trim().is_empty()) {
+            None => Thresholds::default(),
+            Some(v) => v.parse().map_err(|e| anyhow::anyhow!("TALLY_THRESHOLDS: {e}"))?,
+        };
+        Ok(Self {
+            table: get("TABLE_NAME")?,
+            bucket: get("BUCKET_NAME")?,
+            gzip_level,
+            retention_weeks,
+            segment_by,
+            thresholds,
+        })
     }
 
     /// How `tally-weekly` writes the summary.
     pub fn summary_options(&self) -> SummaryOptions {
         let defaults = SummaryOptions::default();
-        SummaryOptions { gzip_level: self.gzip_level.unwrap_or(defaults.gzip_level), ..defaults }
+        SummaryOptions {
+            gzip_level: self.gzip_level.unwrap_or(defaults.gzip_level),
+            segment_by: self.segment_by.clone(),
+            thresholds: self.thresholds.clone(),
+            ..defaults
+        }
     }
 
     pub fn aws_config(&self) -> tally_aws::AwsConfig {
@@ -118,6 +141,17 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains("TALLY_RETENTION_WEEKS") && msg.contains("whole number"), "{bad}: {msg}");
         }
+        let config = FunctionConfig::from_env(env(&[
+            base[0],
+            base[1],
+            ("TALLY_SEGMENT_BY", " kind "),
+            ("TALLY_THRESHOLDS", "volume=0.3"),
+        ]))
+        .unwrap();
+        let options = config.summary_options();
+        assert_eq!((options.segment_by.as_deref(), options.thresholds.volume), (Some("kind"), 0.3));
+        let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_THRESHOLDS", "loud=1")])).unwrap_err();
+        assert!(format!("{err}").contains("TALLY_THRESHOLDS") && format!("{err}").contains("unknown key"), "{err}");
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
     }

@@ -199,6 +199,13 @@ impl SummarySink for S3SummarySink {
         put_whole(&self.client, &self.bucket, self.key(week, name)?, content_type, body).await
     }
 
+    async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(SinkError::Internal { message: format!("{name:?} is not a valid object name"), source: None });
+        }
+        put_whole(&self.client, &self.bucket, format!("{}{name}", self.weeks_prefix()), content_type, body).await
+    }
+
     #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
     async fn open_object(
         &self,

@@ -259,7 +259,8 @@ async fn a_summary_that_fails_at_any_step_leaves_no_manifest_and_the_rerun_conve
     let clean = DirSummarySink::new(clean_dir.path());
     summarize_week(store.as_ref(), &clean, &clock, week, &options, &NoProgress).await.unwrap();
     let reference = tree(clean_dir.path());
-    assert_eq!(reference.len(), 4, "{:?}", reference.iter().map(|r| &r.0).collect::<Vec<_>>());
+    // The week's four objects and the bucket's index.html.
+    assert_eq!(reference.len(), 5, "{:?}", reference.iter().map(|r| &r.0).collect::<Vec<_>>());
 
     let steps = [
         (Op::SinkBegin, 0),
@@ -309,6 +310,17 @@ async fn a_summary_that_fails_at_any_step_leaves_no_manifest_and_the_rerun_conve
             assert_eq!(tree(out.path()), reference, "{op:?}/{fault:?}: rerun differs from the clean run");
         }
     }
+
+    // A failed index.html write does not fail the week, whose manifest stands.
+    let out = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let sink = FaultySink::new(Arc::new(DirSummarySink::new(out.path())), plan.clone());
+    plan.fail_nth(Op::SinkPut("other"), 0, Fault::Unavailable);
+    summarize_week(store.as_ref(), &sink, &clock, week, &options, &NoProgress).await.unwrap();
+    assert_eq!(plan.injected(), 1, "the index write was not reached");
+    let after = tree(out.path());
+    assert!(after.iter().any(|(p, _)| p.ends_with(MANIFEST_JSON)));
+    assert!(!after.iter().any(|(p, _)| p.ends_with("index.html")));
 }
 
 #[test]

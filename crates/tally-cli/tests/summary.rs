@@ -73,11 +73,14 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
         assert_eq!(o["sha256"], hex::encode(Sha256::digest(&bytes)));
     }
     let summary: Value = serde_json::from_slice(&std::fs::read(wd.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["schema"], 1);
+    assert_eq!(summary["schema"], 2);
+    assert_eq!(summary["comparison"], Value::Null, "the first week has nothing to compare with");
     assert_eq!(summary["week"], week);
     assert_eq!(summary["records"], 3);
     let html = std::fs::read_to_string(wd.join("summary.html")).unwrap();
     assert!(html.contains("<svg") && html.contains(&week) && !html.contains("http://") && !html.contains("https://"));
+    let index = std::fs::read_to_string(wd.parent().unwrap().join("index.html")).unwrap();
+    assert!(index.contains(&format!("href=\"{week}/summary.html\"")), "the index links the week");
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(exported_ids(&wd.join("records.ndjson.gz")), sorted);

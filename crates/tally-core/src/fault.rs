@@ -281,6 +281,11 @@ impl SummarySink for FaultySink {
         self.plan.sink(Op::SinkList).await?;
         self.inner.list_weeks().await
     }
+
+    async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
+        self.plan.sink(put_op(name)).await?;
+        self.inner.put_index(name, content_type, body).await
+    }
 }
 
 struct FaultyUpload {

@@ -214,6 +214,10 @@ pub trait SummarySink: Send + Sync + std::fmt::Debug {
 
     /// Weeks with a manifest, ascending.
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError>;
+
+    /// Writes `name` beside the week folders (`summaries/index.html`),
+    /// atomically replacing the old object.
+    async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError>;
 }
 
 /// A streamed object upload: nothing is visible until [`finish`](Self::finish);

@@ -167,6 +167,21 @@ impl SummarySink for DirSummarySink {
         .await
     }
 
+    async fn put_index(&self, name: &str, _content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
+        check_name(name)?;
+        let dest = self.root.join(PREFIX).join(name);
+        let info = ObjectInfo {
+            key: format!("{PREFIX}/{name}"),
+            bytes: body.len() as u64,
+            sha256: hex::encode(Sha256::digest(&body)),
+        };
+        blocking(move || {
+            write_atomic(&dest, &body).map_err(io_err(format!("cannot write {}", dest.display())))?;
+            Ok(info)
+        })
+        .await
+    }
+
     async fn open_object(
         &self,
         week: IsoWeek,

@@ -8,7 +8,8 @@
 //!   (`stats`).
 //! - [`Summary`] (`model`): `summary.json`, schema 2.
 //! - [`compare`] (`compare`): the findings against the previous week.
-//! - [`render_html`] (`html`): `summary.html`, one self-contained page.
+//! - [`render_html`], [`render_index`] (`html`): the report site — each week's
+//!   `summary.html` and the bucket's `summaries/index.html` (askama templates).
 //! - [`summarize_week`] and friends (`service`): the one code path used by
 //!   `tally summarize`, the in-process schedule and the weekly Lambda: read
 //!   the week page by page, write `records.ndjson.gz`, `summary.json`,
@@ -29,7 +30,7 @@ mod stats;
 
 pub use aggregate::{Aggregator, MergeError};
 pub use compare::{InvalidThresholds, MIN_EXPECTED, Thresholds, Z_SIGNIFICANT, compare};
-pub use html::render_html;
+pub use html::{IndexWeek, Nav, TREND_FIELDS, TREND_WEEKS, render_html, render_index};
 pub use model::{
     ArraySummary, BooleanSummary, Comparison, DayCount, FieldSummary, Finding, FindingKind, Histogram, Limits,
     NumberSummary, OTHER_PATH, SCHEMA_VERSION, Segment, Segments, Severity, StringSummary, Summary, TopValue,
@@ -37,8 +38,9 @@ pub use model::{
 };
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
-    MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON, SummarizeError,
-    WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_week, summarize_weeks,
+    INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON,
+    SummarizeError, WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_week, summarize_weeks,
+    write_index,
 };
 
 /// How a summary is computed and written. The defaults are the issue's.

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
 use super::compare::compare;
-use super::html::render_html;
+use super::html::{IndexWeek, Nav, TREND_WEEKS, render_html, render_index};
 use super::model::{Comparison, Summary};
 use crate::Record;
 use crate::clock::{Clock, Timestamp};
@@ -41,6 +41,8 @@ pub const SUMMARY_JSON: &str = "summary.json";
 pub const SUMMARY_HTML: &str = "summary.html";
 pub const RECORDS_NDJSON_GZ: &str = "records.ndjson.gz";
 pub const MANIFEST_JSON: &str = "manifest.json";
+/// `summaries/index.html`: every summarized week, beside the week folders.
+pub const INDEX_HTML: &str = "index.html";
 
 /// Why a run failed. Each variant names the week and the step.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,10 @@ pub struct Manifest {
     pub generated_at: Timestamp,
     /// Sorted by key.
     pub objects: Vec<ObjectInfo>,
+    /// Schema 2: the week's findings of severity `warn` (absent in
+    /// manifests written before findings existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<u64>,
 }
 
 /// What a successful run wrote.
@@ -247,11 +253,19 @@ async fn run(
     let records_info = upload.finish().await.map_err(write_err(RECORDS_NDJSON_GZ))?;
 
     let mut summary = aggregator.finish();
-    let previous = previous_summary(sink, week).await?;
+    let done = sink.list_weeks().await.map_err(|source| SummarizeError::ListSummaries { source })?;
+    let nav = Nav {
+        previous: done.iter().rev().find(|w| **w < week).copied(),
+        next: done.iter().find(|w| **w > week).copied(),
+    };
+    let previous = match nav.previous {
+        Some(p) => load_summary(sink, week, p).await?,
+        None => None,
+    };
     summary.comparison = previous.as_ref().map(|p| compare(p, &summary, &options.thresholds));
     let json =
         summary.to_json().map_err(|e| SummarizeError::Encode { week, object: SUMMARY_JSON, source: e.into() })?;
-    let html = render_html(&summary);
+    let html = render_html(&summary, previous.as_ref(), nav);
     let json_info = sink
         .put_object(week, SUMMARY_JSON, "application/json", Bytes::from(json))
         .await
@@ -270,10 +284,15 @@ async fn run(
         tally_version: crate::VERSION.to_owned(),
         generated_at: clock.now(),
         objects: objects.clone(),
+        warnings: Some(summary.comparison.as_ref().map_or(0, |c| c.warnings() as u64)),
     };
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| encode_err(MANIFEST_JSON)(e.into()))?;
     manifest_bytes.push(b'\n');
     let manifest_info = sink.commit_week(week, Bytes::from(manifest_bytes)).await.map_err(write_err(MANIFEST_JSON))?;
+    // The week is complete; the index is a convenience the next run rewrites.
+    if let Err(e) = write_index(sink).await {
+        tracing::warn!(%week, error = %e, cause = ?std::error::Error::source(&e), "could not rewrite summaries/index.html; the week's report is complete, and the next run rewrites the index");
+    }
     Ok(WeekReport {
         week,
         records: summary.records,
@@ -284,14 +303,18 @@ async fn run(
     })
 }
 
-/// The summary of the latest week before `week` that has a manifest. An
-/// unreadable one (not tally's JSON) is skipped with a warning: it must not
-/// stop this week's report, which then has no comparison.
-async fn previous_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Option<Summary>, SummarizeError> {
-    let list_err = |source| SummarizeError::ListSummaries { source };
-    let weeks = sink.list_weeks().await.map_err(list_err)?;
-    let Some(&previous) = weeks.iter().rev().find(|w| **w < week) else { return Ok(None) };
-    let Some(bytes) = read_summary(sink, previous).await.map_err(list_err)? else { return Ok(None) };
+/// The summary of `previous`, a week with a manifest. An unreadable one
+/// (not tally's JSON) is skipped with a warning: it must not stop `week`'s
+/// report, which then has no comparison.
+async fn load_summary(
+    sink: &dyn SummarySink,
+    week: IsoWeek,
+    previous: IsoWeek,
+) -> Result<Option<Summary>, SummarizeError> {
+    let Some(bytes) = read_summary(sink, previous).await.map_err(|source| SummarizeError::ListSummaries { source })?
+    else {
+        return Ok(None);
+    };
     match serde_json::from_slice::<Summary>(&bytes) {
         Ok(summary) => Ok(Some(summary)),
         Err(e) => {
@@ -299,6 +322,28 @@ async fn previous_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Optio
             Ok(None)
         }
     }
+}
+
+/// Rewrites `summaries/index.html` from the bucket: every week's manifest
+/// (records, warnings) and the summaries of the latest [`TREND_WEEKS`].
+/// Weeks whose objects cannot be parsed are listed from what can be read.
+pub async fn write_index(sink: &dyn SummarySink) -> Result<ObjectInfo, SinkError> {
+    let weeks = sink.list_weeks().await?;
+    let mut rows = Vec::with_capacity(weeks.len());
+    for &week in &weeks {
+        let manifest = sink.read_object(week, MANIFEST_JSON).await?;
+        let Some(manifest) = manifest.and_then(|m| serde_json::from_slice::<Manifest>(&m).ok()) else { continue };
+        rows.push(IndexWeek { week, records: manifest.records, warnings: manifest.warnings });
+    }
+    let mut recent = Vec::new();
+    for &week in weeks.iter().rev().take(TREND_WEEKS) {
+        if let Some(summary) = read_summary(sink, week).await?.and_then(|b| serde_json::from_slice::<Summary>(&b).ok())
+        {
+            recent.push(summary);
+        }
+    }
+    let html = render_index(&rows, &recent);
+    sink.put_index(INDEX_HTML, "text/html; charset=utf-8", Bytes::from(html)).await
 }
 
 /// How many pages may wait for each stage: enough to keep the cores busy

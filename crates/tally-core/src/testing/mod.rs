@@ -218,6 +218,9 @@ impl SummarySink for MemorySummarySink {
     ) -> Result<ObjectInfo, SinkError> {
         Ok(Self::put(&self.objects, Self::key(week, name), body))
     }
+    async fn put_index(&self, name: &str, _ct: &str, body: bytes::Bytes) -> Result<ObjectInfo, SinkError> {
+        Ok(Self::put(&self.objects, format!("summaries/{name}"), body))
+    }
     async fn open_object(&self, week: IsoWeek, name: &str, _ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
         Ok(Box::new(MemoryUpload { objects: self.objects.clone(), key: Self::key(week, name), buf: Vec::new() }))
     }

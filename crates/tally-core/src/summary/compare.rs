@@ -227,6 +227,10 @@ fn fields(
     let after: BTreeMap<&str, &FieldSummary> =
         current.iter().filter(|f| f.path != OTHER_PATH).map(|f| (f.path.as_str(), f)).collect();
     let path = |p: &str| Some(format!("{prefix}{p}"));
+    // How messages name a path: `a.b`, or `a.b` in `kind=orders` in a segment.
+    let label = |p: &str| {
+        if prefix.is_empty() { p.to_owned() } else { format!("{p}` in `{}", prefix.trim_end_matches(':')) }
+    };
 
     // Added and removed: only the topmost path of a new or vanished subtree.
     let mut appeared = BTreeSet::new();
@@ -250,11 +254,12 @@ fn fields(
             continue;
         }
         appeared.insert((kind, name.to_owned()));
+        let shown = label(name);
         let (severity, message, previous, current) = if kind == FindingKind::FieldRemoved {
             (
                 Severity::Warn,
                 format!(
-                    "Field `{name}` disappeared: it was in {} of last week's records and is in none now.",
+                    "Field `{shown}` disappeared: it was in {} of last week's records and is in none now.",
                     percent(share)
                 ),
                 json!(f.present),
@@ -263,7 +268,7 @@ fn fields(
         } else {
             (
                 Severity::Info,
-                format!("New field `{name}`: in {} of this week's records and in none last week.", percent(share)),
+                format!("New field `{shown}`: in {} of this week's records and in none last week.", percent(share)),
                 json!(0),
                 json!(f.present),
             )
@@ -273,13 +278,14 @@ fn fields(
 
     for (name, a) in &before {
         let Some(b) = after.get(name) else { continue };
-        types(out, path(name), name, a, b, t);
-        null_rate(out, path(name), name, a, b, t);
+        let shown = label(name);
+        types(out, path(name), &shown, a, b, t);
+        null_rate(out, path(name), &shown, a, b, t);
         if let (Some(na), Some(nb)) = (&a.number, &b.number) {
-            distribution(out, path(name), name, &na.quantiles, na.count, &nb.quantiles, nb.count, t);
+            distribution(out, path(name), &shown, &na.quantiles, na.count, &nb.quantiles, nb.count, t);
         }
         if let (Some(sa), Some(sb)) = (&a.string, &b.string) {
-            top_values(out, path(name), name, sa, sb, t);
+            top_values(out, path(name), &shown, sa, sb, t);
         }
     }
 }

@@ -258,7 +258,9 @@ impl WeekPage {
             first_day: s.per_day.first().map(|d| d.date.clone()).unwrap_or_default(),
             last_day: s.per_day.last().map(|d| d.date.clone()).unwrap_or_default(),
             nav,
-            comparison: s.comparison.as_ref().map(|c| comparison_view(c, &anchors)),
+            comparison: s.comparison.as_ref().map(|c| {
+                comparison_view(c, &anchors, s.segments.as_ref().map(|seg| format!("{}=", seg.by)).as_deref())
+            }),
             previous_week: s.comparison.as_ref().map(|c| c.previous_week.to_string()),
             cards,
             unparsable: (s.unparsable_records > 0).then(|| {
@@ -295,7 +297,8 @@ impl WeekPage {
     }
 }
 
-fn comparison_view(c: &Comparison, anchors: &HashMap<String, String>) -> ComparisonView {
+/// `segment` is the prefix of segment findings' paths (`kind=`).
+fn comparison_view(c: &Comparison, anchors: &HashMap<String, String>, segment: Option<&str>) -> ComparisonView {
     let warnings = c.warnings();
     let infos = c.findings.len() - warnings;
     let headline = match (warnings, infos) {
@@ -305,9 +308,11 @@ fn comparison_view(c: &Comparison, anchors: &HashMap<String, String>) -> Compari
             format!("{w} warning{} and {n} note{}.", if w == 1 { "" } else { "s" }, if n == 1 { "" } else { "s" })
         }
     };
-    // Warnings first, then notes; each group in the summary's (kind, path) order.
+    // Warnings first, then notes; the week's before its segments'; each
+    // group in the summary's (kind, path) order.
+    let in_segment = |path: Option<&str>| segment.zip(path).is_some_and(|(prefix, p)| p.starts_with(prefix));
     let mut findings: Vec<_> = c.findings.iter().collect();
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    findings.sort_by_key(|f| (std::cmp::Reverse(f.severity), in_segment(f.path.as_deref())));
     ComparisonView {
         previous_week: c.previous_week,
         headline,
@@ -598,7 +603,7 @@ impl IndexPage {
             ),
             _ => String::new(),
         };
-        let slot = 1000.0 / TREND_WEEKS as f64;
+        let slot = 1000.0 / recent.len().clamp(6, TREND_WEEKS) as f64;
         let max = recent.iter().map(|s| s.records).max().unwrap_or(0).max(1) as f64;
         let plot = 108.0;
         let mut bars = Vec::new();
@@ -648,7 +653,7 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
         count(b).cmp(&count(a)).then_with(|| a.path.cmp(&b.path))
     });
     busiest.truncate(TREND_FIELDS);
-    let slot = 1000.0 / TREND_WEEKS as f64;
+    let slot = 1000.0 / recent.len().clamp(6, TREND_WEEKS) as f64;
     busiest
         .into_iter()
         .map(|field| {

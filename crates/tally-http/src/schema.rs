@@ -7,7 +7,7 @@
 //! `POST /records`, a stored record), the type here only describes it, and a
 //! test checks that the two agree.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tally_core::IsoWeek;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -161,6 +161,132 @@ impl PartialSchema for AnyObject {
 
 impl ToSchema for AnyObject {}
 
+/// `summary.json` as `GET /summaries/{week}` serves it: the OpenAPI shape
+/// of `tally_core::summary::Summary` (README, "The weekly summary", says
+/// what each key means). Documentation only — the handler serves the
+/// stored bytes — and a test deserializes real summaries into it with
+/// unknown keys denied, so it cannot drift from what tally writes.
+/// Schema 2 adds `comparison`, `segments` and each number field's
+/// `quantiles`; summaries written by 0.1 (schema 1) lack them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeekSummary {
+    /// `summary.json` schema version: 2 (1 for summaries written by tally 0.1).
+    #[schema(minimum = 1, example = 2)]
+    pub schema: u32,
+    #[schema(example = "2026-W47")]
+    pub week: String,
+    /// Monday 00:00 UTC, inclusive.
+    #[schema(format = DateTime)]
+    pub start: String,
+    /// Next Monday 00:00 UTC, exclusive.
+    #[schema(format = DateTime)]
+    pub end: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub unparsable_records: u64,
+    /// Monday first, 7 entries.
+    #[schema(schema_with = any_objects)]
+    pub per_day: Vec<serde_json::Value>,
+    /// 168 entries: hour 0 is Monday 00:00–01:00 UTC.
+    pub per_hour: Vec<u64>,
+    #[schema(schema_with = any_object)]
+    pub limits: serde_json::Value,
+    /// Per field path: presence, nulls, types, and number/string/boolean/array statistics.
+    #[schema(schema_with = any_objects)]
+    pub fields: Vec<serde_json::Value>,
+    /// What changed since the latest earlier summarized week; `null` when none.
+    #[serde(default)]
+    pub comparison: Option<WeekComparison>,
+    /// Per-value summaries of the `--segment-by` field; `null` when not segmented.
+    #[serde(default)]
+    pub segments: Option<WeekSegments>,
+}
+
+/// `comparison` of `summary.json`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeekComparison {
+    #[schema(example = "2026-W46")]
+    pub previous_week: String,
+    /// Sorted by (kind, path).
+    pub findings: Vec<WeekFinding>,
+}
+
+/// One finding.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeekFinding {
+    #[schema(example = "null_rate")]
+    pub kind: FindingKindDoc,
+    /// The field path (segment findings prefixed `kind=orders:`), or `null` for the week.
+    #[schema(example = "user.email")]
+    pub path: Option<String>,
+    pub severity: SeverityDoc,
+    /// The value last week (a number, string or object, by kind).
+    #[schema(schema_with = any_value)]
+    pub previous: serde_json::Value,
+    /// The value this week.
+    #[schema(schema_with = any_value)]
+    pub current: serde_json::Value,
+    #[schema(example = "Field `user.email` is null in 41 % of records that have it, 3.0 % last week.")]
+    pub message: String,
+}
+
+/// The finding kinds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKindDoc {
+    Volume,
+    FieldAdded,
+    FieldRemoved,
+    TypeChanged,
+    NullRate,
+    Distribution,
+    TopValues,
+    QuietDay,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeverityDoc {
+    Info,
+    Warn,
+}
+
+/// `segments` of `summary.json`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeekSegments {
+    /// The top-level field segmented by.
+    #[schema(example = "kind")]
+    pub by: String,
+    /// The 20 most frequent values, by records.
+    pub values: Vec<WeekSegment>,
+    /// Records with another value, or without the field.
+    pub other_records: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeekSegment {
+    #[schema(example = "order")]
+    pub value: String,
+    pub records: u64,
+    /// Same shape as the week's `fields`.
+    #[schema(schema_with = any_objects)]
+    pub fields: Vec<serde_json::Value>,
+}
+
+fn any_objects() -> ArrayBuilder {
+    ArrayBuilder::new().items(any_object())
+}
+
+/// Any JSON value.
+fn any_value() -> ObjectBuilder {
+    ObjectBuilder::new()
+}
+
 /// Body of `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -235,5 +361,45 @@ mod tests {
         assert!(tally_core::IdempotencyKey::parse(b"~ !").is_ok());
         assert!(tally_core::IsoWeek::parse("2026-w53").is_ok());
         assert!(tally_core::IsoWeek::parse("0999-W01").is_err(), "years start at 1000, as the pattern says");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod summary_json_tests {
+    use super::*;
+    use tally_core::summary::{Aggregator, SummaryOptions, compare};
+    use tally_core::{Record, RecordId};
+
+    fn summary(week: IsoWeek, n: u64, segment: bool) -> tally_core::Summary {
+        let options = SummaryOptions { segment_by: segment.then(|| "kind".into()), ..SummaryOptions::default() };
+        let mut agg = Aggregator::new(week, &options);
+        for i in 0..n {
+            let at = week.start();
+            let data = format!(r#"{{"kind":"k{}","n":{i},"s":"v{}","e":null,"a":[1]}}"#, i % 3, i % 7);
+            agg.push(&Record { id: RecordId::generate(at), received_at: at, data });
+        }
+        agg.finish()
+    }
+
+    /// The documented shape covers every key tally writes, in schema 2 and 1.
+    #[test]
+    fn week_summary_documents_every_key_of_summary_json() {
+        let week = IsoWeek::parse("2026-W47").unwrap();
+        let previous = summary(week.previous(), 100, true);
+        let mut current = summary(week, 300, true);
+        current.comparison = Some(compare(&previous, &current, &Default::default()));
+        assert!(!current.comparison.as_ref().unwrap().findings.is_empty(), "exercise the findings");
+        let doc: WeekSummary = serde_json::from_slice(&current.to_json().unwrap()).unwrap();
+        assert_eq!(doc.schema, 2);
+        assert!(doc.comparison.is_some() && doc.segments.is_some());
+        // A schema-1 summary (0.1) has neither key.
+        let mut old: serde_json::Value = serde_json::from_slice(&summary(week, 3, false).to_json().unwrap()).unwrap();
+        let map = old.as_object_mut().unwrap();
+        map.remove("comparison");
+        map.remove("segments");
+        map.insert("schema".into(), 1.into());
+        let doc: WeekSummary = serde_json::from_value(old).unwrap();
+        assert!(doc.comparison.is_none());
     }
 }

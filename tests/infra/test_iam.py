@@ -54,15 +54,20 @@ WEEKLY_GRANTS = {
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
-    ("s3:ListMultipartUploadParts", "${SummaryBucket.Arn}/summaries/*", None),
+    # (No s3:ListMultipartUploadParts: the upload keeps its own part list.)
     # begin_week removes the old manifest before a re-run; S3WeekRefresh::done
     # removes a handled refresh request.
     ("s3:DeleteObject", "${SummaryBucket.Arn}/summaries/*", None),
-    # catch-up: which weeks already have a manifest.
+    # Not for reading: no weekly code path reads an object today. Issue 14's
+    # report link is a pre-signed GET of summaries/<week>/summary.html that
+    # this role signs, and a pre-signed URL only works while its signer may
+    # s3:GetObject the object - so the grant stays, on summaries/* only.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     # list_weeks, and S3WeekRefresh::pending (left-over requests).
     ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+    # Issue 14: the weekly report digest, to this stack's topic only.
+    ("sns:Publish", "Ref:ReportTopic", None),
 }
 
 # Explicit denies. The weekly function must never start itself: creating a
@@ -71,13 +76,14 @@ WEEKLY_DENIES = {
     ("s3:PutObject", REFRESH_REQUESTS, None),
 }
 
-# The role SAM generates for the ScheduleV2 event.
+# The schedule's own role (WeeklyScheduleRole).
 SCHEDULER_GRANTS = {
     ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
 }
 
-TABLES = {"true": "RecordsTable", "false": "RecordsTableDeletable"}
+# One table whatever RetainTable says (test_template pins that).
+TABLES = {"true": "RecordsTable", "false": "RecordsTable"}
 
 
 def _render(node: Any) -> str:
@@ -160,7 +166,41 @@ def test_scheduler_role_may_only_invoke_the_weekly_function_and_dead_letter(depl
     resources, _ = deployed
     schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
     role = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    assert role == "WeeklyScheduleRole"
     assert grants(resources, role) == SCHEDULER_GRANTS
+
+
+def test_only_this_accounts_schedule_may_assume_the_scheduler_role(deployed):
+    """Confused-deputy guard: EventBridge Scheduler acting for another
+    account, or for another schedule, cannot assume the role."""
+    resources, _ = deployed
+    schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
+    assert schedule["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-weekly"}
+    assert "GroupName" not in schedule["Properties"], "the SourceArn below names the default group"
+    (statement,) = resources["WeeklyScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Service": "scheduler.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {
+                "aws:SourceArn": {
+                    "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/default/${AWS::StackName}-weekly"
+                }
+            },
+        },
+    }
+
+
+def test_only_the_weekly_role_may_publish_and_only_to_the_report_topic(deployed):
+    resources, _ = deployed
+    weekly = function_role(resources, "WeeklyFunction")
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        publishes = {(a, r) for a, r, _ in grants(resources, name) if a.startswith("sns:")}
+        assert publishes == ({("sns:Publish", "Ref:ReportTopic")} if name == weekly else set()), name
 
 
 def test_no_role_allows_wildcard_actions_or_resources(deployed):
@@ -237,7 +277,7 @@ def test_every_role_is_accounted_for(cfn_template):
     for overrides in ({}, {"ConfigureApiGatewayAccount": "true"}):
         resources = resolve(cfn_template, overrides)["Resources"]
         roles = {n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyFunctionWeeklyRole"}
+        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyScheduleRole"}
         if overrides:
             expected.add("ApiGatewayCloudWatchRole")
         assert roles == expected

@@ -173,6 +173,14 @@ def test_the_table_logical_id_depends_on_no_parameter(sam_template, cfn_template
         assert list(tables) == ["RecordsTable"], overrides
 
 
+def test_the_expanded_template_for_linters_still_names_the_language_extensions(cfn_template):
+    """scripts/check-infra lints and scans the expansion without parameter
+    values: the policies stay Fn::If, so the output must keep saying which
+    transform resolves them."""
+    assert cfn_template["Transform"] == "AWS::LanguageExtensions"
+    assert cfn_template["Resources"]["RecordsTable"]["DeletionPolicy"] == {"Fn::If": ["RetainTableEnabled", "Retain", "Delete"]}
+
+
 @pytest.mark.parametrize("retain, policy", [("true", "Retain"), ("false", "Delete")])
 def test_the_language_extensions_resolve_the_table_policies_before_sam(retain, policy):
     """What CloudFormation deploys: AWS::LanguageExtensions picks the policy

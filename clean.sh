@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Remove a tally stack from AWS: empty the versioned summary bucket (every
-# object version and delete marker), delete the stack, wait, and say what was
-# kept (the records table when RetainTable=true).
+# Remove a tally stack from AWS: disable the weekly schedule (so no run writes
+# to the bucket meanwhile), empty the versioned summary bucket (every object
+# version and delete marker), delete the stack, wait, and say what was kept
+# (the records table when RetainTable=true, the artifact buckets it did not
+# create - named).
 #
 #   ./clean.sh                                   # asks for stack name and region
 #   ./clean.sh --stack-name tally --region eu-west-1 --yes
@@ -29,9 +31,11 @@ usage() {
   cat <<'EOF'
 Usage: ./clean.sh [options]
 
-Deletes a tally stack: empties its summary bucket (all versions and delete
-markers), deletes the CloudFormation stack and waits for it. The records table
-is kept when the stack was deployed with RetainTable=true (the default).
+Deletes a tally stack: disables its weekly schedule, empties its summary
+bucket (all versions and delete markers), deletes the CloudFormation stack and
+waits for it. The records table is kept when the stack was deployed with
+RetainTable=true (the default). Deployment artifact buckets are not deleted
+(clean.sh did not create them); it names them.
 
 Options:
   --stack-name NAME   stack to delete (default: tally)
@@ -106,8 +110,22 @@ bucket="$(output SummaryBucketName)"
 table="$(output RecordsTableName)"
 retained="$(output RecordsTableRetained)"
 apigw_role="$(resource ApiGatewayCloudWatchRole)"
+schedule="$(output WeeklyScheduleName)"
+[[ -n "$schedule" ]] || schedule="$(resource WeeklyFunctionWeekly)"
+[[ "$schedule" != "None" ]] || schedule=""
+# Artifact buckets: one given to deploy.sh --s3-bucket (it tags the stack),
+# and SAM's managed one. Read now: the tags go with the stack.
+artifact_bucket="$(aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+  --query "Stacks[0].Tags[?Key=='tally:artifact-bucket'].Value | [0]" --output text 2>/dev/null || true)"
+[[ "$artifact_bucket" != "None" ]] || artifact_bucket=""
+sam_bucket="$(aws cloudformation describe-stacks --stack-name aws-sam-cli-managed-default --region "$region" \
+  --query "Stacks[0].Outputs[?OutputKey=='SourceBucket'].OutputValue | [0]" --output text 2>/dev/null || true)"
+[[ "$sam_bucket" != "None" ]] || sam_bucket=""
 
 banner "Starting cleaning process: stack $stack_name ($status) in $region"
+if [[ -n "$schedule" ]]; then
+  say "First:       disable the weekly schedule $schedule (no run may write to the bucket while it is emptied)."
+fi
 say "Will delete: the API, both functions, the schedule, the dead-letter queue, alarms, log groups"
 if [[ -n "$bucket" ]]; then
   say "             and the summary bucket $bucket with every object version in it."
@@ -138,6 +156,21 @@ if [[ "$assume_yes" == false ]]; then
   [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] || { say "Nothing deleted."; exit 0; }
 fi
 
+# update-schedule replaces the whole definition: send back what get-schedule
+# returned (the fields tally's template sets) with State DISABLED.
+disable_schedule() {
+  local input
+  input="$(aws scheduler get-schedule --name "$1" --region "$region" \
+    --query '{Name: Name, GroupName: GroupName, ScheduleExpression: ScheduleExpression, ScheduleExpressionTimezone: ScheduleExpressionTimezone, Description: Description, FlexibleTimeWindow: FlexibleTimeWindow, Target: Target}' \
+    --output json 2>/dev/null)" || {
+    say "Weekly schedule $1 is already gone."
+    return 0
+  }
+  aws scheduler update-schedule --region "$region" --cli-input-json "$input" --state DISABLED >/dev/null ||
+    die "could not disable the weekly schedule $1" "check that your identity may scheduler:UpdateSchedule and iam:PassRole on its role, or disable it in the console, then re-run ./clean.sh"
+  say "Disabled the weekly schedule $1."
+}
+
 empty_bucket() {
   local bucket="$1" payload total=0 n errors
   payload="$(mktemp)"
@@ -163,6 +196,10 @@ empty_bucket() {
   done
   say "Bucket $bucket is empty ($total versions and delete markers deleted)."
 }
+
+if [[ -n "$schedule" ]]; then
+  disable_schedule "$schedule"
+fi
 
 if [[ -n "$bucket" ]]; then
   if aws s3api head-bucket --bucket "$bucket" --region "$region" >/dev/null 2>&1; then
@@ -210,5 +247,17 @@ if [[ -n "$apigw_role" && "$apigw_role" != "None" ]]; then
   kept=true
   say "IAM role $apigw_role: the region's API Gateway CloudWatch logging role (other APIs may use it)."
 fi
-say "Deployment artifacts in the SAM-managed bucket (aws-sam-cli-managed-default-*), shared by all SAM stacks in $region."
+# Deployment artifacts: clean.sh created neither bucket, so it only names them.
+if [[ -n "$artifact_bucket" ]]; then
+  kept=true
+  say "Artifact bucket $artifact_bucket (given to deploy.sh --s3-bucket; not created by this stack): this stack's uploads are under s3://$artifact_bucket/$stack_name/."
+  say "  Remove them when no longer needed: aws s3 rm s3://$artifact_bucket/$stack_name/ --recursive --region $region"
+fi
+if [[ -n "$sam_bucket" ]]; then
+  kept=true
+  say "SAM's managed artifact bucket $sam_bucket (stack aws-sam-cli-managed-default), shared by every SAM stack in $region: not created by this stack."
+  say "  Its objects for this stack are under the s3_prefix of samconfig.toml (tally by default)."
+elif [[ -z "$artifact_bucket" ]]; then
+  say "No artifact bucket found (SAM's managed stack aws-sam-cli-managed-default does not exist in $region)."
+fi
 [[ "$kept" == true ]] || say "Nothing else: every tally resource was deleted."

@@ -5,6 +5,11 @@
 #   ./deploy.sh                         # asks for stack name, artifact bucket, region
 #   ./deploy.sh --stack-name tally --region eu-west-1 --yes
 #   ./deploy.sh --dry-run               # validate + build only, no AWS account needed
+#   ./deploy.sh --config-env prod       # samconfig.toml's [prod] stack and parameters
+#
+# It never executes a change set that replaces or deletes the records table
+# or the summary bucket unless --allow-replacement is given: it lists them
+# and stops, with or without a terminal and with --yes.
 #
 # Run ./deploy.sh --help for every option. Guide: docs/DEPLOY.md
 set -euo pipefail
@@ -15,6 +20,11 @@ ERROR_HINT="fix that, then re-run ./deploy.sh (docs/DEPLOY.md#troubleshooting)."
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib/cli.sh"
 
 readonly DEFAULT_STACK="tally"
+# The weekly schedule is named <stack>-weekly and schedule names have at most
+# 64 characters (tests/infra pins the sum).
+readonly MAX_STACK_NAME=57
+# Resource types whose replacement or removal loses data.
+readonly PROTECTED_TYPES="AWS::DynamoDB::Table AWS::S3::Bucket"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly ROOT
@@ -28,6 +38,8 @@ configure_apigw=""
 assume_yes=false
 guided=false
 dry_run=false
+allow_replacement=false
+config_env=""
 
 usage() {
   cat <<'EOF'
@@ -46,10 +58,16 @@ Options:
   --alarm-email ADDRESS    e-mail alarm notifications to ADDRESS (confirm the
                            subscription e-mail AWS sends)
   --parameter-overrides S  extra template parameters, e.g. 'QuotaLimit="5000"'
+  --config-env NAME        use samconfig.toml's [NAME.*] sections (dev, prod):
+                           their stack_name and parameter_overrides
+  --allow-replacement      execute a change set even if it replaces or deletes
+                           the records table or the summary bucket (their data
+                           is lost unless retained; export it first)
   --configure-apigw-account
                            let the stack set the region's API Gateway
                            CloudWatch role (detected automatically)
   --yes, -y                no questions; apply the change set without asking
+                           (still never one that replaces the table or bucket)
   --guided                 run `sam deploy --guided` (asks for every parameter
                            and can save the answers to samconfig.toml)
   --dry-run                validate the template and build the Lambdas only;
@@ -71,6 +89,9 @@ while [[ $# -gt 0 ]]; do
     --parameter-overrides) need_value "$@"; extra_overrides="$2"; shift 2 ;;
     --parameter-overrides=*) extra_overrides="${1#*=}"; shift ;;
     --configure-apigw-account) configure_apigw=true; shift ;;
+    --config-env) need_value "$@"; config_env="$2"; shift 2 ;;
+    --config-env=*) config_env="${1#*=}"; shift ;;
+    --allow-replacement) allow_replacement=true; shift ;;
     -y | --yes) assume_yes=true; shift ;;
     --guided) guided=true; shift ;;
     --dry-run) dry_run=true; shift ;;
@@ -106,8 +127,11 @@ default_region() {
 }
 
 validate_names() {
-  [[ "$stack_name" =~ ^[A-Za-z][A-Za-z0-9-]{0,127}$ ]] ||
+  [[ "$stack_name" =~ ^[A-Za-z][A-Za-z0-9-]*$ ]] ||
     die "invalid stack name '$stack_name'" "use letters, digits and hyphens, starting with a letter (e.g. tally)"
+  ((${#stack_name} <= MAX_STACK_NAME)) ||
+    die "stack name '$stack_name' is ${#stack_name} characters long; at most $MAX_STACK_NAME fit" \
+      "pick a shorter --stack-name (the weekly schedule is named <stack>-weekly, and schedule names have at most 64 characters)"
   [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]+$ ]] ||
     die "invalid region '$region'" "pass a region code such as us-east-1 or eu-west-1 with --region"
   if [[ -n "$artifact_bucket" && ! "$artifact_bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
@@ -115,13 +139,15 @@ validate_names() {
   fi
 }
 
-# The parameter_overrides line of samconfig.toml's [default.deploy.parameters]:
-# sam ignores it when --parameter-overrides is given, so it is merged here.
-samconfig_overrides() {
+# A value of samconfig.toml: samconfig_value SECTION KEY, e.g.
+# samconfig_value "[default.deploy.parameters]" parameter_overrides. sam
+# ignores the file's parameter_overrides when --parameter-overrides is
+# given, so deploy.sh merges them itself.
+samconfig_value() {
   local line
-  line="$(awk '
+  line="$(awk -v want="$1" -v key="$2" '
     /^\[/ { section = $0; next }
-    section == "[default.deploy.parameters]" && /^[[:space:]]*parameter_overrides[[:space:]]*=/ { print; exit }
+    section == want && $0 ~ "^[[:space:]]*" key "[[:space:]]*=" { print; exit }
   ' "$ROOT/samconfig.toml" 2>/dev/null || true)"
   [[ -z "$line" ]] && return 0
   line="${line#*=}"
@@ -130,6 +156,7 @@ samconfig_overrides() {
   line="${line%\"}"
   printf '%s' "${line//\\\"/\"}"
 }
+samconfig_overrides() { samconfig_value "[${config_env:-default}.deploy.parameters]" parameter_overrides; }
 
 stack_output() {
   aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
@@ -168,6 +195,16 @@ fi
 
 # ------------------------------------------------------------------- deploy
 banner "tally: deploy to AWS with SAM"
+
+if [[ -n "$config_env" ]]; then
+  if ! [[ "$config_env" =~ ^[A-Za-z0-9_-]+$ ]] || ! grep -q "^\[$config_env\.deploy\.parameters\]" "$ROOT/samconfig.toml"; then
+    die "samconfig.toml has no [$config_env.deploy.parameters] section" "use --config-env dev or --config-env prod, or add the section (docs/DEPLOY.md#environments)"
+  fi
+  if [[ -z "$stack_name" ]]; then
+    stack_name="$(samconfig_value "[$config_env.deploy.parameters]" stack_name)"
+    [[ -n "$stack_name" ]] || stack_name="$(samconfig_value "[$config_env.global.parameters]" stack_name)"
+  fi
+fi
 
 [[ -n "$region" ]] || region_default="$(default_region)"
 if [[ "$interactive" == true ]]; then
@@ -230,32 +267,106 @@ banner "Building (sam build --beta-features)"
 sam build --beta-features --template-file template.yaml ||
   die "sam build failed" "read the cargo errors above; ./deploy.sh --dry-run reproduces the build without AWS"
 
-banner "Deploying stack $stack_name to $region"
+banner "Creating the change set for stack $stack_name in $region"
+# sam only creates the change set; deploy.sh looks at it before anything runs.
 deploy_args=(--stack-name "$stack_name" --region "$region" --capabilities CAPABILITY_IAM
-  --parameter-overrides "$overrides" --no-fail-on-empty-changeset)
+  --parameter-overrides "$overrides" --no-fail-on-empty-changeset
+  --no-execute-changeset --no-confirm-changeset)
+[[ -z "$config_env" ]] || deploy_args+=(--config-env "$config_env")
 if [[ -n "$artifact_bucket" ]]; then
   deploy_args+=(--s3-bucket "$artifact_bucket" --s3-prefix "$stack_name" --no-resolve-s3)
+  # clean.sh names this bucket (it did not create it and leaves it alone).
+  deploy_args+=(--tags "tally:artifact-bucket=$artifact_bucket")
 else
   deploy_args+=(--resolve-s3)
 fi
-if [[ "$guided" == true ]]; then
-  deploy_args+=(--guided)
-elif [[ "$assume_yes" == true || "$interactive" == false ]]; then
-  deploy_args+=(--no-confirm-changeset)
-else
-  deploy_args+=(--confirm-changeset)
-fi
-sam deploy "${deploy_args[@]}" ||
-  die "sam deploy failed" "the CloudFormation events above name the failing resource; see docs/DEPLOY.md#troubleshooting. A stack left in ROLLBACK_COMPLETE must be removed with ./clean.sh --stack-name $stack_name --region $region before re-deploying"
+[[ "$guided" == false ]] || deploy_args+=(--guided)
+sam_log="$(mktemp)"
+trap 'rm -f "$sam_log"' EXIT
+sam deploy "${deploy_args[@]}" 2>&1 | tee "$sam_log" ||
+  die "sam deploy could not create the change set" "the messages above say why; see docs/DEPLOY.md#troubleshooting. A stack left in ROLLBACK_COMPLETE must be removed with ./clean.sh --stack-name $stack_name --region $region before re-deploying"
 
-status="$(aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
-  --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true)"
+changeset="$(grep -Eo 'arn:aws[a-z-]*:cloudformation:[^[:space:]]+:changeSet/[^[:space:]]+' "$sam_log" | tail -n1 || true)"
+if [[ -z "$changeset" ]] && ! grep -q "No changes to deploy" "$sam_log"; then
+  # shellcheck disable=SC2016 # backticks are JMESPath literals
+  changeset="$(aws cloudformation list-change-sets --stack-name "$stack_name" --region "$region" \
+    --query 'sort_by(Summaries[?ExecutionStatus==`AVAILABLE`], &CreationTime)[-1].ChangeSetId' --output text 2>/dev/null || true)"
+  [[ "$changeset" != "None" ]] || changeset=""
+  [[ -n "$changeset" ]] ||
+    die "sam deploy created no change set that deploy.sh can find" "list them with: aws cloudformation list-change-sets --stack-name $stack_name --region $region"
+fi
+
+stack_status() {
+  aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+    --query 'Stacks[0].StackStatus' --output text 2>/dev/null || true
+}
+
+# Why a stack ended in a failed state: its FAILED events, newest first.
+failed_events() {
+  # shellcheck disable=SC2016 # backticks are JMESPath literals
+  aws cloudformation describe-stack-events --stack-name "$stack_name" --region "$region" \
+    --query 'StackEvents[?ends_with(ResourceStatus, `FAILED`)].[LogicalResourceId, ResourceStatus, ResourceStatusReason]' \
+    --output text 2>/dev/null | head -n 20 || true
+}
+
+if [[ -z "$changeset" ]]; then
+  deployed_what="is up to date (no changes)"
+else
+  # Replacing or removing the table or the bucket deletes their data (a
+  # retained table is orphaned instead). "Conditional" may replace: it
+  # stops too.
+  # shellcheck disable=SC2016 # backticks are JMESPath literals
+  risky="$(aws cloudformation describe-change-set --change-set-name "$changeset" --region "$region" \
+    --query 'Changes[].ResourceChange | [?(ResourceType==`AWS::DynamoDB::Table` || ResourceType==`AWS::S3::Bucket`) && (Action==`Remove` || Replacement==`True` || Replacement==`Conditional`)].[Action, LogicalResourceId, ResourceType, Replacement]' \
+    --output text)" ||
+    die "could not read change set $changeset" "check your permissions (cloudformation:DescribeChangeSet), then re-run ./deploy.sh"
+  [[ "$risky" != "None" ]] || risky=""
+  if [[ -n "$risky" ]]; then
+    say ""
+    say "This change set would replace or delete stored data ($PROTECTED_TYPES):"
+    while IFS=$'\t' read -r action logical type replacement; do
+      [[ -n "$action" ]] || continue
+      say "  $action $logical ($type, replacement: $replacement)"
+    done <<<"$risky"
+    if [[ "$allow_replacement" == false ]]; then
+      die "change set not executed: it replaces or deletes the resources listed above" \
+        "nothing changed. Find out why with: aws cloudformation describe-change-set --change-set-name $changeset --region $region. If losing that data is intended (export the records first: tally export), re-run with --allow-replacement"
+    fi
+    say "--allow-replacement given: executing it anyway."
+  fi
+  if [[ "$interactive" == true && "$assume_yes" == false ]]; then
+    printf 'Deploy this changeset? [y/N]: '
+    IFS= read -r answer || answer=""
+    [[ "$answer" =~ ^[Yy]([Ee][Ss])?$ ]] ||
+      die "nothing was deployed: the change set was declined" "re-run ./deploy.sh and answer y, or delete it: aws cloudformation delete-change-set --change-set-name $changeset --region $region"
+  fi
+  say "Executing change set $changeset..."
+  aws cloudformation execute-change-set --change-set-name "$changeset" --region "$region" ||
+    die "CloudFormation refused to execute the change set" "the message above says why; re-run ./deploy.sh"
+  # Poll instead of `aws cloudformation wait` (silent, and it cannot tell a
+  # rollback from a failure) to show progress.
+  started=$SECONDS
+  while :; do
+    status="$(stack_status)"
+    [[ "$status" == *_IN_PROGRESS ]] || break
+    ((SECONDS - started < 3600)) ||
+      die "stack $stack_name is still $status after an hour" "watch it with: aws cloudformation describe-stack-events --stack-name $stack_name --region $region"
+    say "  $status ($((SECONDS - started)) s)..."
+    sleep "${TALLY_DEPLOY_POLL_SECONDS:-10}"
+  done
+  deployed_what="is deployed"
+fi
+
+status="$(stack_status)"
 case "$status" in
-  CREATE_COMPLETE | UPDATE_COMPLETE | UPDATE_ROLLBACK_COMPLETE) ;;
+  CREATE_COMPLETE | UPDATE_COMPLETE) ;;
   REVIEW_IN_PROGRESS | "")
-    die "nothing was deployed (the change set was not executed)" "re-run ./deploy.sh and answer y to 'Deploy this changeset?'" ;;
+    die "nothing was deployed (the change set was not executed)" "re-run ./deploy.sh" ;;
   *)
-    die "stack $stack_name is in state $status" "inspect it with: aws cloudformation describe-stack-events --stack-name $stack_name --region $region" ;;
+    say "Failed resources (newest first):"
+    failed_events | sed 's/^/  /'
+    die "stack $stack_name is in state $status: the deploy did not complete" \
+      "fix the reasons above and re-run ./deploy.sh (UPDATE_ROLLBACK_COMPLETE: the previous version is running again; ROLLBACK_COMPLETE: remove it with ./clean.sh --stack-name $stack_name --region $region first). Events: aws cloudformation describe-stack-events --stack-name $stack_name --region $region" ;;
 esac
 
 api_url="$(stack_output ApiUrl)"
@@ -267,7 +378,7 @@ retained="$(stack_output RecordsTableRetained)"
 [[ -n "$api_url" && "$api_url" != "None" ]] ||
   die "the stack has no ApiUrl output" "run: aws cloudformation describe-stacks --stack-name $stack_name --region $region"
 
-banner "tally is deployed: stack $stack_name in $region"
+banner "tally $deployed_what: stack $stack_name in $region"
 cat <<EOF
 
   Endpoint        ${api_url}

@@ -9,10 +9,11 @@ Run with:
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
-from conftest import resolve
+from conftest import ROOT, resolve
 
 # (action, resource, condition) triples. Resources are written the way
 # _render() prints intrinsics: "X.Arn" for GetAtt, "Ref:X", Sub strings as-is.
@@ -54,15 +55,20 @@ WEEKLY_GRANTS = {
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
-    ("s3:ListMultipartUploadParts", "${SummaryBucket.Arn}/summaries/*", None),
+    # (No s3:ListMultipartUploadParts: the upload keeps its own part list.)
     # begin_week removes the old manifest before a re-run; S3WeekRefresh::done
     # removes a handled refresh request.
     ("s3:DeleteObject", "${SummaryBucket.Arn}/summaries/*", None),
-    # catch-up: which weeks already have a manifest.
+    # Not for reading: no weekly code path reads an object today. Issue 14's
+    # report link is a pre-signed GET of summaries/<week>/summary.html that
+    # this role signs, and a pre-signed URL only works while its signer may
+    # s3:GetObject the object - so the grant stays, on summaries/* only.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     # list_weeks, and S3WeekRefresh::pending (left-over requests).
     ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+    # Issue 14: the weekly report digest, to this stack's topic only.
+    ("sns:Publish", "Ref:ReportTopic", None),
 }
 
 # Explicit denies. The weekly function must never start itself: creating a
@@ -71,13 +77,14 @@ WEEKLY_DENIES = {
     ("s3:PutObject", REFRESH_REQUESTS, None),
 }
 
-# The role SAM generates for the ScheduleV2 event.
+# The schedule's own role (WeeklyScheduleRole).
 SCHEDULER_GRANTS = {
     ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
 }
 
-TABLES = {"true": "RecordsTable", "false": "RecordsTableDeletable"}
+# One table whatever RetainTable says (test_template pins that).
+TABLES = {"true": "RecordsTable", "false": "RecordsTable"}
 
 
 def _render(node: Any) -> str:
@@ -160,7 +167,41 @@ def test_scheduler_role_may_only_invoke_the_weekly_function_and_dead_letter(depl
     resources, _ = deployed
     schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
     role = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    assert role == "WeeklyScheduleRole"
     assert grants(resources, role) == SCHEDULER_GRANTS
+
+
+def test_only_this_accounts_schedule_may_assume_the_scheduler_role(deployed):
+    """Confused-deputy guard: EventBridge Scheduler acting for another
+    account, or for another schedule, cannot assume the role."""
+    resources, _ = deployed
+    schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
+    assert schedule["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-weekly"}
+    assert "GroupName" not in schedule["Properties"], "the SourceArn below names the default group"
+    (statement,) = resources["WeeklyScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement == {
+        "Effect": "Allow",
+        "Principal": {"Service": "scheduler.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {
+                "aws:SourceArn": {
+                    "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/default/${AWS::StackName}-weekly"
+                }
+            },
+        },
+    }
+
+
+def test_only_the_weekly_role_may_publish_and_only_to_the_report_topic(deployed):
+    resources, _ = deployed
+    weekly = function_role(resources, "WeeklyFunction")
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        publishes = {(a, r) for a, r, _ in grants(resources, name) if a.startswith("sns:")}
+        assert publishes == ({("sns:Publish", "Ref:ReportTopic")} if name == weekly else set()), name
 
 
 def test_no_role_allows_wildcard_actions_or_resources(deployed):
@@ -237,7 +278,7 @@ def test_every_role_is_accounted_for(cfn_template):
     for overrides in ({}, {"ConfigureApiGatewayAccount": "true"}):
         resources = resolve(cfn_template, overrides)["Resources"]
         roles = {n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyFunctionWeeklyRole"}
+        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyScheduleRole"}
         if overrides:
             expected.add("ApiGatewayCloudWatchRole")
         assert roles == expected
@@ -265,3 +306,293 @@ def test_function_roles_trust_only_lambda(deployed):
         assert doc["Statement"] == [
             {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
         ]
+
+
+# ------------------------------------------------------------ deploy rehearsal
+# What CloudFormation would refuse, or what would fail on the first request,
+# checked offline on the expanded template: every Ref / GetAtt / Sub
+# resolves, and every AWS SDK call in the Rust code is allowed to the
+# function that makes it, on the resource it touches.
+
+PSEUDO = {"AWS::AccountId", "AWS::Region", "AWS::Partition", "AWS::StackName", "AWS::StackId", "AWS::URLSuffix",
+          "AWS::NoValue", "AWS::NotificationARNs"}
+# GetAtt attributes used by the template, per resource type (a new one must be looked up).
+ATTRIBUTES = {
+    "AWS::DynamoDB::Table": {"Arn"},
+    "AWS::S3::Bucket": {"Arn"},
+    "AWS::Logs::LogGroup": {"Arn"},
+    "AWS::IAM::Role": {"Arn"},
+    "AWS::Lambda::Function": {"Arn"},
+    "AWS::SQS::Queue": {"Arn", "QueueName"},
+    "AWS::Events::Rule": {"Arn"},
+    "AWS::ApiGateway::RestApi": {"RootResourceId"},
+}
+PARAMETER_SETS = [
+    {},
+    {"RetainTable": "false"},
+    {"AlarmEmail": "ops@example.com", "ReportEmail": "me@example.com"},
+    {"ConfigureApiGatewayAccount": "true"},
+    {"LogLevel": "trace", "ScheduleState": "DISABLED"},
+]
+
+
+def _intrinsics(node: Any):
+    if isinstance(node, dict):
+        if len(node) == 1:
+            (fn, arg), = node.items()
+            if fn in ("Ref", "Fn::GetAtt", "Fn::Sub", "Fn::FindInMap"):
+                yield fn, arg
+        for v in node.values():
+            yield from _intrinsics(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _intrinsics(v)
+
+
+@pytest.mark.parametrize("overrides", PARAMETER_SETS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_every_ref_getatt_sub_and_findinmap_resolves(cfn_template, overrides):
+    deployed = resolve(cfn_template, overrides)
+    resources = deployed["Resources"]
+    params = deployed["Parameters"]
+    names = set(resources) | set(params) | PSEUDO
+    problems = []
+
+    def check_name(name: str, where: str) -> None:
+        base, _, attr = name.partition(".")
+        if attr:
+            if base not in resources:
+                problems.append(f"{where}: {name} names no resource")
+            elif attr not in ATTRIBUTES.get(resources[base]["Type"], set()):
+                problems.append(f"{where}: {resources[base]['Type']} has no (known) attribute {attr}")
+        elif name not in names:
+            problems.append(f"{where}: {name} resolves to nothing")
+
+    for section in ("Resources", "Outputs"):
+        for owner, body in deployed[section].items():
+            where = f"{section}.{owner}"
+            for dep in _as_list(body.get("DependsOn", [])):
+                if dep not in resources:
+                    problems.append(f"{where}: DependsOn {dep} does not exist")
+            for fn, arg in _intrinsics(body):
+                if fn == "Ref":
+                    check_name(arg, where)
+                elif fn == "Fn::GetAtt":
+                    check_name(".".join(arg) if isinstance(arg, list) else arg, where)
+                elif fn == "Fn::Sub":
+                    text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                    for name in re.findall(r"\$\{([^!}][^}]*)\}", text):
+                        if name not in variables:
+                            check_name(name, where)
+                elif fn == "Fn::FindInMap":
+                    table, key, attr = arg
+                    values = params[key["Ref"]]["AllowedValues"] if isinstance(key, dict) else [key]
+                    for value in values:
+                        if attr not in deployed["Mappings"][table].get(value, {}):
+                            problems.append(f"{where}: FindInMap {table}/{value}/{attr} is missing")
+    assert problems == []
+
+
+# The identifiers each function gets, and the resources they must name.
+FUNCTION_ENV = {
+    "ApiFunction": {"TABLE_NAME": {"Ref": "RecordsTable"}, "BUCKET_NAME": {"Ref": "SummaryBucket"}},
+    "WeeklyFunction": {"TABLE_NAME": {"Ref": "RecordsTable"}, "BUCKET_NAME": {"Ref": "SummaryBucket"},
+                       "TALLY_REPORT_TOPIC_ARN": {"Ref": "ReportTopic"}},
+}
+
+# IAM action(s) of each SDK operation the code may call. DynamoDB's
+# TransactWriteItems has no action of its own: each item needs the action of
+# its kind (see TRANSACT_KINDS). S3's multipart calls are PutObject.
+SDK_ACTIONS = {
+    "put_item": ["dynamodb:PutItem"], "get_item": ["dynamodb:GetItem"], "query": ["dynamodb:Query"],
+    "batch_write_item": ["dynamodb:BatchWriteItem"], "batch_get_item": ["dynamodb:BatchGetItem"],
+    "update_item": ["dynamodb:UpdateItem"], "delete_item": ["dynamodb:DeleteItem"], "scan": ["dynamodb:Scan"],
+    "transact_get_items": ["dynamodb:GetItem"], "transact_write_items": None,
+    "put_object": ["s3:PutObject"], "create_multipart_upload": ["s3:PutObject"], "upload_part": ["s3:PutObject"],
+    "complete_multipart_upload": ["s3:PutObject"], "abort_multipart_upload": ["s3:AbortMultipartUpload"],
+    "list_parts": ["s3:ListMultipartUploadParts"], "get_object": ["s3:GetObject"], "head_object": ["s3:GetObject"],
+    "delete_object": ["s3:DeleteObject"], "delete_objects": ["s3:DeleteObject"], "list_objects_v2": ["s3:ListBucket"],
+    "copy_object": ["s3:GetObject", "s3:PutObject"], "publish": ["sns:Publish"],
+}
+TRANSACT_KINDS = {"put": "dynamodb:PutItem", "update": "dynamodb:UpdateItem", "delete": "dynamodb:DeleteItem",
+                  "condition_check": "dynamodb:ConditionCheckItem"}
+
+TABLE = "RecordsTable.Arn"
+BUCKET = "SummaryBucket.Arn"
+
+
+def obj(key: str) -> str:
+    return "${SummaryBucket.Arn}/" + key
+
+
+# Every SDK call in the Rust sources, by (file, enclosing fn, operation):
+# which Lambda reaches it (the API function runs tally-lambda's tally-api
+# binary, the weekly function tally-weekly; "cli" = only `tally` on an
+# operator's machine, with the operator's credentials) and on what. A call
+# found in the code but missing here fails the test: say who reaches it and
+# grant it. An entry whose call is gone fails too, unless it is PLANNED.
+# Each use: (function, resource, request context for conditions).
+SDK_CALLS = {
+    ("dynamo.rs", "mark_weeks", "put_item"): [("api", TABLE, {}), ("cli", TABLE, {})],
+    ("dynamo.rs", "write_records", "put_item"): [("api", TABLE, {})],
+    ("dynamo.rs", "write_transaction", "transact_write_items"): [("api", TABLE, {})],
+    # Batches of records (api), the retention's deletes (weekly), restore (cli).
+    ("dynamo.rs", "send_batch", "batch_write_item"): [("api", TABLE, {}), ("weekly", TABLE, {}), ("cli", TABLE, {})],
+    ("dynamo.rs", "claim", "put_item"): [("api", TABLE, {})],
+    ("dynamo.rs", "complete", "put_item"): [("api", TABLE, {})],
+    ("dynamo.rs", "get_entry_item", "get_item"): [("api", TABLE, {})],
+    # Range reads: GET /records (api) and a week's records (weekly).
+    ("dynamo.rs", "query_page", "query"): [("api", TABLE, {}), ("weekly", TABLE, {})],
+    ("dynamo.rs", "get", "get_item"): [("api", TABLE, {})],
+    # restore (tally import): the CLI only, so no Lambda role has BatchGetItem.
+    ("dynamo.rs", "stored", "batch_get_item"): [("cli", TABLE, {})],
+    # weeks() for catch-up and retention, delete_week's keys.
+    ("dynamo.rs", "sort_keys", "query"): [("weekly", TABLE, {})],
+    ("dynamo.rs", "delete", "delete_item"): [("api", TABLE, {})],
+    ("dynamo.rs", "delete_week", "delete_item"): [("weekly", TABLE, {})],
+    ("lease.rs", "try_acquire", "update_item"): [("weekly", TABLE, {"dynamodb:LeadingKeys": "L#2026-W47"})],
+    ("lease.rs", "release", "update_item"): [("weekly", TABLE, {"dynamodb:LeadingKeys": "L#2026-W47"})],
+    # GET /summaries (api); catch-up, retention and left-over refresh requests (weekly).
+    ("s3.rs", "weeks_of_objects", "list_objects_v2"): [("api", BUCKET, {"s3:prefix": "summaries/"}),
+                                                      ("weekly", BUCKET, {"s3:prefix": "summaries/"})],
+    ("s3.rs", "done", "delete_object"): [("weekly", obj("summaries/2026-W47/refresh.request"), {})],
+    ("s3.rs", "begin_week", "delete_object"): [("weekly", obj("summaries/2026-W47/manifest.json"), {})],
+    # GET /summaries/{week} and the erasure's manifest check.
+    ("s3.rs", "read_object", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
+                                             ("api", obj("summaries/2026-W47/summary.json"), {})],
+    ("s3.rs", "put_whole", "put_object"): [("api", obj("summaries/2026-W47/refresh.request"), {})]
+    + [("weekly", obj(f"summaries/2026-W47/{name}"), {}) for name in ("summary.json", "summary.html", "manifest.json")],
+    ("s3.rs", "upload_part", "create_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
+    ("s3.rs", "upload_part", "upload_part"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
+    ("s3.rs", "finish_inner", "complete_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
+    ("s3.rs", "abort_inner", "abort_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
+    ("s3.rs", "drop", "abort_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
+}
+# Issue 14 (the lead writes the Rust side): granted ahead of the code. Each
+# entry is checked like the others; when the call exists, move it into
+# SDK_CALLS under its (file, fn, operation) and delete it here.
+PLANNED = {
+    "issue 14: tally-weekly publishes the report digest": ("publish", [("weekly", "Ref:ReportTopic", {})]),
+    "issue 14: tally-weekly pre-signs a GET of the week's summary.html": (
+        "get_object", [("weekly", obj("summaries/2026-W47/summary.html"), {})]),
+}
+ROLE_OF = {"api": "ApiFunction", "weekly": "WeeklyFunction"}
+
+
+def _sdk_source_files() -> list[Any]:
+    return sorted(p for p in (ROOT / "crates").glob("*/src/**/*.rs")
+                  if p.name != "testing.rs" and "aws_sdk_" in p.read_text())
+
+
+def scan_sdk_calls() -> dict[tuple[str, str, str], str]:
+    """(file, enclosing fn, operation) -> the code around it, for every SDK
+    call outside tests: a fluent call on a client (`client.<op>()`, any
+    name) or a known operation name, and `.presigned(` (a pre-signed
+    request is signed with the function's role)."""
+    found = {}
+    for path in _sdk_source_files():
+        src = path.read_text()
+        cut = src.find("#[cfg(test)]")
+        body = src if cut < 0 else src[:cut]
+        ops = "|".join(sorted(SDK_ACTIONS, key=len, reverse=True))
+        pattern = rf"client\s*\.\s*(\w+)\(\)|\.\s*({ops})\(\)|\.(presigned)\("
+        for m in re.finditer(pattern, body):
+            op = next(g for g in m.groups() if g)
+            if op == "clone":
+                continue
+            fns = list(re.finditer(r"\bfn\s+(\w+)", body[: m.start()]))
+            start = fns[-1].start() if fns else 0
+            # The enclosing fn up to the call (and a little after): enough to
+            # see a transaction's item kinds.
+            found[(path.name, fns[-1].group(1) if fns else "", op)] = body[start: m.end() + 400]
+    return found
+
+
+def _iam_match(pattern: str, value: str) -> bool:
+    return re.fullmatch(".*".join(re.escape(p).replace(r"\?", ".") for p in pattern.split("*")), value) is not None
+
+
+def _allowed(resources: dict[str, Any], role: str, action: str, resource: str, context: dict[str, str]) -> bool:
+    def applies(grant_resource: str, cond: str | None) -> bool:
+        if not _iam_match(grant_resource, resource):
+            return False
+        for operator, tests in (json.loads(cond) if cond else {}).items():
+            assert operator in ("StringLike", "ForAllValues:StringLike"), f"teach the rehearsal {operator}"
+            for key, patterns in tests.items():
+                if key not in context or not any(_iam_match(p, context[key]) for p in _as_list(patterns)):
+                    return False
+        return True
+
+    allowed = any(a == action and applies(r, c) for a, r, c in grants(resources, role))
+    denied = any(a == action and _iam_match(r, resource) for a, r, _ in grants(resources, role, "Deny"))
+    return allowed and not denied
+
+
+def _actions(op: str, code: str) -> list[str]:
+    if op == "presigned":
+        raise AssertionError("a .presigned( call: list it under the operation it signs (get_object)")
+    if op not in SDK_ACTIONS:
+        raise AssertionError(f"SDK operation {op}: add its IAM action(s) to SDK_ACTIONS")
+    if SDK_ACTIONS[op] is not None:
+        return SDK_ACTIONS[op]
+    kinds = set(re.findall(r"TransactWriteItem::builder\(\)\s*\.\s*(\w+)\(", code))
+    assert kinds, "transact_write_items: could not see which item kinds it writes"
+    return sorted(TRANSACT_KINDS[k] for k in kinds)
+
+
+def test_the_sdk_call_list_matches_the_rust_code():
+    scanned = scan_sdk_calls()
+    unlisted = sorted(set(scanned) - set(SDK_CALLS))
+    assert not unlisted, (
+        f"SDK calls with no entry in SDK_CALLS: {unlisted}. Add each with the function(s) that reach it "
+        "(api / weekly / cli) and the resource it touches; the rehearsal then checks the grant."
+    )
+    gone = sorted(set(SDK_CALLS) - set(scanned))
+    assert not gone, f"SDK_CALLS lists calls no longer in the code: {gone}; remove them (and unneeded grants)"
+    for name, (op, _) in PLANNED.items():
+        assert op in SDK_ACTIONS, name
+
+
+def _uses():
+    scanned = scan_sdk_calls()
+    for key, uses in SDK_CALLS.items():
+        actions = _actions(key[2], scanned.get(key, ""))
+        for use in uses:
+            yield f"{key[0]}::{key[1]} {key[2]}", actions, use
+    for name, (op, uses) in PLANNED.items():
+        for use in uses:
+            yield name, SDK_ACTIONS[op], use
+
+
+@pytest.mark.parametrize("overrides", [{}, {"RetainTable": "false"}], ids=["retained-table", "deletable-table"])
+def test_every_sdk_call_of_each_function_is_granted_on_the_resource_it_touches(cfn_template, overrides):
+    resources = resolve(cfn_template, overrides)["Resources"]
+    missing = []
+    for call, actions, (who, resource, context) in _uses():
+        if who == "cli":
+            continue
+        function = ROLE_OF[who]
+        role = function_role(resources, function)
+        for action in actions:
+            if not _allowed(resources, role, action, resource, context):
+                missing.append(f"{function} calls {call}: {action} on {resource} {context or ''}".rstrip())
+    assert missing == []
+
+
+def test_the_functions_are_told_the_resources_their_grants_name(cfn_template):
+    resources = resolve(cfn_template)["Resources"]
+    for function, expected in FUNCTION_ENV.items():
+        env = resources[function]["Properties"]["Environment"]["Variables"]
+        for name, value in expected.items():
+            assert env[name] == value, (function, name)
+
+
+def test_every_grant_of_a_function_role_has_a_caller():
+    """The other direction: a function role holds nothing the code (or a
+    PLANNED call, or its logs and dead-letter queue) does not need."""
+    needed: dict[str, set[str]] = {"api": set(), "weekly": set()}
+    for _, actions, (who, _, _) in _uses():
+        if who in needed:
+            needed[who].update(actions)
+    platform = {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert {a for a, _, _ in API_GRANTS} == needed["api"] | platform
+    assert {a for a, _, _ in WEEKLY_GRANTS} == needed["weekly"] | platform | {"sqs:SendMessage"}

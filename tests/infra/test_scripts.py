@@ -11,6 +11,7 @@ Run with:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -41,6 +42,16 @@ Outputs:
   SummaryBucketName: {Value: !Ref SummaryBucket}
   RecordsTableName: {Value: !Ref RecordsTable}
   RecordsTableRetained: {Value: "true"}
+  WeeklyScheduleName: {Value: !Sub "${AWS::StackName}-weekly"}
+"""
+
+# SAM's managed artifact stack, as `sam deploy --resolve-s3` creates it.
+SAM_MANAGED = """
+Resources:
+  SamCliSourceBucket:
+    Type: AWS::S3::Bucket
+Outputs:
+  SourceBucket: {Value: !Ref SamCliSourceBucket}
 """
 
 
@@ -153,6 +164,38 @@ def test_clean_empties_every_version_deletes_the_stack_and_keeps_the_table(moto_
     assert ddb.describe_table(TableName=table)["Table"]["TableName"] == table
 
 
+def test_clean_disables_the_schedule_before_emptying_the_bucket_and_names_artifact_buckets(moto_env):
+    cfn, s3, scheduler = _boto(moto_env, "cloudformation"), _boto(moto_env, "s3"), _boto(moto_env, "scheduler")
+    cfn.create_stack(StackName="aws-sam-cli-managed-default", TemplateBody=SAM_MANAGED)
+    sam_bucket = _outputs(cfn, "aws-sam-cli-managed-default")["SourceBucket"]
+    # GIVEN a stack deployed with deploy.sh --s3-bucket my-artifacts, its
+    # enabled schedule and a summary in its bucket
+    cfn.create_stack(StackName="tally-sched", TemplateBody=STAND_IN,
+                     Tags=[{"Key": "tally:artifact-bucket", "Value": "my-artifacts"}])
+    bucket = _outputs(cfn, "tally-sched")["SummaryBucketName"]
+    s3.put_object(Bucket=bucket, Key="summaries/2026-W01/summary.json", Body=b"{}")
+    target = {"Arn": "arn:aws:lambda:us-east-1:123456789012:function:weekly",
+              "RoleArn": "arn:aws:iam::123456789012:role/schedule", "Input": "{}"}
+    scheduler.create_schedule(Name="tally-sched-weekly", ScheduleExpression="cron(0 3 ? * MON *)",
+                              ScheduleExpressionTimezone="UTC", Description="tally weekly summary",
+                              FlexibleTimeWindow={"Mode": "OFF"}, Target=target, State="ENABLED")
+    # WHEN clean.sh runs
+    res = run("clean.sh", "--stack-name", "tally-sched", "--region", "us-east-1", "--yes", env=moto_env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # THEN the schedule was disabled first, keeping its definition...
+    out = res.stdout
+    assert out.index("Disabled the weekly schedule tally-sched-weekly.") < out.index("Deleting S3 bucket contents")
+    schedule = scheduler.get_schedule(Name="tally-sched-weekly")
+    assert schedule["State"] == "DISABLED"
+    assert schedule["ScheduleExpression"] == "cron(0 3 ? * MON *)" and schedule["Target"]["Arn"] == target["Arn"]
+    assert schedule["Description"] == "tally weekly summary"
+    # ...and both artifact buckets it did not create are named, not deleted.
+    assert "Artifact bucket my-artifacts (given to deploy.sh --s3-bucket; not created by this stack)" in out
+    assert "aws s3 rm s3://my-artifacts/tally-sched/ --recursive" in out
+    assert f"SAM's managed artifact bucket {sam_bucket}" in out
+    assert sam_bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
 def test_clean_refuses_without_a_terminal_unless_yes(moto_env):
     cfn = _boto(moto_env, "cloudformation")
     cfn.create_stack(StackName="tally-keep", TemplateBody=STAND_IN)
@@ -195,3 +238,274 @@ def test_deploy_rejects_bad_names_before_calling_aws():
     assert res.returncode == 1 and "invalid stack name" in res.stderr
     res = run("deploy.sh", "--stack-name", "tally", "--region", "Europe", "--yes", env=env)
     assert res.returncode == 1 and "invalid region" in res.stderr
+
+
+# ---------------------------------------------------------------- deploy.sh
+# deploy.sh against stand-ins for the CLI tools, at the process boundary:
+# `sam` and `aws` record their arguments and answer from a scenario (a
+# change set, the stack states before and after executing it); `aws`
+# evaluates the script's real --query with jmespath and prints it the way
+# the AWS CLI's text output does. cargo, cargo-lambda and rustup only need
+# to exist.
+AWS_STUB = r'''#!@PYTHON@
+import json, os, sys
+import jmespath
+
+state_dir = os.environ["STUB_DIR"]
+scenario = json.load(open(os.path.join(state_dir, "scenario.json")))
+args = sys.argv[1:]
+with open(os.path.join(state_dir, "calls.log"), "a") as log:
+    log.write("aws " + " ".join(args) + "\n")
+
+def opt(name, default=None):
+    return args[args.index(name) + 1] if name in args else default
+
+def text(value):
+    if value is None:
+        return "None"
+    if isinstance(value, list):
+        if value and all(isinstance(v, list) for v in value):
+            return "\n".join("\t".join(text(x) for x in row) for row in value)
+        return "\t".join(text(x) for x in value)
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+def answer(doc):
+    query = opt("--query")
+    value = jmespath.search(query, doc) if query else doc
+    print(json.dumps(value) if opt("--output") == "json" else text(value))
+    sys.exit(0)
+
+executed = os.path.exists(os.path.join(state_dir, "executed"))
+cmd = " ".join(args[:2])
+if cmd == "sts get-caller-identity":
+    answer({"Account": "123456789012"})
+if cmd == "configure get":
+    sys.exit(1)
+if cmd in ("cloudformation describe-stack-resource", "apigateway get-account"):
+    if cmd == "apigateway get-account":
+        answer({"cloudwatchRoleArn": "arn:aws:iam::123456789012:role/existing"})
+    sys.exit(254)
+if cmd == "s3api head-bucket":
+    sys.exit(0)
+if cmd == "cloudformation describe-change-set":
+    answer({"Changes": [{"Type": "Resource", "ResourceChange": c} for c in scenario["changes"]]})
+if cmd == "cloudformation list-change-sets":
+    answer({"Summaries": [{"ChangeSetId": scenario["changeset"], "ExecutionStatus": "AVAILABLE", "CreationTime": "2026-01-01"}]})
+if cmd == "cloudformation execute-change-set":
+    open(os.path.join(state_dir, "executed"), "w").close()
+    sys.exit(0)
+if cmd == "cloudformation describe-stacks":
+    status = scenario["after"] if executed else scenario["before"]
+    if status is None:
+        sys.exit(254)
+    outputs = [{"OutputKey": k, "OutputValue": v} for k, v in {
+        "ApiUrl": "https://abc.execute-api.us-east-1.amazonaws.com/Prod/", "ApiKeyId": "key1",
+        "GetApiKeyCommand": "aws apigateway get-api-key --api-key key1", "SummaryBucketName": "tally-summarybucket-1",
+        "RecordsTableName": "tally-RecordsTable-1", "RecordsTableRetained": "true"}.items()]
+    answer({"Stacks": [{"StackStatus": status, "Outputs": outputs}]})
+if cmd == "cloudformation describe-stack-events":
+    answer({"StackEvents": [
+        {"LogicalResourceId": "ApiFunction", "ResourceStatus": "UPDATE_FAILED", "ResourceStatusReason": "Resource handler returned message: boom"},
+        {"LogicalResourceId": "tally", "ResourceStatus": "UPDATE_IN_PROGRESS", "ResourceStatusReason": "User Initiated"}]})
+sys.stderr.write(f"aws stub: unexpected call {args}\n")
+sys.exit(2)
+'''
+
+SAM_STUB = r'''#!@PYTHON@
+import json, os, sys
+state_dir = os.environ["STUB_DIR"]
+scenario = json.load(open(os.path.join(state_dir, "scenario.json")))
+with open(os.path.join(state_dir, "calls.log"), "a") as log:
+    log.write("sam " + " ".join(sys.argv[1:]) + "\n")
+if sys.argv[1] == "deploy":
+    if scenario["changeset"] is None:
+        print("No changes to deploy. Stack tally is up to date")
+    elif scenario.get("print_arn", True):
+        print("Changeset created successfully. " + scenario["changeset"])
+'''
+
+CHANGESET = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/samcli-deploy1/0123abcd"
+TABLE_REPLACED = {"Action": "Modify", "LogicalResourceId": "RecordsTable", "ResourceType": "AWS::DynamoDB::Table", "Replacement": "True"}
+BUCKET_REMOVED = {"Action": "Remove", "LogicalResourceId": "SummaryBucket", "ResourceType": "AWS::S3::Bucket"}
+TABLE_MAYBE_REPLACED = dict(TABLE_REPLACED, Replacement="Conditional")
+FUNCTION_CHANGED = {"Action": "Modify", "LogicalResourceId": "ApiFunction", "ResourceType": "AWS::Lambda::Function", "Replacement": "False"}
+TABLE_POLICY_ONLY = dict(TABLE_REPLACED, Replacement="False")
+
+
+@pytest.fixture
+def stubs(tmp_path):
+    """A PATH of stand-ins and a scenario setter; returns (env, set, calls)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("aws", AWS_STUB), ("sam", SAM_STUB)):
+        (bin_dir / name).write_text(body.replace("@PYTHON@", sys.executable))
+    (bin_dir / "cargo").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "cargo-lambda").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "rustup").write_text("#!/bin/sh\necho aarch64-unknown-linux-gnu\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = _no_aws_env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    env["STUB_DIR"] = str(tmp_path)
+    env["TALLY_DEPLOY_POLL_SECONDS"] = "0"
+
+    def scenario(changes=(), before="UPDATE_COMPLETE", after="UPDATE_COMPLETE", changeset=CHANGESET, print_arn=True):
+        (tmp_path / "scenario.json").write_text(json.dumps(
+            {"changes": list(changes), "before": before, "after": after, "changeset": changeset, "print_arn": print_arn}))
+
+    def calls() -> list[str]:
+        log = tmp_path / "calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    return env, scenario, calls
+
+
+DEPLOY_ARGS = ("--stack-name", "tally", "--region", "us-east-1", "--s3-bucket", "my-artifacts")
+
+
+def run_in_terminal(script: str, *args: str, env: dict[str, str], answer: str) -> subprocess.CompletedProcess[str]:
+    """Run with a terminal on stdin (deploy.sh asks only then), answer typed ahead."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode())
+        proc = subprocess.run([str(ROOT / script), *args], cwd=ROOT, env=env, stdin=slave,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return proc
+
+
+def executed(calls: list[str]) -> bool:
+    return any(c.startswith("aws cloudformation execute-change-set") for c in calls)
+
+
+@pytest.mark.parametrize("change", [TABLE_REPLACED, BUCKET_REMOVED, TABLE_MAYBE_REPLACED],
+                         ids=["table-replaced", "bucket-removed", "table-maybe-replaced"])
+@pytest.mark.parametrize("how", ["yes", "no-terminal", "terminal-answering-yes"])
+def test_deploy_never_executes_a_change_set_that_replaces_or_deletes_data(stubs, change, how):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED, change])
+    if how == "terminal-answering-yes":
+        res = run_in_terminal("deploy.sh", *DEPLOY_ARGS, env=env, answer="y\n")
+    else:
+        res = run("deploy.sh", *DEPLOY_ARGS, *(["--yes"] if how == "yes" else []), env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert not executed(calls())
+    # It shows which resources and stops, and says how to go on.
+    assert f"{change['Action']} {change['LogicalResourceId']} ({change['ResourceType']}" in res.stdout
+    assert "ApiFunction" not in res.stdout.split("would replace or delete")[1]
+    assert "--allow-replacement" in res.stderr and "not executed" in res.stderr
+    assert "deployed" not in res.stdout.replace("nothing was deployed", "")
+    # sam only ever created the change set.
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert "--no-execute-changeset" in deploy and "--confirm-changeset" not in deploy.replace("--no-confirm-changeset", "")
+
+
+def test_deploy_executes_a_replacement_only_with_allow_replacement(stubs):
+    env, scenario, calls = stubs
+    scenario([BUCKET_REMOVED, TABLE_REPLACED])
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", "--allow-replacement", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Remove SummaryBucket" in res.stdout and "Modify RecordsTable" in res.stdout
+    assert executed(calls())
+    assert "tally is deployed" in res.stdout
+
+
+def test_deploy_executes_harmless_changes_including_a_table_policy_change(stubs):
+    """Flipping RetainTable modifies the table without replacing it: allowed."""
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED, TABLE_POLICY_ONLY])
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert executed(calls())
+    assert "tally is deployed: stack tally in us-east-1" in res.stdout
+    assert any(f"execute-change-set --change-set-name {CHANGESET}" in c for c in calls())
+
+
+def test_deploy_finds_the_change_set_when_sam_does_not_print_it(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], print_arn=False)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert any(c.startswith("aws cloudformation list-change-sets") for c in calls())
+    assert executed(calls())
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "\x04"], ids=["no", "enter", "ctrl-d"])
+def test_a_declined_change_set_is_not_executed_and_not_called_deployed(stubs, answer):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED])
+    res = run_in_terminal("deploy.sh", *DEPLOY_ARGS, env=env, answer=answer)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Deploy this changeset? [y/N]" in res.stdout
+    assert not executed(calls())
+    assert "nothing was deployed: the change set was declined" in res.stderr
+    assert "is deployed" not in res.stdout
+
+
+def test_an_accepted_change_set_in_a_terminal_is_executed(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], before="REVIEW_IN_PROGRESS", after="CREATE_COMPLETE")
+    res = run_in_terminal("deploy.sh", *DEPLOY_ARGS, env=env, answer="y\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert executed(calls()) and "tally is deployed" in res.stdout
+
+
+@pytest.mark.parametrize("final", ["UPDATE_ROLLBACK_COMPLETE", "ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED", "CREATE_FAILED", "UPDATE_FAILED"])
+def test_a_rolled_back_or_failed_deploy_exits_non_zero_and_says_why(stubs, final):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], after=final)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert executed(calls())
+    assert f"is in state {final}" in res.stderr
+    assert "ApiFunction\tUPDATE_FAILED\tResource handler returned message: boom" in res.stdout
+    assert "is deployed" not in res.stdout
+
+
+def test_no_changes_is_up_to_date_not_deployed(stubs):
+    env, scenario, calls = stubs
+    scenario(changeset=None)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not executed(calls())
+    assert "tally is up to date (no changes)" in res.stdout and "is deployed" not in res.stdout
+
+
+def test_deploy_tags_the_stack_with_the_artifact_bucket_it_was_given(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED])
+    assert run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env).returncode == 0
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert "--tags tally:artifact-bucket=my-artifacts" in deploy
+
+
+def test_stack_names_longer_than_the_schedule_name_allows_are_refused_up_front(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED])
+    longest = "t" + "a" * 56
+    res = run("deploy.sh", "--stack-name", longest, "--region", "us-east-1", "--s3-bucket", "my-artifacts", "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(f"{longest}-weekly") == 64
+    before = len(calls())
+    res = run("deploy.sh", "--stack-name", longest + "b", "--region", "us-east-1", "--yes", env=env)
+    assert res.returncode == 1 and "at most 57 fit" in res.stderr and "64 characters" in res.stderr
+    assert len(calls()) == before, "nothing is called for a name that cannot work"
+
+
+@pytest.mark.parametrize("config_env, stack, retain", [("dev", "tally-dev", "false"), ("prod", "tally-prod", "true")])
+def test_config_env_takes_stack_name_and_parameters_from_samconfig(stubs, config_env, stack, retain):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED])
+    res = run("deploy.sh", "--config-env", config_env, "--region", "us-east-1", "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert f"--stack-name {stack} " in deploy and f"--config-env {config_env}" in deploy
+    assert f'RetainTable="{retain}"' in deploy
+    res = run("deploy.sh", "--config-env", "staging", "--region", "us-east-1", "--yes", env=env)
+    assert res.returncode == 1 and "no [staging.deploy.parameters]" in res.stderr

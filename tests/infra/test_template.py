@@ -8,14 +8,18 @@ Run with:
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import tomllib
 from typing import Any
 
 import pytest
 from conftest import ROOT, resolve
+from sam_transform import transform
 
 # Route -> how API Gateway authorizes it: the usage plan's API key, IAM
-# (SigV4), or nothing.
+# (SigV4), or nothing (then API Gateway answers it itself: MOCK).
 ROUTES = {
     ("/records", "post"): "api_key",
     ("/post", "post"): "api_key",
@@ -54,10 +58,41 @@ def test_every_route_exists_with_its_authorization(resources):
     for path, methods in body["paths"].items():
         for method, op in methods.items():
             integration = op["x-amazon-apigateway-integration"]
-            assert integration["type"] == "aws_proxy"
-            assert "${ApiFunction.Arn}" in integration["uri"]["Fn::Sub"]
             found[(path, method)] = _auth(op)
+            if found[(path, method)] == "none":
+                # No keyless request may invoke (and bill) a Lambda.
+                assert integration["type"] == "mock", (path, method)
+                assert "uri" not in integration and "credentials" not in integration
+            else:
+                assert integration["type"] == "aws_proxy"
+                assert "${ApiFunction.Arn}" in integration["uri"]["Fn::Sub"]
     assert found == ROUTES
+
+
+def _mock_body(resources: dict[str, Any], path: str) -> str:
+    op = resources["TallyApi"]["Properties"]["Body"]["paths"][path]["get"]
+    response = op["x-amazon-apigateway-integration"]["responses"]["default"]
+    assert response["statusCode"] == "200"
+    assert response["responseParameters"]["method.response.header.Content-Type"] == "'application/json'"
+    assert set(op["responses"]["200"]["headers"]) == {"Content-Type", "x-request-id"}
+    return response["responseTemplates"]["application/json"]
+
+
+def test_the_keyless_routes_answer_what_tally_serve_answers(resources):
+    """API Gateway's own answers match the Rust router's: docs/openapi.json
+    (what `GET /openapi.json` serves) and the health body with the crate's
+    version. scripts/openapi rewrites both."""
+    doc = (ROOT / "docs/openapi.json").read_bytes()
+    template = _mock_body(resources, "/openapi.json")
+    # A mapping template is Velocity: the document travels base64-encoded,
+    # so its "$ref"s and "#"s are never evaluated.
+    match = re.fullmatch(r'\$util\.base64Decode\("([A-Za-z0-9+/=]+)"\)', template)
+    assert match, "the /openapi.json body must be $util.base64Decode(\"<base64>\"): run scripts/openapi"
+    assert base64.b64decode(match.group(1)) == doc, "template.yaml's /openapi.json is stale: run scripts/openapi"
+    version = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    assert json.loads(doc)["info"]["version"] == version
+    assert json.loads(_mock_body(resources, "/health")) == {"status": "ok", "version": version}
+    assert not re.search(r"[$#]", _mock_body(resources, "/health"))
 
 
 def test_erasure_is_signed_with_iam_and_every_other_record_route_still_needs_the_key(sam_template, resources):
@@ -109,12 +144,65 @@ def test_the_usage_plan_binds_the_api_key_to_the_prod_stage_with_limits(cfn_temp
     assert sam_plan["Quota"] == {"Limit": {"Ref": "QuotaLimit"}, "Period": {"Ref": "QuotaPeriod"}}
 
 
-@pytest.mark.parametrize("retain, table, policy", [("true", "RecordsTable", "Retain"), ("false", "RecordsTableDeletable", "Delete")])
-def test_exactly_one_records_table_with_the_adapter_key_schema(cfn_template, retain, table, policy):
+def _parameter_combinations(sam_template: dict[str, Any]):
+    """Every value of every parameter with AllowedValues, one at a time,
+    plus non-empty values for the optional ones."""
+    params = sam_template["Parameters"]
+    yield {}
+    for name, p in params.items():
+        for value in p.get("AllowedValues", []):
+            yield {name: str(value)}
+    for name in ("AlarmEmail", "ReportEmail"):
+        yield {name: "ops@example.com"}
+    yield {"RetentionWeeks": "52", "NotifyUrl": "https://example.com/hook", "SegmentBy": "kind"}
+
+
+def test_the_table_logical_id_depends_on_no_parameter(sam_template, cfn_template):
+    """Flipping RetainTable (or any parameter) must never swap, replace or
+    delete the table: one resource, no Condition, the id 0.1 gave it."""
+    assert sam_template["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
+    raw = sam_template["Resources"]
+    assert [n for n, r in raw.items() if r["Type"] == "AWS::DynamoDB::Table"] == ["RecordsTable"]
+    assert "Condition" not in raw["RecordsTable"]
+    policy = {"Fn::If": ["RetainTableEnabled", "Retain", "Delete"]}
+    assert raw["RecordsTable"]["DeletionPolicy"] == policy
+    assert raw["RecordsTable"]["UpdateReplacePolicy"] == policy
+    assert sam_template["Conditions"]["RetainTableEnabled"] == {"Fn::Equals": [{"Ref": "RetainTable"}, "true"]}
+    for overrides in _parameter_combinations(sam_template):
+        tables = of_type(resolve(cfn_template, overrides)["Resources"], "AWS::DynamoDB::Table")
+        assert list(tables) == ["RecordsTable"], overrides
+
+
+def test_the_expanded_template_for_linters_still_names_the_language_extensions(cfn_template):
+    """scripts/check-infra lints and scans the expansion without parameter
+    values: the policies stay Fn::If, so the output must keep saying which
+    transform resolves them."""
+    assert cfn_template["Transform"] == "AWS::LanguageExtensions"
+    assert cfn_template["Resources"]["RecordsTable"]["DeletionPolicy"] == {"Fn::If": ["RetainTableEnabled", "Retain", "Delete"]}
+
+
+@pytest.mark.parametrize("retain, policy", [("true", "Retain"), ("false", "Delete")])
+def test_the_language_extensions_resolve_the_table_policies_before_sam(retain, policy):
+    """What CloudFormation deploys: AWS::LanguageExtensions picks the policy
+    from RetainTable, then SAM expands the rest (sam_transform.py plays the
+    first part offline and must agree)."""
+    deployed = transform(ROOT / "template.yaml", {"RetainTable": retain})
+    assert "Transform" not in deployed
+    table = deployed["Resources"]["RecordsTable"]
+    assert table["DeletionPolicy"] == policy and table["UpdateReplacePolicy"] == policy
+    # Nothing else is left to the language extensions.
+    assert "Fn::If" not in json.dumps({k: v for k, v in table.items() if k != "Properties"})
+    for name, res in deployed["Resources"].items():
+        for key in ("DeletionPolicy", "UpdateReplacePolicy"):
+            assert isinstance(res.get(key, ""), str), f"{name}.{key} still needs the language extensions"
+
+
+@pytest.mark.parametrize("retain, policy", [("true", "Retain"), ("false", "Delete")])
+def test_one_records_table_with_the_adapter_key_schema(cfn_template, retain, policy):
     resources = resolve(cfn_template, {"RetainTable": retain})["Resources"]
     tables = of_type(resources, "AWS::DynamoDB::Table")
-    assert list(tables) == [table]
-    res = tables[table]
+    assert list(tables) == ["RecordsTable"]
+    res = tables["RecordsTable"]
     assert res["DeletionPolicy"] == policy and res["UpdateReplacePolicy"] == policy
     props = res["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -128,7 +216,7 @@ def test_exactly_one_records_table_with_the_adapter_key_schema(cfn_template, ret
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     for function in ("ApiFunction", "WeeklyFunction"):
         env = resources[function]["Properties"]["Environment"]["Variables"]
-        assert env["TABLE_NAME"] == {"Ref": table}
+        assert env["TABLE_NAME"] == {"Ref": "RecordsTable"}
 
 
 def test_the_summary_bucket_is_private_encrypted_versioned_tls_only_and_expires_old_versions(resources):
@@ -159,13 +247,29 @@ def test_functions_are_rust_on_arm64_al2023_with_json_logs(sam_template, resourc
     assert props["Runtime"] == "provided.al2023"
     assert props["Architectures"] == ["arm64"]
     assert props["Handler"] == "bootstrap"
-    assert props["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": {"Ref": f"{function}LogGroup"}}
+    assert props["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "LogGroup": {"Ref": f"{function}LogGroup"},
+        "ApplicationLogLevel": {"Fn::FindInMap": ["LogLevels", {"Ref": "LogLevel"}, "Lambda"]},
+        "SystemLogLevel": "WARN",
+    }
     env = props["Environment"]["Variables"]
     assert env["BUCKET_NAME"] == {"Ref": "SummaryBucket"}
     assert env["RUST_LOG"] == {"Ref": "LogLevel"}
     assert ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH" in env) == (function == "ApiFunction")
     if function == "ApiFunction":
         assert env["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"] == "true"
+
+
+def test_log_level_sets_lambdas_application_log_level_for_every_value(sam_template, cfn_template):
+    """LogLevel really filters: each allowed value maps to the Lambda level
+    of the same name (Lambda drops lower JSON lines and passes the level to
+    the runtime as AWS_LAMBDA_LOG_LEVEL, which tracing's filter reads)."""
+    allowed = sam_template["Parameters"]["LogLevel"]["AllowedValues"]
+    assert sam_template["Parameters"]["LogLevel"]["Default"] == "info"
+    mapping = cfn_template["Mappings"]["LogLevels"]
+    assert {level: mapping[level]["Lambda"] for level in allowed} == {level: level.upper() for level in allowed}
+    assert set(mapping) == set(allowed)
 
 
 def test_the_weekly_schedule_runs_in_utc_retries_and_dead_letters(sam_template, resources):
@@ -194,9 +298,57 @@ def test_alarms_watch_both_functions_the_api_and_the_dead_letter_queue(cfn_templ
         assert ("Errors", str({"Ref": "ApiFunction"})) in watched
         assert ("Errors", str({"Ref": "WeeklyFunction"})) in watched
         assert ("ApproximateNumberOfMessagesVisible", str({"Fn::GetAtt": ["WeeklyDeadLetterQueue", "QueueName"]})) in watched
-        for alarm in alarms.values():
-            assert ("AlarmActions" in alarm["Properties"]) == notified
+        for name, alarm in alarms.items():
+            assert ("AlarmActions" in alarm["Properties"]) == notified, name
+            # Every alarm that notifies also says when it is over.
+            assert alarm["Properties"].get("OKActions") == alarm["Properties"].get("AlarmActions"), name
         assert ("AlarmTopic" in resources) == notified
+
+
+def test_an_alarm_fires_when_the_weekly_run_did_not_happen(resources):
+    """No invocation for the longest range CloudWatch allows (7 whole days,
+    Period x EvaluationPeriods <= 604,800 s) is breaching, and so is no data."""
+    props = resources["WeeklyRunMissingAlarm"]["Properties"]
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "Invocations")
+    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WeeklyFunction"}}]
+    assert props["Statistic"] == "Sum" and props["Threshold"] == 1
+    assert props["ComparisonOperator"] == "LessThanThreshold"
+    assert props["TreatMissingData"] == "breaching"
+    assert props["Period"] == 86400 and props["EvaluationPeriods"] == props["DatapointsToAlarm"] == 7
+    assert props["Period"] * props["EvaluationPeriods"] <= 604_800
+
+
+def test_the_schedule_name_fits_64_characters_for_the_longest_stack_name_deploy_accepts(resources):
+    (schedule,) = of_type(resources, "AWS::Scheduler::Schedule").values()
+    name = schedule["Properties"]["Name"]["Fn::Sub"]
+    assert name.startswith("${AWS::StackName}") and "${" not in name.removeprefix("${AWS::StackName}")
+    deploy = (ROOT / "deploy.sh").read_text()
+    (longest,) = re.findall(r"readonly MAX_STACK_NAME=(\d+)", deploy)
+    assert int(longest) + len(name.removeprefix("${AWS::StackName}")) == 64
+    # tests/infra/test_scripts.py runs deploy.sh at and beyond that length.
+
+
+def test_the_report_topic_is_encrypted_and_e_mail_is_optional(sam_template, cfn_template):
+    for overrides, subscribed in (({}, False), ({"ReportEmail": "me@example.com"}, True)):
+        resources = resolve(cfn_template, overrides)["Resources"]
+        topic = resources["ReportTopic"]["Properties"]
+        assert topic["KmsMasterKeyId"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:alias/aws/sns"
+        }
+        subs = {n: r["Properties"] for n, r in of_type(resources, "AWS::SNS::Subscription").items()}
+        reports = [s for s in subs.values() if s["TopicArn"] == {"Ref": "ReportTopic"}]
+        assert reports == ([{"TopicArn": {"Ref": "ReportTopic"}, "Protocol": "email", "Endpoint": {"Ref": "ReportEmail"}}] if subscribed else [])
+    params = sam_template["Parameters"]
+    for name in ("ReportEmail", "NotifyUrl", "NotifySecret", "SegmentBy"):
+        assert params[name]["Default"] == "", name
+    assert params["NotifySecret"]["NoEcho"] is True
+    env = resolve(cfn_template)["Resources"]["WeeklyFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TALLY_REPORT_TOPIC_ARN"] == {"Ref": "ReportTopic"}
+    assert env["TALLY_NOTIFY_URL"] == {"Ref": "NotifyUrl"}
+    assert env["TALLY_NOTIFY_SECRET"] == {"Ref": "NotifySecret"}
+    assert env["TALLY_SEGMENT_BY"] == {"Ref": "SegmentBy"}
+    api_env = resolve(cfn_template)["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert not any(k.startswith(("TALLY_NOTIFY", "TALLY_REPORT")) for k in api_env)
 
 
 def test_outputs_describe_the_deployment(cfn_template):
@@ -208,7 +360,8 @@ def test_outputs_describe_the_deployment(cfn_template):
     assert outputs["GetApiKeyCommand"]["Value"]["Fn::Sub"].startswith(
         "aws apigateway get-api-key --api-key ${TallyApiApiKey} --include-value --query value --output text"
     )
-    for name in ("SummaryBucketName", "RecordsTableName", "ApiFunctionName", "WeeklyFunctionName", "DeadLetterQueueUrl"):
+    for name in ("SummaryBucketName", "RecordsTableName", "ApiFunctionName", "WeeklyFunctionName", "DeadLetterQueueUrl",
+                 "WeeklyScheduleName", "ReportTopicArn"):
         assert outputs[name]["Description"], name
     assert outputs["RecordsTableName"]["Value"] == {"Ref": "RecordsTable"}
 

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
+use serde::{Deserialize, Serialize};
 
 use super::SummaryOptions;
 use super::model::{
@@ -115,6 +116,25 @@ impl SegmentState {
                 let _ = mine.merge(agg);
             }
         }
+    }
+
+    fn into_state(self) -> Vec<(String, AggregatorState)> {
+        self.tracked.into_iter().map(|(value, agg)| (value, agg.into_state())).collect()
+    }
+
+    fn from_state(&mut self, week: IsoWeek, tracked: Vec<(String, AggregatorState)>) -> Result<(), String> {
+        if tracked.len() > SEGMENTS_TRACKED {
+            return Err(format!("{} segments, more than the {SEGMENTS_TRACKED} tracked", tracked.len()));
+        }
+        for (value, state) in tracked {
+            if self.index.contains_key(&value) {
+                return Err(format!("segment {value:?} twice"));
+            }
+            let agg = Aggregator::from_state(week, &self.options, state)?;
+            self.index.insert(value.clone(), self.tracked.len());
+            self.tracked.push((value, agg));
+        }
+        Ok(())
     }
 
     fn finish(self, records: u64) -> Segments {
@@ -249,6 +269,29 @@ impl PathTable {
     }
 }
 
+/// An [`Aggregator`]'s contents, as stored in a part state (`state`):
+/// everything its outputs and merges depend on, and none of its caches
+/// (the trie's child maps and remembered key orders are rebuilt).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AggregatorState {
+    records: u64,
+    bytes: u64,
+    unparsable: u64,
+    per_hour: Vec<u64>,
+    /// The path nodes after the root, in id order: parents come first.
+    nodes: Vec<NodeState>,
+    other: FieldStats,
+    /// Per segment value, in order of first appearance.
+    segments: Option<Vec<(String, AggregatorState)>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeState {
+    key: Box<str>,
+    parent: u32,
+    stats: FieldStats,
+}
+
 /// Reused decode buffers for keys and string values with escapes.
 #[derive(Debug, Clone, Default)]
 struct Buffers {
@@ -341,6 +384,63 @@ impl Aggregator {
         // One object and nothing after it but whitespace.
         cur.ws();
         if cur.peek().is_some() { Err(Malformed) } else { Ok(()) }
+    }
+
+    /// The contents, for a part state.
+    pub(crate) fn into_state(self) -> AggregatorState {
+        AggregatorState {
+            records: self.records,
+            bytes: self.bytes,
+            unparsable: self.unparsable,
+            per_hour: self.per_hour.to_vec(),
+            nodes: self
+                .paths
+                .nodes
+                .into_iter()
+                .skip(1)
+                .map(|n| NodeState { key: n.key, parent: n.parent, stats: n.stats })
+                .collect(),
+            other: self.paths.other,
+            segments: self.segments.map(|s| s.into_state()),
+        }
+    }
+
+    /// An aggregator holding `state` (made with the same `options`: the
+    /// caller checks). Errors name what is inconsistent.
+    pub(crate) fn from_state(week: IsoWeek, options: &SummaryOptions, state: AggregatorState) -> Result<Self, String> {
+        let mut agg = Self::new(week, options);
+        agg.records = state.records;
+        agg.bytes = state.bytes;
+        agg.unparsable = state.unparsable;
+        agg.per_hour = state.per_hour.try_into().map_err(|v: Vec<u64>| format!("{} hourly counts, not {HOURS}", v.len()))?;
+        if state.nodes.len() > options.max_paths {
+            return Err(format!("{} paths, more than the {} tracked", state.nodes.len(), options.max_paths));
+        }
+        for (i, node) in state.nodes.into_iter().enumerate() {
+            let id = i as u32 + 1;
+            if node.parent >= id {
+                return Err(format!("path node {id} has parent {} (parents come first)", node.parent));
+            }
+            let siblings = &mut agg.paths.nodes[node.parent as usize].children;
+            if siblings.insert(node.key.clone(), id).is_some() {
+                return Err(format!("key {:?} twice under one parent", node.key));
+            }
+            agg.paths.nodes.push(Node {
+                key: node.key,
+                parent: node.parent,
+                children: HashMap::default(),
+                order: Vec::new(),
+                stats: node.stats,
+            });
+        }
+        agg.paths.other = state.other;
+        match (&mut agg.segments, state.segments) {
+            (Some(mine), Some(tracked)) => mine.from_state(week, tracked)?,
+            (None, None) => {}
+            (Some(_), None) => return Err("no segments, but segment_by is set".into()),
+            (None, Some(_)) => return Err("segments, but segment_by is not set".into()),
+        }
+        Ok(agg)
     }
 
     /// Folds in an aggregator of the same week fed other records. Paths new

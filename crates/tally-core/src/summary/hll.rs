@@ -21,9 +21,27 @@ pub(crate) fn hash_str(s: &str) -> u64 {
     foldhash::quality::FixedState::with_seed(0x5EED_7A11_1E5C_0DE5).hash_one(s)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
 pub struct HyperLogLog {
     registers: Box<[u8]>,
+}
+
+/// A decoded state must not be able to panic `estimate` or `merge`.
+impl TryFrom<Vec<u8>> for HyperLogLog {
+    type Error = String;
+    fn try_from(registers: Vec<u8>) -> Result<Self, String> {
+        if registers.len() != M || registers.iter().any(|&r| u32::from(r) > Q + 1) {
+            return Err(format!("a HyperLogLog needs {M} registers of at most {}", Q + 1));
+        }
+        Ok(Self { registers: registers.into_boxed_slice() })
+    }
+}
+
+impl From<HyperLogLog> for Vec<u8> {
+    fn from(h: HyperLogLog) -> Self {
+        h.registers.into_vec()
+    }
 }
 
 impl Default for HyperLogLog {

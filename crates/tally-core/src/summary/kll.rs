@@ -19,7 +19,8 @@ const SHRINK: f64 = 2.0 / 3.0;
 const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// A mergeable quantile sketch over finite `f64`s.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "KllState", into = "KllState")]
 pub struct Kll {
     k: usize,
     /// Values as order-preserving integer keys ([`key`]): sorting `u64`s is
@@ -190,6 +191,42 @@ impl Kll {
         x ^= x << 17;
         self.rng = x;
         x & 1 == 1
+    }
+}
+
+/// What a sketch is made of; its sizes are derived again on decoding.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KllState {
+    k: u32,
+    levels: Vec<Vec<u64>>,
+    n: u64,
+    rng: u64,
+}
+
+impl From<Kll> for KllState {
+    fn from(s: Kll) -> Self {
+        Self { k: s.k as u32, levels: s.levels, n: s.n, rng: s.rng }
+    }
+}
+
+impl TryFrom<KllState> for Kll {
+    type Error = String;
+    fn try_from(s: KllState) -> Result<Self, String> {
+        // Each level's items weigh 2^h: more than 63 levels cannot be.
+        if s.levels.is_empty() || s.levels.len() > 63 || s.k < 8 {
+            return Err(format!("a KLL sketch with k {} and {} levels", s.k, s.levels.len()));
+        }
+        let weight: u128 = s.levels.iter().enumerate().map(|(h, l)| (l.len() as u128) << h).sum();
+        if weight != u128::from(s.n) {
+            return Err(format!("a KLL sketch whose items weigh {weight}, not its count {}", s.n));
+        }
+        let mut kll = Self { k: s.k as usize, levels: Vec::new(), size: 0, max_size: 0, n: s.n, rng: s.rng };
+        for _ in 0..s.levels.len() {
+            kll.grow();
+        }
+        kll.levels = s.levels;
+        kll.size = kll.levels.iter().map(Vec::len).sum();
+        Ok(kll)
     }
 }
 

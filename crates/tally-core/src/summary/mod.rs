@@ -14,6 +14,10 @@
 //!   `tally summarize`, the in-process schedule and the weekly Lambda: read
 //!   the week page by page, write `records.ndjson.gz`, `summary.json`,
 //!   `summary.html`, then `manifest.json` last through the [`SummarySink`](crate::SummarySink) port.
+//! - [`Part`], [`PartState`], [`WeekFold`] (`state`): a week cut into 28
+//!   canonical parts whose states fold in one fixed order, so threads,
+//!   `--part K/N` runs merged with `--merge`, and Lambdas all give the same
+//!   bytes (the design and the state format are in that module's docs).
 //! - [`WeeklySchedule`] (`schedule`): when the next run is due (pure logic; the
 //!   binaries own the loop).
 
@@ -26,6 +30,7 @@ mod model;
 mod scan;
 mod schedule;
 mod service;
+mod state;
 mod stats;
 
 pub use aggregate::{Aggregator, MergeError};
@@ -38,9 +43,13 @@ pub use model::{
 };
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
-    INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON,
-    SummarizeError, WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_week, summarize_weeks,
-    write_index,
+    INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, PartSource, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML,
+    SUMMARY_JSON, SummarizeError, WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_merged,
+    summarize_parts, summarize_week, summarize_weeks, write_index,
+};
+pub use state::{
+    PARTS, Part, PartHeader, PartState, STATE_FORMAT, StateError, StateOptions, WeekFold, check_header, check_parts,
+    read_header,
 };
 
 /// How a summary is computed and written. The defaults are the issue's.
@@ -70,6 +79,16 @@ pub struct SummaryOptions {
     /// A top-level field whose string values also get a summary each
     /// (`--segment-by`); `None` for no segments.
     pub segment_by: Option<String>,
+    /// Canonical parts read, aggregated and compressed at once, each on a
+    /// thread of its own (`--threads`). Changes no output byte; memory
+    /// grows with it (one part aggregator and the compressed export of a
+    /// part waiting for its turn, per thread).
+    pub threads: usize,
+}
+
+/// The default for [`SummaryOptions::threads`]: the cores this process may use.
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 impl Default for SummaryOptions {
@@ -84,6 +103,7 @@ impl Default for SummaryOptions {
             upload_chunk_bytes: 1 << 20,
             thresholds: Thresholds::default(),
             segment_by: None,
+            threads: available_threads(),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! The summarize service: one week from the store to the bucket.
 //!
 //! Used unchanged by `tally summarize`, the schedule in `tally serve` and the
-//! weekly Lambda. The run is a single pass over the week's pages, pipelined:
-//! while the store reads a page, one thread aggregates the one before and
-//! another gzips the export of the one before that (see [`export`]). Memory is
-//! a few pages plus the aggregator and one upload chunk. The threads are plain
-//! OS threads (the work is CPU-bound), joined without blocking the caller's
-//! async runtime.
+//! weekly Lambda. The week is read as its 28 canonical parts (`state`), up
+//! to [`SummaryOptions::threads`] at once: each part's id range is read from
+//! the store while a thread of its own aggregates the pages and gzips their
+//! export lines into the part's gzip member (see [`aggregate_parts`]). The
+//! parts are handed over in canonical order: the export is the members
+//! concatenated (still one valid `.gz`), the statistics the fold of the part
+//! aggregators — so the bytes are the same for every thread count, and the
+//! same as `--part K/N` states merged by [`summarize_merged`]. The threads are
+//! plain OS threads (the work is CPU-bound), joined without blocking the
+//! caller's async runtime.
 //!
 //! # Commit protocol
 //! 1. [`SummarySink::begin_week`] removes the manifest: from here on readers
@@ -19,22 +23,27 @@
 //! A failure anywhere leaves no manifest; a rerun rewrites every object with
 //! the same bytes and commits, so runs converge.
 
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use flate2::{Compression, GzBuilder};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
+use super::state::{Part, PartState, StateError, WeekFold};
 use super::compare::compare;
 use super::html::{IndexWeek, Nav, TREND_WEEKS, render_html, render_index};
 use super::model::{Comparison, Summary};
 use crate::Record;
 use crate::clock::{Clock, Timestamp};
-use crate::ports::{ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
+use crate::ports::{BoxError, ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
 use crate::week::IsoWeek;
 
 pub const SUMMARY_JSON: &str = "summary.json";
@@ -70,6 +79,19 @@ pub enum SummarizeError {
         #[source]
         source: SinkError,
     },
+    #[error("the part states of {week} do not make a week")]
+    State {
+        week: IsoWeek,
+        #[source]
+        source: StateError,
+    },
+    #[error("could not write the state of {part} of {week}")]
+    PartState {
+        week: IsoWeek,
+        part: Part,
+        #[source]
+        source: BoxError,
+    },
     #[error("could not encode {object} of {week}")]
     Encode {
         week: IsoWeek,
@@ -83,7 +105,11 @@ impl SummarizeError {
     /// The week the failure concerns, if any.
     pub fn week(&self) -> Option<IsoWeek> {
         match self {
-            Self::ReadRecords { week, .. } | Self::Write { week, .. } | Self::Encode { week, .. } => Some(*week),
+            Self::ReadRecords { week, .. }
+            | Self::Write { week, .. }
+            | Self::Encode { week, .. }
+            | Self::State { week, .. }
+            | Self::PartState { week, .. } => Some(*week),
             Self::ListWeeks { .. } | Self::ListSummaries { .. } => None,
         }
     }
@@ -167,6 +193,108 @@ pub async fn summarize_week(
     result
 }
 
+/// Aggregates `parts` of `week` (`tally summarize --part K/N`) on
+/// `options.threads` threads and hands each part's encoded [`PartState`] to
+/// `out`, in canonical order, one at a time. Writes nothing to any sink.
+/// Returns the records read.
+pub async fn summarize_parts(
+    store: &dyn RecordStore,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    parts: impl IntoIterator<Item = Part>,
+    progress: &dyn Progress,
+    out: &mut (dyn FnMut(Part, Vec<u8>) -> Result<(), BoxError> + Send),
+) -> Result<u64, SummarizeError> {
+    let mut parts: Vec<Part> = parts.into_iter().collect();
+    parts.sort_unstable();
+    parts.dedup();
+    let mut writer = StateWriter { week, options, export: Vec::new(), records: 0, out };
+    aggregate_parts(store, week, options, parts, progress, &mut writer).await?;
+    Ok(writer.records)
+}
+
+/// Where [`summarize_merged`] gets each part's state: files, S3 objects…
+#[async_trait]
+pub trait PartSource: Send {
+    /// The state of `part` of the week (decoded with [`PartState::from_bytes`]).
+    async fn load(&mut self, part: Part) -> Result<PartState, StateError>;
+}
+
+/// Writes `week`'s four objects and manifest from the states of its 28
+/// parts, exactly as [`summarize_week`] would from the store: the same
+/// bytes. Check the states with [`check_parts`](super::check_parts) first:
+/// a state that turns out missing or bad here fails the run after the
+/// manifest was removed (a rerun converges, as for any failed run).
+pub async fn summarize_merged(
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    source: &mut dyn PartSource,
+    progress: &dyn Progress,
+) -> Result<WeekReport, SummarizeError> {
+    progress.week_started(week);
+    let result = merge(sink, clock, week, options, source, progress).await;
+    match &result {
+        Ok(report) => progress.week_finished(report),
+        Err(e) => progress.week_failed(week, e),
+    }
+    result
+}
+
+async fn merge(
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    source: &mut dyn PartSource,
+    progress: &dyn Progress,
+) -> Result<WeekReport, SummarizeError> {
+    let write_err = |object| move |source| SummarizeError::Write { week, object, source };
+    sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
+    let mut upload =
+        sink.open_object(week, RECORDS_NDJSON_GZ, "application/gzip").await.map_err(write_err(RECORDS_NDJSON_GZ))?;
+    let mut writer = WeekWriter::new(week, upload.as_mut());
+    let aggregated = match feed_states(week, source, progress, &mut writer).await {
+        Ok(()) => writer.finish(options).await,
+        Err(e) => Err(e),
+    };
+    let aggregator = match aggregated {
+        Ok(aggregator) => aggregator,
+        Err(e) => {
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+    };
+    let records_info = upload.finish().await.map_err(write_err(RECORDS_NDJSON_GZ))?;
+    publish(sink, clock, week, options, aggregator, records_info).await
+}
+
+/// Hands every part's state from `source` to `writer`, in canonical order.
+async fn feed_states(
+    week: IsoWeek,
+    source: &mut dyn PartSource,
+    progress: &dyn Progress,
+    writer: &mut WeekWriter<'_>,
+) -> Result<(), SummarizeError> {
+    let mut records = 0;
+    for part in Part::all() {
+        let mut state = source.load(part).await.map_err(|source| SummarizeError::State { week, source })?;
+        if state.part != part || state.week != week {
+            let source = StateError::OutOfOrder { week, expected: part, got: state.part };
+            return Err(SummarizeError::State { week, source });
+        }
+        records += state.records();
+        let export = std::mem::take(&mut state.export);
+        if !export.is_empty() {
+            writer.chunk(part, export).await?;
+        }
+        writer.done(part, state.into_aggregator()).await?;
+        progress.records_read(week, records);
+    }
+    Ok(())
+}
+
 /// Summarizes each week in order, stopping at the first failure (which names
 /// its week). For backfills: `summarize_weeks(.., IsoWeek::range(from, to), ..)`.
 pub async fn summarize_weeks(
@@ -235,13 +363,16 @@ async fn run(
     progress: &dyn Progress,
 ) -> Result<WeekReport, SummarizeError> {
     let write_err = |object| move |source| SummarizeError::Write { week, object, source };
-    let encode_err = |object| move |source| SummarizeError::Encode { week, object, source };
-
     sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
-
     let mut upload =
         sink.open_object(week, RECORDS_NDJSON_GZ, "application/gzip").await.map_err(write_err(RECORDS_NDJSON_GZ))?;
-    let aggregator = match export(store, upload.as_mut(), week, options, progress).await {
+    let mut writer = WeekWriter::new(week, upload.as_mut());
+    let parts = Part::all().collect();
+    let aggregated = match aggregate_parts(store, week, options, parts, progress, &mut writer).await {
+        Ok(()) => writer.finish(options).await,
+        Err(e) => Err(e),
+    };
+    let aggregator = match aggregated {
         Ok(aggregator) => aggregator,
         Err(e) => {
             // The run has already failed; a failed abort cannot leave more
@@ -251,7 +382,21 @@ async fn run(
         }
     };
     let records_info = upload.finish().await.map_err(write_err(RECORDS_NDJSON_GZ))?;
+    publish(sink, clock, week, options, aggregator, records_info).await
+}
 
+/// Writes `summary.json`, `summary.html` and the manifest from the week's
+/// aggregator, once `records.ndjson.gz` is written; then the index.
+async fn publish(
+    sink: &dyn SummarySink,
+    clock: &dyn Clock,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    aggregator: Aggregator,
+    records_info: ObjectInfo,
+) -> Result<WeekReport, SummarizeError> {
+    let write_err = |object| move |source| SummarizeError::Write { week, object, source };
+    let encode_err = |object| move |source| SummarizeError::Encode { week, object, source };
     let mut summary = aggregator.finish();
     let done = sink.list_weeks().await.map_err(|source| SummarizeError::ListSummaries { source })?;
     let nav = Nav {
@@ -346,51 +491,177 @@ pub async fn write_index(sink: &dyn SummarySink) -> Result<ObjectInfo, SinkError
     sink.put_index(INDEX_HTML, "text/html; charset=utf-8", Bytes::from(html)).await
 }
 
-/// How many pages may wait for each stage: enough to keep the cores busy
-/// while the store reads ahead, few enough that memory stays a few pages.
+/// How many pages may wait between a part's reader and its thread: enough
+/// to keep the thread busy while the store reads ahead, few enough that
+/// memory stays a few pages per part.
 const PAGES_IN_FLIGHT: usize = 2;
 
-/// Reads the week page by page, feeding the aggregator and the gzip export.
+/// Where the parts of [`aggregate_parts`] go, in canonical order: each
+/// part's export chunks, then its aggregator.
+#[async_trait]
+trait PartOutput: Send {
+    async fn chunk(&mut self, part: Part, bytes: Vec<u8>) -> Result<(), SummarizeError>;
+    async fn done(&mut self, part: Part, aggregator: Aggregator) -> Result<(), SummarizeError>;
+}
+
+/// A week's run: the export streamed to the upload, the parts folded.
+struct WeekWriter<'a> {
+    week: IsoWeek,
+    upload: &'a mut dyn ObjectUpload,
+    fold: WeekFold,
+    written: u64,
+}
+
+impl<'a> WeekWriter<'a> {
+    fn new(week: IsoWeek, upload: &'a mut dyn ObjectUpload) -> Self {
+        Self { week, upload, fold: WeekFold::new(week), written: 0 }
+    }
+
+    /// The week's aggregator, once every part is in. A week without records
+    /// still gets a valid (empty) `.gz`: one empty member.
+    async fn finish(self, options: &SummaryOptions) -> Result<Aggregator, SummarizeError> {
+        let week = self.week;
+        if self.written == 0 {
+            let empty = GzBuilder::new()
+                .write(Vec::new(), Compression::new(options.gzip_level.min(9)))
+                .finish()
+                .map_err(|source| SummarizeError::Encode { week, object: RECORDS_NDJSON_GZ, source })?;
+            self.upload
+                .write(Bytes::from(empty))
+                .await
+                .map_err(|source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source })?;
+        }
+        self.fold.finish().map_err(|source| SummarizeError::State { week, source })
+    }
+}
+
+#[async_trait]
+impl PartOutput for WeekWriter<'_> {
+    async fn chunk(&mut self, _part: Part, bytes: Vec<u8>) -> Result<(), SummarizeError> {
+        self.written += bytes.len() as u64;
+        let week = self.week;
+        self.upload
+            .write(Bytes::from(bytes))
+            .await
+            .map_err(|source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source })
+    }
+
+    async fn done(&mut self, part: Part, aggregator: Aggregator) -> Result<(), SummarizeError> {
+        self.fold.push(part, aggregator).map_err(|source| SummarizeError::State { week: self.week, source })
+    }
+}
+
+/// `--part`: each part's state, encoded, handed to `out`.
+struct StateWriter<'a> {
+    week: IsoWeek,
+    options: &'a SummaryOptions,
+    export: Vec<u8>,
+    records: u64,
+    out: &'a mut (dyn FnMut(Part, Vec<u8>) -> Result<(), BoxError> + Send),
+}
+
+#[async_trait]
+impl PartOutput for StateWriter<'_> {
+    async fn chunk(&mut self, _part: Part, bytes: Vec<u8>) -> Result<(), SummarizeError> {
+        self.export.extend_from_slice(&bytes);
+        Ok(())
+    }
+
+    async fn done(&mut self, part: Part, aggregator: Aggregator) -> Result<(), SummarizeError> {
+        self.records += aggregator.records();
+        let export = std::mem::take(&mut self.export);
+        let bytes = PartState::new(self.week, part, aggregator, export).to_bytes(self.options);
+        (self.out)(part, bytes).map_err(|source| SummarizeError::PartState { week: self.week, part, source })
+    }
+}
+
+/// One canonical part on its way: its thread's export chunks and result.
+struct PartRun {
+    part: Part,
+    chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    worker: Worker<Aggregator>,
+}
+
+/// Reads, aggregates and compresses `parts` of `week`, up to
+/// `options.threads` at once, and hands them to `output` in canonical order.
 ///
-/// A three-stage pipeline, so the run uses every core it is given: this task
-/// reads pages from the store (and uploads finished gzip chunks); one thread
-/// folds each page into the statistics, noting which records its scanner
-/// could not read; another writes the page's export lines through gzip,
-/// trusting that scan instead of parsing each record again. A page moves
-/// between stages, never copied, and every channel is bounded, so the store is
-/// read at the pace of the slowest stage and memory stays a few pages. The
-/// stages see pages in order, so the bytes, and reruns, do not change.
-async fn export(
+/// Each part in flight has a reader (a future here, reading its id range
+/// from the store) and an OS thread that folds each page into the part's
+/// aggregator and writes its export lines into the part's own gzip member.
+/// The oldest part streams its chunks straight to `output`; parts ahead of
+/// it keep theirs until their turn, which is what bounds memory: at most
+/// `threads` parts, each one aggregator, a few pages and its compressed
+/// export so far. A part starts only when the oldest one is handed over.
+async fn aggregate_parts(
     store: &dyn RecordStore,
-    upload: &mut dyn ObjectUpload,
     week: IsoWeek,
     options: &SummaryOptions,
+    parts: Vec<Part>,
     progress: &dyn Progress,
-) -> Result<Aggregator, SummarizeError> {
+    output: &mut dyn PartOutput,
+) -> Result<(), SummarizeError> {
     let encode_err = |source| SummarizeError::Encode { week, object: RECORDS_NDJSON_GZ, source };
-    let write_err = |source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source };
-    let (stats_tx, mut stats_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
-    let (export_tx, mut export_rx) = mpsc::channel::<(Page, Vec<bool>)>(PAGES_IN_FLIGHT);
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Vec<u8>>(PAGES_IN_FLIGHT);
-
-    let mut aggregator = Aggregator::new(week, options);
-    let stats = Worker::spawn("tally-summary-stats", move || {
-        while let Some(page) = stats_rx.blocking_recv() {
-            let parsed = page.iter().map(|record| aggregator.push(record)).collect();
-            if export_tx.blocking_send((page, parsed)).is_err() {
-                break; // the export stopped on an error, which its join reports
+    let threads = options.threads.max(1);
+    let read = AtomicU64::new(0);
+    let mut pending = parts.into_iter();
+    let mut queue: VecDeque<PartRun> = VecDeque::new();
+    let mut reads = FuturesUnordered::new();
+    loop {
+        while queue.len() < threads {
+            let Some(part) = pending.next() else { break };
+            let (run, reader) = start_part(store, week, options, part, progress, &read).map_err(encode_err)?;
+            queue.push_back(run);
+            reads.push(reader);
+        }
+        let Some(mut head) = queue.pop_front() else { break };
+        loop {
+            tokio::select! {
+                biased;
+                chunk = head.chunks.recv() => match chunk {
+                    Some(bytes) => output.chunk(head.part, bytes).await?,
+                    None => break,
+                },
+                Some(result) = reads.next(), if !reads.is_empty() => result?,
             }
         }
-        Ok(aggregator)
-    })
-    .map_err(encode_err)?;
+        let aggregator = head.worker.join().await.map_err(encode_err)?;
+        output.done(head.part, aggregator).await?;
+    }
+    while let Some(result) = reads.next().await {
+        result?;
+    }
+    Ok(())
+}
+
+type Reader<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SummarizeError>> + Send + 'a>>;
+
+/// Starts `part`'s thread and returns its reader, which the caller polls.
+fn start_part<'a>(
+    store: &'a dyn RecordStore,
+    week: IsoWeek,
+    options: &SummaryOptions,
+    part: Part,
+    progress: &'a dyn Progress,
+    read: &'a AtomicU64,
+) -> std::io::Result<(PartRun, Reader<'a>)> {
+    let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+    let (chunk_tx, chunks) = mpsc::unbounded_channel::<Vec<u8>>();
     let (chunk, level) = (options.upload_chunk_bytes.max(1), options.gzip_level.min(9));
-    let exporter = Worker::spawn("tally-summary-export", move || {
-        // No file name and mtime 0 in the header: the same records give the same bytes.
-        let mut gz = GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(level));
+    let mut aggregator = Aggregator::new(week, options);
+    let worker = Worker::spawn(&format!("tally-part-{}", part.index()), move || {
+        // No file name and mtime 0 in the header: the same records give the
+        // same bytes. A part without records writes no member at all.
+        let mut gz = None;
         let mut line = String::new();
-        while let Some((page, parsed)) = export_rx.blocking_recv() {
-            for (record, is_json) in page.iter().zip(parsed) {
+        while let Some(page) = page_rx.blocking_recv() {
+            if page.is_empty() {
+                continue;
+            }
+            let gz = gz.get_or_insert_with(|| {
+                GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(level))
+            });
+            for record in &page {
+                let is_json = aggregator.push(record);
                 line.clear();
                 record.write_export_line(&mut line, is_json);
                 line.push('\n');
@@ -398,50 +669,36 @@ async fn export(
             }
             if gz.get_ref().len() >= chunk {
                 let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
-                if chunk_tx.blocking_send(full).is_err() {
-                    return Ok(()); // the upload failed: that error is the run's
+                if chunk_tx.send(full).is_err() {
+                    break; // the run stopped on an error, which it reports
                 }
             }
         }
-        let rest = gz.finish()?;
-        if !rest.is_empty() {
-            let _ = chunk_tx.blocking_send(rest);
+        if let Some(gz) = gz {
+            let rest = gz.finish()?;
+            if !rest.is_empty() {
+                let _ = chunk_tx.send(rest);
+            }
         }
-        Ok(())
-    })
-    .map_err(encode_err)?;
-
-    // Each future owns its channel ends, so whichever stops first (done or
-    // failed) closes its channels and the workers wind down instead of waiting.
+        Ok(aggregator)
+    })?;
+    let (from, to) = part.range(week);
     let page_size = options.page_size.max(1);
-    let read = async move {
-        let mut pages = store.scan_week(week, page_size);
-        let mut records = 0;
+    let reader = async move {
+        let mut pages = store.scan_range(from, to, page_size);
         while let Some(page) = pages.next().await {
             let page = page.map_err(|source| SummarizeError::ReadRecords { week, source })?;
-            records += page.len() as u64;
-            // A send fails only when a worker has stopped on an error, which
-            // its join below reports.
-            if stats_tx.send(page).await.is_err() {
+            let n = page.len() as u64;
+            // A send fails only when the thread has stopped on an error,
+            // which its join reports.
+            if page_tx.send(page).await.is_err() {
                 break;
             }
-            progress.records_read(week, records);
+            progress.records_read(week, read.fetch_add(n, Ordering::Relaxed) + n);
         }
         Ok(())
     };
-    let write = async move {
-        while let Some(bytes) = chunk_rx.recv().await {
-            upload.write(Bytes::from(bytes)).await.map_err(write_err)?;
-        }
-        Ok(())
-    };
-    let streamed = futures::future::try_join(read, write).await;
-    // Both workers see their input closed by now and finish the page at hand.
-    let exported = exporter.join().await;
-    let aggregator = stats.join().await;
-    streamed?;
-    exported.map_err(encode_err)?;
-    aggregator.map_err(encode_err)
+    Ok((PartRun { part, chunks, worker }, Box::pin(reader)))
 }
 
 type Page = Vec<Record>;

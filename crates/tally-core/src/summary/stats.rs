@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use foldhash::fast::FixedState;
+use serde::{Deserialize, Serialize};
 
 use super::hll::HyperLogLog;
 use super::kll::Kll;
@@ -28,7 +29,7 @@ pub(crate) const KLL_K: usize = 400;
 /// a handful of huge strings cannot blow the memory bound.
 pub(crate) const TOP_VALUE_MAX_BYTES: usize = 256;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct FieldStats {
     pub types: [u64; 6],
     pub trues: u64,
@@ -96,7 +97,7 @@ impl FieldStats {
 
 /// Numbers: exact count/min/max, a compensated sum for the mean, Welford's
 /// M2 for the variance (merged with Chan et al.'s formula), and a KLL sketch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct NumberStats {
     /// Numbers whose magnitude does not fit an f64 (`1e400`): counted only.
     pub out_of_range: u64,
@@ -198,12 +199,16 @@ impl NumberStats {
 /// Strings: length range, a Misra–Gries heavy-hitters summary that is exact
 /// while the field has at most `exact_limit` distinct values, and a
 /// HyperLogLog created only once that limit is passed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StringStats {
     pub n: u64,
     pub min_len: u64,
     pub max_len: u64,
     exact_limit: usize,
+    /// Serialized sorted by value, so a state's bytes do not depend on the
+    /// map's layout (the map's iteration order never reaches an output:
+    /// `top` sorts, merges add, reductions subtract one threshold from all).
+    #[serde(with = "sorted_counts")]
     counts: HashMap<Box<str>, u64, FixedState>,
     /// Sum of the thresholds subtracted by reductions: every reported count is
     /// at most this much below the true one. Zero while exact.
@@ -337,8 +342,29 @@ fn top_key(s: &str) -> &str {
     &s[..end]
 }
 
+/// `StringStats::counts` as a list sorted by value.
+mod sorted_counts {
+    use std::collections::HashMap;
+
+    use foldhash::fast::FixedState;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(counts: &HashMap<Box<str>, u64, FixedState>, s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<(&str, u64)> = counts.iter().map(|(k, &c)| (&**k, c)).collect();
+        sorted.sort_unstable();
+        sorted.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<Box<str>, u64, FixedState>, D::Error> {
+        let sorted = Vec::<(Box<str>, u64)>::deserialize(d)?;
+        let mut counts = HashMap::with_capacity_and_hasher(sorted.len(), FixedState::default());
+        counts.extend(sorted);
+        Ok(counts)
+    }
+}
+
 /// Array lengths.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct ArrayStats {
     pub n: u64,
     pub min: u64,

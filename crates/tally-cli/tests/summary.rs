@@ -30,7 +30,7 @@ fn exported_ids(path: &Path) -> Vec<String> {
         id: String,
     }
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
     text.lines().map(|l| serde_json::from_str::<Line>(l).unwrap().id).collect()
 }
 

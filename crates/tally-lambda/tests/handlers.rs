@@ -310,7 +310,7 @@ async fn export_holds(env: &Env, week: IsoWeek, id: RecordId) -> bool {
     use std::io::Read;
     let gz = env.sink.read_object(week, RECORDS_NDJSON_GZ).await.unwrap().unwrap();
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+    flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
     text.contains(&id.to_string())
 }
 

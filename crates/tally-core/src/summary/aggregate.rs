@@ -412,7 +412,8 @@ impl Aggregator {
         agg.records = state.records;
         agg.bytes = state.bytes;
         agg.unparsable = state.unparsable;
-        agg.per_hour = state.per_hour.try_into().map_err(|v: Vec<u64>| format!("{} hourly counts, not {HOURS}", v.len()))?;
+        agg.per_hour =
+            state.per_hour.try_into().map_err(|v: Vec<u64>| format!("{} hourly counts, not {HOURS}", v.len()))?;
         if state.nodes.len() > options.max_paths {
             return Err(format!("{} paths, more than the {} tracked", state.nodes.len(), options.max_paths));
         }

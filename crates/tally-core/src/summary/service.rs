@@ -37,10 +37,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::SummaryOptions;
 use super::aggregate::Aggregator;
-use super::state::{Part, PartState, StateError, WeekFold};
 use super::compare::compare;
 use super::html::{IndexWeek, Nav, TREND_WEEKS, render_html, render_index};
 use super::model::{Comparison, Summary};
+use super::state::{Part, PartState, StateError, WeekFold};
 use crate::Record;
 use crate::clock::{Clock, Timestamp};
 use crate::ports::{BoxError, ObjectInfo, ObjectUpload, RecordStore, SinkError, StoreError, SummarySink};
@@ -526,10 +526,11 @@ impl<'a> WeekWriter<'a> {
                 .write(Vec::new(), Compression::new(options.gzip_level.min(9)))
                 .finish()
                 .map_err(|source| SummarizeError::Encode { week, object: RECORDS_NDJSON_GZ, source })?;
-            self.upload
-                .write(Bytes::from(empty))
-                .await
-                .map_err(|source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source })?;
+            self.upload.write(Bytes::from(empty)).await.map_err(|source| SummarizeError::Write {
+                week,
+                object: RECORDS_NDJSON_GZ,
+                source,
+            })?;
         }
         self.fold.finish().map_err(|source| SummarizeError::State { week, source })
     }
@@ -540,10 +541,11 @@ impl PartOutput for WeekWriter<'_> {
     async fn chunk(&mut self, _part: Part, bytes: Vec<u8>) -> Result<(), SummarizeError> {
         self.written += bytes.len() as u64;
         let week = self.week;
-        self.upload
-            .write(Bytes::from(bytes))
-            .await
-            .map_err(|source| SummarizeError::Write { week, object: RECORDS_NDJSON_GZ, source })
+        self.upload.write(Bytes::from(bytes)).await.map_err(|source| SummarizeError::Write {
+            week,
+            object: RECORDS_NDJSON_GZ,
+            source,
+        })
     }
 
     async fn done(&mut self, part: Part, aggregator: Aggregator) -> Result<(), SummarizeError> {

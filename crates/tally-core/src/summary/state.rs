@@ -215,17 +215,16 @@ pub enum StateError {
     Format { found: u16 },
     #[error("the part state is damaged ({0}); make it again with `tally summarize --part K/N --state-out FILE`")]
     Corrupt(String),
-    #[error(
-        "{part} of the states is of week {found}, not {expected}; pass only states made with `--week {expected}`"
-    )]
+    #[error("{part} of the states is of week {found}, not {expected}; pass only states made with `--week {expected}`")]
     WrongWeek { expected: IsoWeek, found: IsoWeek, part: Part },
     #[error(
         "{part} of {week} was made with other summary options ({differences}); make the parts again with the same options as the merge"
     )]
     Options { week: IsoWeek, part: Part, differences: String },
     #[error(
-        "{} of {week} missing: {}; run `tally summarize --week {week} --part K/N --state-out FILE` for the K that covers {} and pass that file too",
-        if parts.len() == 1 { "a part is" } else { "parts are" },
+        "{} of {week} {} missing from the states: {}; run `tally summarize --week {week} --part K/N --state-out FILE` for the K that covers {} and pass that file too",
+        if parts.len() == 1 { "1 part".to_owned() } else { format!("{} parts", parts.len()) },
+        if parts.len() == 1 { "is" } else { "are" },
         parts.iter().map(Part::to_string).collect::<Vec<_>>().join(", "),
         if parts.len() == 1 { "it" } else { "them" }
     )]
@@ -333,13 +332,17 @@ pub fn read_header(r: &mut impl Read) -> Result<Option<PartHeader>, StateError> 
     let mut got = 0;
     while got < PREFIX {
         match r.read(&mut prefix[got..])? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(StateError::Corrupt("it ends inside a header".into())),
+            0 => break,
             n => got += n,
         }
     }
-    if &prefix[..8] != MAGIC {
+    let magic = got.min(MAGIC.len());
+    if got == 0 {
+        return Ok(None);
+    } else if prefix[..magic] != MAGIC[..magic] {
         return Err(StateError::NotAState);
+    } else if got < PREFIX {
+        return Err(StateError::Corrupt("it ends inside a header".into()));
     }
     let format = u16::from_le_bytes([prefix[8], prefix[9]]);
     if format != STATE_FORMAT {
@@ -436,10 +439,7 @@ impl WeekFold {
     /// The week's aggregator, once every part is in.
     pub(crate) fn finish(self) -> Result<Aggregator, StateError> {
         if self.next != PARTS {
-            return Err(StateError::Missing {
-                week: self.week,
-                parts: (self.next..PARTS).map(Part).collect(),
-            });
+            return Err(StateError::Missing { week: self.week, parts: (self.next..PARTS).map(Part).collect() });
         }
         self.acc.ok_or(StateError::Missing { week: self.week, parts: Part::all().collect() })
     }

@@ -1,0 +1,360 @@
+//! Partial summaries: part states merged in any grouping and order, and runs
+//! on any number of threads, give the bytes of a plain run; the fold stays
+//! within the sketches' bounds of one aggregator fed the whole week; bad
+//! state sets are refused with errors that say what to do.
+
+mod common;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use proptest::prelude::*;
+use tally_core::summary::{
+    Aggregator, MANIFEST_JSON, NoProgress, PARTS, Part, PartSource, PartState, RECORDS_NDJSON_GZ, SUMMARY_HTML,
+    SUMMARY_JSON, StateError, SummarizeError, Summary, SummaryOptions, check_parts, read_header, summarize_merged,
+    summarize_parts, summarize_week,
+};
+use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink};
+use tally_core::{IsoWeek, Record, RecordStore, SummarySink, Timestamp};
+
+fn week() -> IsoWeek {
+    IsoWeek::parse("2026-W47").unwrap()
+}
+
+fn clock() -> FixedClock {
+    FixedClock::at(Timestamp::parse_rfc3339("2026-11-23T00:05:00Z").unwrap())
+}
+
+fn options(threads: usize) -> SummaryOptions {
+    // Small caps so that a few hundred records already pass the exact
+    // distinct limit and the path cap: the order-dependent regimes.
+    SummaryOptions {
+        page_size: 7,
+        upload_chunk_bytes: 300,
+        exact_distinct_limit: 40,
+        max_paths: 30,
+        segment_by: Some("kind".into()),
+        threads,
+        ..SummaryOptions::default()
+    }
+}
+
+async fn store_with(records: &[Record]) -> MemoryRecordStore {
+    let store = MemoryRecordStore::default();
+    for chunk in records.chunks(500) {
+        store.insert(chunk, None).await.unwrap();
+    }
+    store
+}
+
+/// Records of varied shapes, a few unparsable, clustered so some parts are
+/// empty and others full.
+fn records(n: usize, seed: u64) -> Vec<Record> {
+    let mut recs = common::records(week(), n, seed, |rng| {
+        if rng.chance(3) {
+            return "{\"broken\": [".into();
+        }
+        let kind = rng.pick(&["a", "b", "c", "d"]);
+        match rng.below(3) {
+            0 => format!(r#"{{"kind":"{kind}","v":{},"user":"u{}"}}"#, rng.below(1000), rng.below(200)),
+            1 => format!(r#"{{"kind":"{kind}","k{}":{},"x":"{}"}}"#, rng.below(60), rng.below(7), rng.next()),
+            _ => {
+                let mut t = common::rich_value(rng).text();
+                t.insert_str(1, &format!(r#""kind":"{kind}","#));
+                t
+            }
+        }
+    });
+    // Leave Wednesday empty: a few parts without any record.
+    recs.retain(|r| {
+        let day = (r.received_at.as_millis() - week().start().as_millis()) / 86_400_000;
+        day != 2
+    });
+    recs
+}
+
+/// Every object of the week, by name.
+async fn objects(sink: &MemorySummarySink) -> HashMap<&'static str, Vec<u8>> {
+    let mut out = HashMap::new();
+    for name in [RECORDS_NDJSON_GZ, SUMMARY_JSON, SUMMARY_HTML, MANIFEST_JSON] {
+        out.insert(name, sink.read_object(week(), name).await.unwrap().unwrap().to_vec());
+    }
+    out
+}
+
+async fn plain_run(store: &MemoryRecordStore, options: &SummaryOptions) -> HashMap<&'static str, Vec<u8>> {
+    let sink = MemorySummarySink::default();
+    summarize_week(store, &sink, &clock(), week(), options, &NoProgress).await.unwrap();
+    objects(&sink).await
+}
+
+/// `--part k/n`: the encoded states of that run's parts.
+async fn part_file(store: &MemoryRecordStore, k: u8, n: u8, options: &SummaryOptions) -> Vec<u8> {
+    let mut file = Vec::new();
+    let parts = Part::assigned(k, n).unwrap();
+    summarize_parts(store, week(), options, parts, &NoProgress, &mut |_, bytes| {
+        file.extend_from_slice(&bytes);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    file
+}
+
+/// Part states in memory, indexed by reading headers only.
+struct Files {
+    files: Vec<Vec<u8>>,
+    index: HashMap<Part, (usize, usize, usize)>,
+    options: SummaryOptions,
+}
+
+impl Files {
+    fn index(files: Vec<Vec<u8>>, options: &SummaryOptions) -> Result<Self, StateError> {
+        let mut headers = Vec::new();
+        let mut index = HashMap::new();
+        for (f, file) in files.iter().enumerate() {
+            let mut at = 0usize;
+            let mut rest = &file[..];
+            while let Some(h) = read_header(&mut rest)? {
+                let len = h.total_len() as usize;
+                index.insert(h.part, (f, at, len));
+                at += len;
+                rest = &file[at.min(file.len())..];
+                headers.push(h);
+            }
+        }
+        check_parts(week(), options, &headers)?;
+        Ok(Self { files, index, options: options.clone() })
+    }
+}
+
+#[async_trait]
+impl PartSource for Files {
+    async fn load(&mut self, part: Part) -> Result<PartState, StateError> {
+        let (f, at, len) = self.index[&part];
+        PartState::from_bytes(&self.files[f][at..at + len], week(), &self.options)
+    }
+}
+
+async fn merged(files: Vec<Vec<u8>>, options: &SummaryOptions) -> HashMap<&'static str, Vec<u8>> {
+    let mut source = Files::index(files, options).unwrap();
+    let sink = MemorySummarySink::default();
+    summarize_merged(&sink, &clock(), week(), options, &mut source, &NoProgress).await.unwrap();
+    objects(&sink).await
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn assert_same(a: &HashMap<&'static str, Vec<u8>>, b: &HashMap<&'static str, Vec<u8>>, what: &str) {
+    for name in [RECORDS_NDJSON_GZ, SUMMARY_JSON, SUMMARY_HTML, MANIFEST_JSON] {
+        assert!(a[name] == b[name], "{name} differs: {what}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Any N, any regrouping of the part files (states cut out and put
+    /// together in other files) and any order of files and of states
+    /// within them: the four objects and the manifest are the plain run's.
+    #[test]
+    fn merges_of_any_split_grouping_and_order_are_byte_identical(
+        n_records in 0usize..600,
+        seed in any::<u64>(),
+        n in 1u8..=PARTS,
+        threads in 1usize..5,
+        shuffle in any::<u64>(),
+        files in 1usize..6,
+    ) {
+        runtime().block_on(async {
+            let recs = records(n_records, seed);
+            let store = store_with(&recs).await;
+            let plain = plain_run(&store, &options(2)).await;
+
+            // Every state of every `--part k/n` file, cut apart.
+            let mut states: Vec<Vec<u8>> = Vec::new();
+            for k in 1..=n {
+                let file = part_file(&store, k, n, &options(threads)).await;
+                let mut rest = &file[..];
+                let mut at = 0;
+                while let Some(h) = read_header(&mut rest).unwrap() {
+                    let len = h.total_len() as usize;
+                    states.push(file[at..at + len].to_vec());
+                    at += len;
+                    rest = &file[at..];
+                }
+            }
+            prop_assert_eq!(states.len(), usize::from(PARTS));
+            // Shuffle them (Fisher–Yates) into `files` files.
+            let mut rng = common::Rng(shuffle | 1);
+            for i in (1..states.len()).rev() {
+                states.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let mut grouped = vec![Vec::new(); files];
+            for s in states {
+                grouped[rng.below(files as u64) as usize].extend_from_slice(&s);
+            }
+            let merged = merged(grouped, &options(1)).await;
+            assert_same(&plain, &merged, &format!("n={n} threads={threads} files={files}"));
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_thread_count_writes_the_same_bytes() {
+    let store = store_with(&records(3000, 42)).await;
+    let one = plain_run(&store, &options(1)).await;
+    for threads in [2, 3, 7, 28, 40] {
+        assert_same(&one, &plain_run(&store, &options(threads)).await, &format!("threads={threads}"));
+    }
+    // AND the export is every record, in id order, as one valid (multi-member) gzip
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&one[RECORDS_NDJSON_GZ][..]), &mut text)
+        .unwrap();
+    // (Read by hand: some data holds numbers serde_json refuses.)
+    let ids: Vec<&str> = text.lines().map(|l| &l[l.find("\"id\":\"").unwrap() + 6..][..26]).collect();
+    let expected: Vec<String> = records(3000, 42).iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(ids, expected);
+}
+
+/// The fold of the 28 parts against one aggregator fed the whole week: what
+/// must be equal is, the sketches stay within their bounds.
+#[test]
+fn the_fold_matches_a_single_pass_within_the_sketch_bounds() {
+    let recs: Vec<Record> = common::records(week(), 20_000, 9, |rng| {
+        format!(
+            r#"{{"kind":"{}","ms":{},"user":"u{}","id":"x{}","f":{}}}"#,
+            rng.pick(&["a", "b", "c"]),
+            rng.below(100_000) as f64 / 7.0,
+            rng.below(300),
+            rng.next(),
+            rng.below(2) == 0
+        )
+    });
+    let options =
+        SummaryOptions { exact_distinct_limit: 1000, segment_by: Some("kind".into()), ..SummaryOptions::default() };
+    let mut single = Aggregator::new(week(), &options);
+    recs.iter().for_each(|r| {
+        single.push(r);
+    });
+    let single = single.finish();
+    let folded = fold_of_parts(&recs, &options);
+
+    assert_eq!(folded.records, single.records);
+    assert_eq!(folded.bytes, single.bytes);
+    assert_eq!(folded.per_hour, single.per_hour);
+    assert_eq!(folded.per_day, single.per_day);
+    assert_eq!(folded.fields.len(), single.fields.len());
+    for (f, s) in folded.fields.iter().zip(&single.fields) {
+        assert_eq!((&f.path, f.present, f.null, &f.types), (&s.path, s.present, s.null, &s.types));
+        assert_eq!(f.boolean, s.boolean, "{}", f.path);
+        if let (Some(a), Some(b)) = (&f.number, &s.number) {
+            assert_eq!((a.count, a.min, a.max), (b.count, b.min, b.max), "{}", f.path);
+            let (ma, mb) = (a.mean.unwrap(), b.mean.unwrap());
+            assert!((ma - mb).abs() <= 1e-9 * mb.abs(), "{}: mean {ma} vs {mb}", f.path);
+            let (sa, sb) = (a.stddev.unwrap(), b.stddev.unwrap());
+            assert!((sa - sb).abs() <= 1e-9 * sb.abs(), "{}: stddev {sa} vs {sb}", f.path);
+            // Rank error: the fold's median lies within 1% of ranks of the true one.
+            let mut sorted: Vec<f64> = recs
+                .iter()
+                .map(|r| serde_json::from_str::<serde_json::Value>(&r.data).unwrap()["ms"].as_f64().unwrap())
+                .collect();
+            sorted.sort_by(f64::total_cmp);
+            let rank = sorted.partition_point(|&x| x < a.p50.unwrap()) as f64 / sorted.len() as f64;
+            assert!((rank - 0.5).abs() <= 0.01, "{}: p50 at rank {rank}", f.path);
+        }
+        if let (Some(a), Some(b)) = (&f.string, &s.string) {
+            assert_eq!((a.count, a.min_length, a.max_length), (b.count, b.min_length, b.max_length), "{}", f.path);
+            assert_eq!(a.distinct_exact, b.distinct_exact, "{}", f.path);
+            if b.distinct_exact {
+                assert_eq!((a.distinct, &a.top), (b.distinct, &b.top), "{}", f.path);
+            } else {
+                let err = (a.distinct as f64 - b.distinct as f64).abs() / b.distinct as f64;
+                assert!(err <= 0.02, "{}: distinct {} vs {}", f.path, a.distinct, b.distinct);
+            }
+        }
+    }
+    let (fs, ss) = (folded.segments.unwrap(), single.segments.unwrap());
+    assert_eq!(
+        fs.values.iter().map(|s| (&s.value, s.records)).collect::<Vec<_>>(),
+        ss.values.iter().map(|s| (&s.value, s.records)).collect::<Vec<_>>()
+    );
+}
+
+/// The week as the service computes it: each canonical part aggregated
+/// alone, encoded and decoded, folded in order.
+fn fold_of_parts(recs: &[Record], options: &SummaryOptions) -> Summary {
+    let rt = runtime();
+    rt.block_on(async {
+        let store = store_with(recs).await;
+        let sink = MemorySummarySink::default();
+        summarize_week(&store, &sink, &clock(), week(), options, &NoProgress).await.unwrap();
+        serde_json::from_slice(&sink.read_object(week(), SUMMARY_JSON).await.unwrap().unwrap()).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn bad_state_sets_are_refused_with_what_to_do() {
+    let store = store_with(&records(300, 3)).await;
+    let opts = options(2);
+    let (a, b) = (part_file(&store, 1, 2, &opts).await, part_file(&store, 2, 2, &opts).await);
+
+    // a missing half names the parts and the command
+    let err = Files::index(vec![a.clone()], &opts).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(&err, StateError::Missing { parts, .. } if parts.len() == 14), "{msg}");
+    assert!(msg.starts_with("14 parts of 2026-W47 are missing from the states: part 14"), "{msg}");
+    assert!(msg.contains("part 14 (Thu 12:00–18:00 UTC)") && msg.contains("--part K/N --state-out FILE"), "{msg}");
+
+    // the same half twice
+    let err = Files::index(vec![a.clone(), b.clone(), a.clone()], &opts).err().unwrap();
+    assert!(matches!(err, StateError::Duplicate { .. }), "{err}");
+
+    // another week's states
+    let other = store_with(&[]).await;
+    let mut wrong = Vec::new();
+    summarize_parts(&other, week().next(), &opts, Part::all(), &NoProgress, &mut |_, s| {
+        wrong.extend_from_slice(&s);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let err = Files::index(vec![wrong], &opts).err().unwrap();
+    assert!(err.to_string().contains("is of week 2026-W48, not 2026-W47"), "{err}");
+
+    // other options
+    let plain = SummaryOptions { segment_by: None, ..opts.clone() };
+    let err = Files::index(vec![a.clone(), b.clone()], &plain).err().unwrap();
+    assert!(err.to_string().contains("--segment-by None here, Some(\"kind\") in the state"), "{err}");
+
+    // not a state, a newer format, a damaged body
+    assert!(matches!(Files::index(vec![b"{\"json\":1}".to_vec()], &opts), Err(StateError::NotAState)));
+    let mut newer = a.clone();
+    newer[8] = 9;
+    assert!(Files::index(vec![newer], &opts).err().unwrap().to_string().contains("format version 9"));
+    let mut damaged = a.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let mut source = Files::index(vec![damaged, b.clone()], &opts).unwrap();
+    let sink = MemorySummarySink::default();
+    let err = summarize_merged(&sink, &clock(), week(), &opts, &mut source, &NoProgress).await.unwrap_err();
+    assert!(matches!(err, SummarizeError::State { .. }), "{err:?}");
+    let chain = anyhow_like(&err);
+    assert!(chain.contains("damaged (checksum mismatch)"), "{chain}");
+    assert!(sink.read_object(week(), MANIFEST_JSON).await.unwrap().is_none(), "a failed merge commits nothing");
+}
+
+/// The error and its sources, as the CLI prints them.
+fn anyhow_like(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

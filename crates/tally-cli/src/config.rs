@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tally_core::Limits;
-use tally_core::summary::{SummaryOptions, Thresholds};
+use tally_core::summary::{PARTS, SummaryOptions, Thresholds, available_threads};
 
 use crate::telemetry::LogFormat;
 
@@ -243,6 +243,11 @@ pub struct SummaryArgs {
     /// `volume=0.3,null_rate=0.05` (keys and defaults in the README).
     #[arg(long, env = "TALLY_THRESHOLDS", value_name = "KEY=VALUE,...", default_value = "")]
     pub thresholds: Thresholds,
+    /// Parts of the week read, aggregated and compressed at once, each on a
+    /// thread of its own; the outputs are the same bytes for every N
+    /// [default: the available cores].
+    #[arg(long, env = "TALLY_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 impl SummaryArgs {
@@ -251,6 +256,7 @@ impl SummaryArgs {
             gzip_level: self.gzip_level,
             segment_by: self.segment_by.clone().filter(|s| !s.is_empty()),
             thresholds: self.thresholds.clone(),
+            threads: self.threads.map_or_else(available_threads, usize::from),
             ..SummaryOptions::default()
         }
     }
@@ -307,6 +313,22 @@ pub struct SummarizeArgs {
     #[arg(long, requires = "from")]
     pub to: Option<String>,
 
+    /// Compute only part K of N of --week (its share of the week's 28
+    /// six-hour parts) into --state-out, for `--merge` to combine; writes
+    /// no summary.
+    #[arg(long, value_name = "K/N", requires_all = ["week", "state_out"], conflicts_with = "merge",
+          value_parser = parse_part)]
+    pub part: Option<(u8, u8)>,
+
+    /// The part state file --part writes (replaced whole on success).
+    #[arg(long, value_name = "FILE", requires = "part")]
+    pub state_out: Option<PathBuf>,
+
+    /// Write --week's summary from the state files of `--part K/N` runs
+    /// (every part exactly once, any order): the same bytes as a plain run.
+    #[arg(long, value_name = "FILE", num_args = 1.., requires = "week")]
+    pub merge: Vec<PathBuf>,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 
@@ -315,4 +337,16 @@ pub struct SummarizeArgs {
 
     #[command(flatten)]
     pub summary: SummaryArgs,
+}
+
+/// `K/N` with `1 <= K <= N <= 28`.
+fn parse_part(s: &str) -> Result<(u8, u8), String> {
+    let parsed =
+        s.split_once('/').and_then(|(k, n)| Some((k.trim().parse::<u8>().ok()?, n.trim().parse::<u8>().ok()?)));
+    match parsed {
+        Some((k, n)) if (1..=n).contains(&k) && (1..=PARTS).contains(&n) => Ok((k, n)),
+        _ => Err(format!(
+            "expected K/N with 1 <= K <= N <= {PARTS} (a week has {PARTS} six-hour parts), e.g. 1/4 .. 4/4"
+        )),
+    }
 }

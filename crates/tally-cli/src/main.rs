@@ -3,6 +3,7 @@
 
 mod config;
 mod data;
+mod parts;
 mod progress;
 mod schedule;
 mod server;
@@ -189,6 +190,14 @@ fn parse_week(flag: &str, value: &str) -> anyhow::Result<IsoWeek> {
 }
 
 async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
+    if let (Some(part), Some(out)) = (args.part, &args.state_out) {
+        let week = parse_week("week", args.week.as_deref().unwrap_or_default())?;
+        return parts::summarize_part(&args, week, part, out).await;
+    }
+    if !args.merge.is_empty() {
+        let week = parse_week("week", args.week.as_deref().unwrap_or_default())?;
+        return parts::merge(&args, week).await;
+    }
     let weeks: Vec<IsoWeek> = match (&args.week, &args.from, &args.to) {
         (Some(week), _, _) => vec![parse_week("week", week)?],
         (None, Some(from), Some(to)) => {

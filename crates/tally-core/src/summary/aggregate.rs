@@ -122,7 +122,7 @@ impl SegmentState {
         self.tracked.into_iter().map(|(value, agg)| (value, agg.into_state())).collect()
     }
 
-    fn from_state(&mut self, week: IsoWeek, tracked: Vec<(String, AggregatorState)>) -> Result<(), String> {
+    fn restore(&mut self, week: IsoWeek, tracked: Vec<(String, AggregatorState)>) -> Result<(), String> {
         if tracked.len() > SEGMENTS_TRACKED {
             return Err(format!("{} segments, more than the {SEGMENTS_TRACKED} tracked", tracked.len()));
         }
@@ -436,7 +436,7 @@ impl Aggregator {
         }
         agg.paths.other = state.other;
         match (&mut agg.segments, state.segments) {
-            (Some(mine), Some(tracked)) => mine.from_state(week, tracked)?,
+            (Some(mine), Some(tracked)) => mine.restore(week, tracked)?,
             (None, None) => {}
             (Some(_), None) => return Err("no segments, but segment_by is set".into()),
             (None, Some(_)) => return Err("segments, but segment_by is not set".into()),

@@ -3,8 +3,9 @@
 //! Used unchanged by `tally summarize`, the schedule in `tally serve` and the
 //! weekly Lambda. The week is read as its 28 canonical parts (`state`), up
 //! to [`SummaryOptions::threads`] at once: each part's id range is read from
-//! the store while a thread of its own aggregates the pages and gzips their
-//! export lines into the part's gzip member (see [`aggregate_parts`]). The
+//! the store while a thread of its own aggregates the pages and formats their
+//! export lines, and a second thread gzips those lines into the part's gzip
+//! member (see [`aggregate_parts`]). The
 //! parts are handed over in canonical order: the export is the members
 //! concatenated (still one valid `.gz`), the statistics the fold of the part
 //! aggregators — so the bytes are the same for every thread count, and the
@@ -577,23 +578,39 @@ impl PartOutput for StateWriter<'_> {
     }
 }
 
-/// One canonical part on its way: its thread's export chunks and result.
+/// One canonical part on its way: its gzip stage's chunks, and its two
+/// threads.
 struct PartRun {
     part: Part,
     chunks: mpsc::UnboundedReceiver<Vec<u8>>,
-    worker: Worker<Aggregator>,
+    scan: Worker<Aggregator>,
+    gzip: Worker<()>,
+}
+
+impl PartRun {
+    /// The part's aggregator, once both of its threads have ended.
+    async fn join(self) -> std::io::Result<Aggregator> {
+        let aggregator = self.scan.join().await;
+        let gzip = self.gzip.join().await;
+        let aggregator = aggregator?;
+        gzip?;
+        Ok(aggregator)
+    }
 }
 
 /// Reads, aggregates and compresses `parts` of `week`, up to
 /// `options.threads` at once, and hands them to `output` in canonical order.
 ///
-/// Each part in flight has a reader (a future here, reading its id range
-/// from the store) and an OS thread that folds each page into the part's
-/// aggregator and writes its export lines into the part's own gzip member.
-/// The oldest part streams its chunks straight to `output`; parts ahead of
-/// it keep theirs until their turn, which is what bounds memory: at most
-/// `threads` parts, each one aggregator, a few pages and its compressed
-/// export so far. A part starts only when the oldest one is handed over.
+/// Each part in flight is a three-stage pipeline: a reader (a future here,
+/// reading its id range from the store), a scan thread that folds each page
+/// into the part's aggregator and formats its export lines, and a gzip
+/// thread that compresses those lines into the part's own gzip member — so
+/// even one part in flight keeps two cores busy, as the single pipeline of
+/// 0.1 did. The oldest part streams its chunks straight to `output`; parts
+/// ahead of it keep theirs until their turn, which is what bounds memory: at
+/// most `threads` parts, each one aggregator, a few pages and text blocks and
+/// its compressed export so far. `threads` parts are read at once, and at
+/// most `threads + 1` are in flight.
 async fn aggregate_parts(
     store: &dyn RecordStore,
     week: IsoWeek,
@@ -609,25 +626,29 @@ async fn aggregate_parts(
     let mut queue: VecDeque<PartRun> = VecDeque::new();
     let mut reads = FuturesUnordered::new();
     loop {
-        while queue.len() < threads {
+        // `threads` parts are read at once; one more may start while the
+        // oldest drains its last pages, so a part boundary leaves no core
+        // idle.
+        while reads.len() < threads && queue.len() <= threads {
             let Some(part) = pending.next() else { break };
             let (run, reader) = start_part(store, week, options, part, progress, &read).map_err(encode_err)?;
             queue.push_back(run);
             reads.push(reader);
         }
-        let Some(mut head) = queue.pop_front() else { break };
-        loop {
-            tokio::select! {
-                biased;
-                chunk = head.chunks.recv() => match chunk {
-                    Some(bytes) => output.chunk(head.part, bytes).await?,
-                    None => break,
-                },
-                Some(result) = reads.next(), if !reads.is_empty() => result?,
-            }
+        let Some(head) = queue.front_mut() else { break };
+        tokio::select! {
+            biased;
+            chunk = head.chunks.recv() => match chunk {
+                Some(bytes) => output.chunk(head.part, bytes).await?,
+                None => {
+                    let head = queue.pop_front().expect("the head is in the queue");
+                    let part = head.part;
+                    let aggregator = head.join().await.map_err(encode_err)?;
+                    output.done(part, aggregator).await?;
+                }
+            },
+            Some(result) = reads.next(), if !reads.is_empty() => result?,
         }
-        let aggregator = head.worker.join().await.map_err(encode_err)?;
-        output.done(head.part, aggregator).await?;
     }
     while let Some(result) = reads.next().await {
         result?;
@@ -637,7 +658,16 @@ async fn aggregate_parts(
 
 type Reader<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SummarizeError>> + Send + 'a>>;
 
-/// Starts `part`'s thread and returns its reader, which the caller polls.
+/// Export text handed from a part's scan thread to its gzip thread at a
+/// time: large enough that the hand-over costs nothing next to compressing
+/// it, small enough that the two threads overlap.
+const TEXT_BLOCK: usize = 128 << 10;
+
+/// Text blocks that may wait for a part's gzip thread.
+const TEXT_BLOCKS_IN_FLIGHT: usize = 2;
+
+/// Starts `part`'s scan and gzip threads and returns its reader, which the
+/// caller polls.
 fn start_part<'a>(
     store: &'a dyn RecordStore,
     week: IsoWeek,
@@ -647,32 +677,46 @@ fn start_part<'a>(
     read: &'a AtomicU64,
 ) -> std::io::Result<(PartRun, Reader<'a>)> {
     let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+    let (text_tx, text_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEXT_BLOCKS_IN_FLIGHT);
     let (chunk_tx, chunks) = mpsc::unbounded_channel::<Vec<u8>>();
     let (chunk, level) = (options.upload_chunk_bytes.max(1), options.gzip_level.min(9));
     let mut aggregator = Aggregator::new(week, options);
-    let worker = Worker::spawn(&format!("tally-part-{}", part.index()), move || {
-        // No file name and mtime 0 in the header: the same records give the
-        // same bytes. A part without records writes no member at all.
-        let mut gz = None;
+    let scan = Worker::spawn(&format!("tally-scan-{}", part.index()), move || {
         let mut line = String::new();
-        while let Some(page) = page_rx.blocking_recv() {
-            if page.is_empty() {
-                continue;
-            }
-            let gz = gz.get_or_insert_with(|| {
-                GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(level))
-            });
+        let mut text = Vec::with_capacity(TEXT_BLOCK + TEXT_BLOCK / 4);
+        'pages: while let Some(page) = page_rx.blocking_recv() {
             for record in &page {
                 let is_json = aggregator.push(record);
                 line.clear();
                 record.write_export_line(&mut line, is_json);
                 line.push('\n');
-                gz.write_all(line.as_bytes())?;
+                text.extend_from_slice(line.as_bytes());
+                if text.len() >= TEXT_BLOCK {
+                    let full = std::mem::replace(&mut text, Vec::with_capacity(TEXT_BLOCK + TEXT_BLOCK / 4));
+                    if text_tx.send(full).is_err() {
+                        break 'pages; // the gzip thread stopped on an error, which its join reports
+                    }
+                }
             }
+        }
+        if !text.is_empty() {
+            let _ = text_tx.send(text);
+        }
+        Ok(aggregator)
+    })?;
+    let gzip = Worker::spawn(&format!("tally-gzip-{}", part.index()), move || {
+        // No file name and mtime 0 in the header: the same records give the
+        // same bytes. A part without records writes no member at all.
+        let mut gz = None;
+        for block in text_rx {
+            let gz = gz.get_or_insert_with(|| {
+                GzBuilder::new().write(Vec::with_capacity(chunk + chunk / 8), Compression::new(level))
+            });
+            gz.write_all(&block)?;
             if gz.get_ref().len() >= chunk {
                 let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
                 if chunk_tx.send(full).is_err() {
-                    break; // the run stopped on an error, which it reports
+                    return Ok(()); // the run stopped on an error, which it reports
                 }
             }
         }
@@ -682,7 +726,7 @@ fn start_part<'a>(
                 let _ = chunk_tx.send(rest);
             }
         }
-        Ok(aggregator)
+        Ok(())
     })?;
     let (from, to) = part.range(week);
     let page_size = options.page_size.max(1);
@@ -700,7 +744,7 @@ fn start_part<'a>(
         }
         Ok(())
     };
-    Ok((PartRun { part, chunks, worker }, Box::pin(reader)))
+    Ok((PartRun { part, chunks, scan, gzip }, Box::pin(reader)))
 }
 
 type Page = Vec<Record>;

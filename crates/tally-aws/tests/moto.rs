@@ -232,7 +232,12 @@ async fn s3_sink_honours_its_prefix_and_rejects_odd_names() {
     assert_eq!(S3SummarySink::new(s3, config.bucket.clone(), None).list_weeks().await.unwrap(), vec![]);
     for bad in ["", "../x", "a/b", ".."] {
         assert!(sink.put_object(week(), bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
+        assert!(sink.put_index(bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
     }
+    // The site's index sits beside the week folders and is not a week.
+    let info = sink.put_index("index.html", "text/html; charset=utf-8", Bytes::from_static(b"<p>")).await.unwrap();
+    assert_eq!(info.key, "team/a/summaries/index.html");
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![week()]);
 }
 
 #[tokio::test]

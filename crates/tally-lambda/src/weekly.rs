@@ -202,12 +202,16 @@ pub struct WeeklyDeps {
     /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
     pub lease_hold: Duration,
     pub lease_wait: Duration,
+    /// The table whose abandoned staged batches are swept
+    /// ([`DynamoDbRecordStore::sweep_week`]) before each week is summarized.
+    pub staged: Option<Arc<DynamoDbRecordStore>>,
 }
 
 impl WeeklyDeps {
     pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
         Self {
             lease: store.week_lease(),
+            staged: Some(store.clone()),
             refresh: S3WeekRefresh::new(&sink),
             store,
             sink: Arc::new(sink),
@@ -421,6 +425,19 @@ async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekDone, Weekly
 
 async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, WeeklyError> {
     let started = deps.clock.now();
+    if let Some(store) = &deps.staged {
+        // Readers already ignore uncommitted batches: a failed sweep costs
+        // storage only, and the next run of the week sweeps again.
+        match store.sweep_week(lease.week, started).await {
+            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
+                tracing::info!(week = %lease.week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(week = %lease.week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
+            }
+        }
+    }
     let result = summarize_week(
         deps.store.as_ref(),
         deps.sink.as_ref(),

@@ -159,10 +159,16 @@ impl DynamoDbRecordStore {
             self.abort_after_failure(batch).await;
             return Err(e);
         }
-        // Readers stop their ranges at "now - store timeout"; a batch that
-        // committed later than that after it started could appear behind a
-        // reader's cursor.
-        let deadline = batch.timestamp().as_millis().saturating_add(millis(self.commit_window));
+        // Readers stop their ranges at "now - store timeout": a batch that
+        // committed later than that after its records were stamped could
+        // appear behind a paging reader's cursor. Records stamped just before
+        // the write (an ingest) count from their stamp; older ones (a caller
+        // storing past records) from the start of the write.
+        let window = millis(self.commit_window);
+        let started = batch.timestamp().as_millis();
+        let stamped = records.iter().map(|r| r.received_at.as_millis()).min().unwrap_or(started);
+        let from = if (started.saturating_sub(window)..=started).contains(&stamped) { stamped } else { started };
+        let deadline = from.saturating_add(window);
         if Timestamp::now().as_millis() >= deadline {
             self.abort_after_failure(batch).await;
             return Err(StoreError::Unavailable {

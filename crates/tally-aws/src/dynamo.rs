@@ -529,8 +529,9 @@ impl DynamoDbRecordStore {
             // It may still commit: write the same records into the same
             // batch, so whichever attempt commits, one copy shows.
             tracing::info!("completing an interrupted idempotent request");
-            self.mark_weeks(&rebase(records, &existing)).await?;
-            self.write_staged(&rebase(records, &existing), batch, Some(&existing)).await?;
+            let rebased = rebase(records, &existing);
+            self.mark_weeks(&rebased).await?;
+            self.write_staged(&rebased, batch, Some(&existing)).await?;
             return Ok(InsertOutcome::KeyExists(existing));
         }
         // It never will: make sure of that, then take the key over.

@@ -408,3 +408,20 @@ async fn a_taken_key_is_told_by_the_cancellation_reason_of_the_transaction() {
         tally_aws::dynamo::Cancellation::ConditionFailed(vec![0])
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_outlasts_the_commit_window_is_cancelled_not_committed() {
+    let env = env().await;
+    let at = Timestamp::now();
+    // GIVEN a store whose batches must commit at once (a commit window of zero)
+    let store = DynamoDbRecordStore::new(env.proxy.dynamodb_client(), env.config.table.clone())
+        .with_commit_window(Duration::ZERO);
+    let records = batch(at, SMALL);
+    // WHEN a batch takes any time at all THEN it is refused, and aborted for good
+    let err = store.insert(&records, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert_eq!(visible(&store, &records).await, 0);
+    assert_eq!(collect_week(&store, IsoWeek::containing(at), 50).await, vec![]);
+    let left = contents(&env).await;
+    assert_eq!((left.staged, left.markers), (SMALL, vec!["aborted".to_owned()]));
+}

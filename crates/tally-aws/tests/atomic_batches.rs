@@ -113,7 +113,7 @@ async fn until_staged(env: &Env, staged: usize) {
         }
         assert!(tokio::time::Instant::now() < deadline, "{now} staged items, expected {staged}");
         // Polls a condition (the writer's other chunks landing), not a guess of how long they take.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -424,4 +424,51 @@ async fn a_batch_that_outlasts_the_commit_window_is_cancelled_not_committed() {
     assert_eq!(collect_week(&store, IsoWeek::containing(at), 50).await, vec![]);
     let left = contents(&env).await;
     assert_eq!((left.staged, left.markers), (SMALL, vec!["aborted".to_owned()]));
+}
+
+#[tokio::test]
+async fn lifecycle_operations_see_only_committed_batches() {
+    use tally_core::ports::{RecordLifecycle, RestoreOutcome};
+    let env = env().await;
+    let at = Timestamp::now();
+    let week = IsoWeek::containing(at);
+    // GIVEN a committed staged batch
+    let committed = batch(at, SMALL);
+    env.store.insert(&committed, None).await.unwrap();
+    // AND a batch whose writer was killed with its chunk 1 in flight
+    let killed = batch(at, SMALL);
+    let gate = Gate::new();
+    env.proxy.inject("BatchWriteItem", killed[25].id.to_string(), Fault::Hold(gate.clone()));
+    let writer = tokio::spawn({
+        let (store, records) = (env.store.clone(), killed.clone());
+        async move { store.insert(&records, None).await }
+    });
+    gate.reached().await;
+    until_staged(&env, 2 * SMALL - 25).await;
+    writer.abort();
+    assert!(writer.await.unwrap_err().is_cancelled());
+
+    // THEN erasing a record of the uncommitted batch finds nothing, and leaves its item alone
+    assert!(!env.store.delete(killed[0].id).await.unwrap());
+    assert_eq!(contents(&env).await.staged, 2 * SMALL - 25);
+    // AND erasing a record of the committed batch erases it
+    assert!(env.store.delete(committed[0].id).await.unwrap());
+    assert_eq!(env.store.get(committed[0].id).await.unwrap(), None);
+    // AND restoring a record over an uncommitted staged item writes it (absent, not a conflict)
+    let restored = Record { data: r#"{"restored":true}"#.into(), ..killed[0].clone() };
+    let outcome = env.store.restore(std::slice::from_ref(&restored)).await.unwrap();
+    assert_eq!(outcome, RestoreOutcome::Restored { inserted: 1, present: 0 });
+    assert_eq!(env.store.get(restored.id).await.unwrap(), Some(restored.clone()));
+    // AND restoring committed records finds them present
+    let outcome = env.store.restore(&committed[1..]).await.unwrap();
+    assert_eq!(outcome, RestoreOutcome::Restored { inserted: 0, present: SMALL - 1 });
+    // AND the sweep of the abandoned batch keeps the restored record
+    let report = env.store.sweep_week(week, after_abandonment()).await.unwrap();
+    assert_eq!((report.aborted, report.deleted), (1, SMALL as u64 - 25 - 1));
+    assert_eq!(env.store.get(restored.id).await.unwrap(), Some(restored));
+
+    // WHEN the retention deletes the week THEN it counts the visible records
+    // and removes every item, the committed batch's marker included
+    assert_eq!(env.store.delete_week(week).await.unwrap(), SMALL as u64);
+    assert_eq!(contents(&env).await, Contents { plain: 0, staged: 0, markers: vec!["aborted".into()] });
 }

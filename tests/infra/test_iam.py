@@ -21,6 +21,8 @@ SUMMARIES_PREFIX = {"StringLike": {"s3:prefix": ["summaries/", "summaries/*"]}}
 # The week leases (tally_aws::lease, partition keys L#<week>) and nothing else.
 LEASE_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["L#*"]}}
 REFRESH_REQUESTS = "${SummaryBucket.Arn}/summaries/*/refresh.request"
+# The batch markers of staged batches (tally_aws::batch, partition keys B#<batch id>).
+BATCH_MARKER_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["B#*"]}}
 
 API_GRANTS = {
     ("logs:CreateLogStream", "ApiFunctionLogGroup.Arn", None),
@@ -52,6 +54,10 @@ WEEKLY_GRANTS = {
     ("dynamodb:DeleteItem", "{table}.Arn", None),
     # DynamoDbWeekLease::try_acquire / release: one run per week at a time.
     ("dynamodb:UpdateItem", "{table}.Arn", json.dumps(LEASE_KEYS, sort_keys=True)),
+    # Scans and delete_week read the markers of staged batches; sweep_week
+    # aborts abandoned ones (a conditional PutItem of the marker).
+    ("dynamodb:GetItem", "{table}.Arn", json.dumps(BATCH_MARKER_KEYS, sort_keys=True)),
+    ("dynamodb:PutItem", "{table}.Arn", json.dumps(BATCH_MARKER_KEYS, sort_keys=True)),
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),

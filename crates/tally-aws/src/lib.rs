@@ -12,8 +12,10 @@
 //! - [`dynamo`]: records, week markers and idempotency keys in one table.
 //! - [`s3`]: summaries under `<prefix>summaries/<week>/`, manifest last;
 //!   refresh requests beside them.
+//! - [`batch`]: batches larger than one transaction, staged under a marker.
 //! - [`lease`]: one summary run per week at a time (the weekly Lambda).
 
+pub mod batch;
 pub mod dynamo;
 pub mod lease;
 pub mod s3;

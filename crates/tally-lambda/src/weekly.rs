@@ -15,6 +15,7 @@ use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{PruneReport, prune};
 use tally_core::ports::StoreError;
+use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
@@ -202,12 +203,16 @@ pub struct WeeklyDeps {
     /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
     pub lease_hold: Duration,
     pub lease_wait: Duration,
+    /// The table whose abandoned staged batches are swept
+    /// ([`DynamoDbRecordStore::sweep_week`]) before each week is summarized.
+    pub staged: Option<Arc<DynamoDbRecordStore>>,
 }
 
 impl WeeklyDeps {
     pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
         Self {
             lease: store.week_lease(),
+            staged: Some(store.clone()),
             refresh: S3WeekRefresh::new(&sink),
             store,
             sink: Arc::new(sink),
@@ -421,6 +426,19 @@ async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekDone, Weekly
 
 async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, WeeklyError> {
     let started = deps.clock.now();
+    if let Some(store) = &deps.staged {
+        // Readers already ignore uncommitted batches: a failed sweep costs
+        // storage only, and the next run of the week sweeps again.
+        match store.sweep_week(lease.week, started).await {
+            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
+                tracing::info!(week = %lease.week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(week = %lease.week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
+            }
+        }
+    }
     let result = summarize_week(
         deps.store.as_ref(),
         deps.sink.as_ref(),
@@ -435,22 +453,51 @@ async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, W
     Ok(WeekDone::from(&result?))
 }
 
-/// Waits for `week`'s lease, polling with backoff, up to `lease_wait`.
+/// How the weekly function polls a week's lease held by another run:
+/// 200 ms doubling to 5 s, as many attempts as fit in `wait`.
+pub fn lease_polling(wait: Duration) -> RetryPolicy {
+    let mut policy = RetryPolicy {
+        max_attempts: 1,
+        base: Duration::from_millis(200),
+        max_delay: Duration::from_secs(5),
+        jitter: false,
+    };
+    while (RetryPolicy { max_attempts: policy.max_attempts + 1, ..policy }).worst_case_wait() <= wait {
+        policy.max_attempts += 1;
+    }
+    policy
+}
+
+/// Waits for `week`'s lease, polling with backoff ([`lease_polling`]), up to `lease_wait`.
 async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
+    /// Why one attempt did not get the lease.
+    enum NotTaken {
+        Held,
+        Failed(StoreError),
+    }
     let owner = RecordId::generate(deps.clock.now()).to_string();
     let waiting = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let taken = deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await;
-        if let Some(lease) = taken.map_err(|source| WeeklyError::Lease { week, source })? {
-            return Ok(lease);
-        }
-        if waiting.elapsed() + delay > deps.lease_wait {
-            return Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() });
-        }
-        tracing::info!(%week, "another run is writing this week; waiting for it to finish");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+    let taken = retry(
+        &lease_polling(deps.lease_wait),
+        || async {
+            match deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await {
+                Ok(Some(lease)) => Ok(lease),
+                Ok(None) => Err(NotTaken::Held),
+                Err(e) => Err(NotTaken::Failed(e)),
+            }
+        },
+        |e| matches!(e, NotTaken::Held),
+        |e, attempt| {
+            if matches!(e, NotTaken::Held) && attempt.next_in.is_some() {
+                tracing::info!(%week, "another run is writing this week; waiting for it to finish");
+            }
+        },
+    )
+    .await;
+    match taken {
+        Ok(lease) => Ok(lease),
+        Err(NotTaken::Held) => Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() }),
+        Err(NotTaken::Failed(source)) => Err(WeeklyError::Lease { week, source }),
     }
 }
 
@@ -501,6 +548,17 @@ pub fn emf_line(function: &str, records: u64, weeks: usize, duration_ms: u64, fa
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_polled_for_as_long_as_the_wait_allows() {
+        let p = lease_polling(LEASE_WAIT);
+        assert!(p.worst_case_wait() <= LEASE_WAIT, "{:?}", p.worst_case_wait());
+        assert!(p.worst_case_wait() > LEASE_WAIT - p.max_delay, "{:?}", p.worst_case_wait());
+        assert_eq!(p.delay(1), Some(Duration::from_millis(200)));
+        // 200 ms fits in half a second, 200 + 400 ms does not: two attempts.
+        assert_eq!(lease_polling(Duration::from_millis(500)).max_attempts, 2);
+        assert_eq!(lease_polling(Duration::ZERO).max_attempts, 1);
+    }
 
     fn req(v: Value) -> Result<Option<Vec<IsoWeek>>, WeeklyError> {
         WeeklyRequest::from_event(v)?.weeks()

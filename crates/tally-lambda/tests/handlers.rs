@@ -533,3 +533,42 @@ async fn a_delete_without_the_iam_caller_api_gateway_adds_is_refused() {
     assert!(env.store.get(id).await.unwrap().is_some(), "nothing erased");
     assert!(!request_exists(&env, w47()).await);
 }
+
+#[tokio::test]
+async fn a_weekly_run_sweeps_the_staged_items_a_killed_writer_left_in_its_week() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let env = env().await;
+    let w47 = IsoWeek::parse("2026-W47").unwrap();
+    seed_week(&env, w47, 3).await;
+    // GIVEN five staged items of a batch whose writer died before committing it
+    let raw = tally_aws::dynamodb_client(&tally_aws::sdk_config(&env.config).await, None);
+    let at = Timestamp::from_millis(w47.start().as_millis() + 7_200_000);
+    let batch = RecordId::generate(at);
+    for i in 0..5 {
+        let id = RecordId::generate(at);
+        raw.put_item()
+            .table_name(&env.config.table)
+            .item("pk", AttributeValue::S(tally_aws::dynamo::record_pk(id)))
+            .item("sk", AttributeValue::S(id.to_string()))
+            .item("data", AttributeValue::S(format!(r#"{{"staged":{i}}}"#)))
+            .item("received_at", AttributeValue::N(at.as_millis().to_string()))
+            .item("batch", AttributeValue::S(batch.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    // WHEN the week is built
+    let out = handle_weekly(&weekly_deps(&env), week_event(w47)).await.unwrap();
+    // THEN its summary counts only the committed records, and the staged items are gone
+    assert_eq!(out.records, 3);
+    let staged = raw
+        .scan()
+        .table_name(&env.config.table)
+        .filter_expression("attribute_exists(#b)")
+        .expression_attribute_names("#b", "batch")
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(staged.items().len(), 0);
+}

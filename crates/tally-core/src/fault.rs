@@ -281,6 +281,10 @@ impl SummarySink for FaultySink {
         self.plan.sink(Op::SinkList).await?;
         self.inner.list_weeks().await
     }
+
+    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        self.inner.share_link(week, name).await
+    }
 }
 
 struct FaultyUpload {

@@ -29,9 +29,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
 use tally_core::ports::{Notifier, NotifyError};
 use tally_core::summary::Notification;
@@ -58,8 +64,8 @@ pub enum WebhookConfigError {
 /// POSTs notifications to one URL; see the crate docs.
 #[derive(Clone)]
 pub struct WebhookNotifier {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: Uri,
     secret: Option<Arc<[u8]>>,
     timeout: Duration,
 }
@@ -79,17 +85,24 @@ impl WebhookNotifier {
     /// every body is signed.
     pub fn new(url: &str, secret: Option<&str>) -> Result<Self, WebhookConfigError> {
         // The parse error names what is wrong without echoing the URL.
-        let url = reqwest::Url::parse(url.trim()).map_err(|e| WebhookConfigError::BadUrl(e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(WebhookConfigError::BadUrl(format!("the scheme is {:?}, not http or https", url.scheme())));
+        let url: Uri =
+            url.trim().parse().map_err(|e: http::uri::InvalidUri| WebhookConfigError::BadUrl(e.to_string()))?;
+        let scheme = url.scheme_str().unwrap_or_default();
+        if !matches!(scheme, "http" | "https") || url.host().is_none_or(str::is_empty) {
+            return Err(WebhookConfigError::BadUrl(format!(
+                "the scheme is {scheme:?}, not http or https, or there is no host"
+            )));
         }
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config()?)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(ATTEMPT_TIMEOUT)
-            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| WebhookConfigError::Tls(e.to_string()))?;
+        // hyper's client follows no redirect: see the crate docs.
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(https);
         let secret = secret.filter(|s| !s.is_empty()).map(|s| Arc::from(s.as_bytes()));
         Ok(Self { client, url, secret, timeout: ATTEMPT_TIMEOUT })
     }
@@ -102,10 +115,10 @@ impl WebhookNotifier {
 
     /// The URL's scheme, host and port — what logs and errors may show.
     pub fn receiver(&self) -> String {
-        let host = self.url.host_str().unwrap_or_default();
-        match self.url.port() {
-            Some(port) => format!("{}://{host}:{port}", self.url.scheme()),
-            None => format!("{}://{host}", self.url.scheme()),
+        let (scheme, host) = (self.url.scheme_str().unwrap_or_default(), self.url.host().unwrap_or_default());
+        match self.url.port_u16() {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
         }
     }
 
@@ -152,26 +165,25 @@ impl Notifier for WebhookNotifier {
     async fn deliver(&self, notification: &Notification) -> Result<(), NotifyError> {
         let body = serde_json::to_vec(notification)
             .map_err(|e| NotifyError::final_(format!("could not encode the notification: {e}"), None))?;
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(concat!("tally/", env!("CARGO_PKG_VERSION"))));
         if let Some(secret) = &self.secret {
             request = request.header(SIGNATURE_HEADER, signature(secret, &body));
         }
-        let response = match request.body(body).send().await {
-            Ok(response) => response,
-            // `without_url`: reqwest's message would quote the whole URL.
-            Err(e) => {
-                let what = if e.is_timeout() {
-                    format!("no answer within {} s", self.timeout.as_secs_f64())
-                } else if e.is_connect() {
-                    "could not connect".to_owned()
-                } else {
-                    "the request failed".to_owned()
-                };
-                let e = e.without_url();
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| NotifyError::final_(format!("could not build the request: {e}"), None))?;
+        let response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Err(_elapsed) => {
+                return Err(self.error(true, format!("no answer within {} s", self.timeout.as_secs_f64())));
+            }
+            // hyper's errors do not quote the URL (whose path may be a token).
+            Ok(Err(e)) => {
+                let what = if e.is_connect() { "could not connect" } else { "the request failed" };
                 return Err(self.error(true, format!("{what} ({})", chain(&e))));
             }
         };

@@ -5,6 +5,13 @@
 //!
 //! Every week is written under its lease ([`DynamoDbWeekLease`]): runs of one
 //! week never interleave, whichever invocations they come from.
+//!
+//! Each week a scheduled or operator run writes is announced to the
+//! configured notifiers (webhook, SNS topic) right after its manifest
+//! ([`announce`]); a failed delivery is logged and counted in
+//! [`WeeklyOutput::notifications_failed`], never failing the run. Rewrites
+//! for refresh requests (after an erasure) are not announced, neither from
+//! their own event nor when the schedule picks up a leftover request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::StoreError;
+use tally_core::ports::{Notifier, StoreError};
 use tally_core::retry::{RetryPolicy, retry};
+use tally_core::summary::notify::announce;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
@@ -206,6 +214,10 @@ pub struct WeeklyDeps {
     /// The table whose abandoned staged batches are swept
     /// ([`DynamoDbRecordStore::sweep_week`]) before each week is summarized.
     pub staged: Option<Arc<DynamoDbRecordStore>>,
+    /// Told about each week a scheduled or operator run writes (none by default).
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
+    pub notify_policy: RetryPolicy,
 }
 
 impl WeeklyDeps {
@@ -221,6 +233,8 @@ impl WeeklyDeps {
             retention: None,
             lease_hold: LEASE_HOLD,
             lease_wait: LEASE_WAIT,
+            notifiers: Vec::new(),
+            notify_policy: RetryPolicy::NOTIFICATION,
         }
     }
 }
@@ -251,6 +265,14 @@ pub struct WeeklyOutput {
     /// them had rewritten the week, or the retention had deleted its records.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub covered: Vec<IsoWeek>,
+    /// Notifier deliveries that failed after their retries (each logged);
+    /// the weeks' summaries are written all the same.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub notifications_failed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -264,11 +286,14 @@ pub struct WeekDone {
     pub week: IsoWeek,
     pub records: u64,
     pub manifest: String,
+    /// Notifiers that did not take the week's announcement.
+    #[serde(skip)]
+    pub notifications_failed: usize,
 }
 
 impl From<&WeekReport> for WeekDone {
     fn from(r: &WeekReport) -> Self {
-        Self { week: r.week, records: r.records, manifest: r.manifest.key.clone() }
+        Self { week: r.week, records: r.records, manifest: r.manifest.key.clone(), notifications_failed: 0 }
     }
 }
 
@@ -280,8 +305,13 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
     let started = Instant::now();
     let mut done = Vec::new();
     let mut covered = Vec::new();
+    let mut notifications_failed = 0;
     let result = match WeeklyEvent::parse(event.payload, &deps.refresh) {
-        Ok(WeeklyEvent::Build(request)) => run_weekly(deps, &request, &mut done).await.map(|()| true),
+        Ok(WeeklyEvent::Build(request)) => {
+            let result = run_weekly(deps, &request, &mut done).await;
+            notifications_failed = done.iter().map(|w| w.notifications_failed).sum();
+            result.map(|()| true)
+        }
         Ok(WeeklyEvent::Refresh(requests)) => {
             refresh_weeks(deps, &requests, &mut done, &mut covered).await.map(|()| false)
         }
@@ -308,6 +338,7 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
                 pruned: report.pruned.into_iter().map(|(week, records)| WeekPruned { week, records }).collect(),
                 kept_unsummarized: report.unsummarized,
                 covered,
+                notifications_failed,
             })
         }
         Err(e) => {
@@ -352,14 +383,17 @@ pub async fn run_weekly(
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
-    let (weeks, requested) = match request.weeks()? {
-        Some(weeks) => (weeks, Vec::new()),
+    let (weeks, requested, announced) = match request.weeks()? {
+        Some(weeks) => (weeks.clone(), Vec::new(), weeks),
         None => {
             let now = deps.clock.now();
             let mut weeks = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
             // Rebuild the previous week even when it already has a summary or
             // no records: the schedule promises that week, and reruns converge.
             weeks.push(IsoWeek::last_complete(now));
+            // The weeks the schedule owes; a leftover refresh request alone
+            // is a rewrite after an erasure, not a report to announce.
+            let announced = weeks.clone();
             let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
                 tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
                 Vec::new()
@@ -367,14 +401,20 @@ pub async fn run_weekly(
             weeks.extend(&requested);
             weeks.sort_unstable();
             weeks.dedup();
-            (weeks, requested)
+            (weeks, requested, announced)
         }
     };
     for week in weeks {
-        done.push(build_week(deps, week).await?);
+        let report = build_week(deps, week).await?;
+        let mut week_done = WeekDone::from(&report);
         if requested.contains(&week) {
             finish_request(deps, week).await;
         }
+        if announced.contains(&week) {
+            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
+            week_done.notifications_failed = outcome.failed;
+        }
+        done.push(week_done);
     }
     Ok(())
 }
@@ -404,7 +444,7 @@ pub async fn refresh_weeks(
             release(deps, lease, None).await;
             covered.push(week);
         } else {
-            done.push(summarize_leased(deps, lease).await?);
+            done.push(WeekDone::from(&summarize_leased(deps, lease).await?));
         }
         finish_request(deps, week).await;
     }
@@ -419,12 +459,12 @@ async fn has_records(deps: &WeeklyDeps, week: IsoWeek) -> Result<bool, WeeklyErr
 }
 
 /// Summarizes `week` under its lease.
-async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekDone, WeeklyError> {
+async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, WeeklyError> {
     let lease = take_lease(deps, week).await?;
     summarize_leased(deps, lease).await
 }
 
-async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, WeeklyError> {
+async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
     let started = deps.clock.now();
     if let Some(store) = &deps.staged {
         // Readers already ignore uncommitted batches: a failed sweep costs
@@ -450,7 +490,7 @@ async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, W
     .await;
     // Only a complete run covers the requests made before it started.
     release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-    Ok(WeekDone::from(&result?))
+    Ok(result?)
 }
 
 /// How the weekly function polls a week's lease held by another run:

@@ -14,6 +14,9 @@
 //!   `tally summarize`, the in-process schedule and the weekly Lambda: read
 //!   the week page by page, write `records.ndjson.gz`, `summary.json`,
 //!   `summary.html`, then `manifest.json` last through the [`SummarySink`](crate::SummarySink) port.
+//! - [`notify`]: after a run, announce the week's report to the configured
+//!   [`Notifier`](crate::ports::Notifier)s; [`Notification`] (`notification`)
+//!   is the message, `{"week","records","warnings","findings","report","text"}`.
 //! - [`WeeklySchedule`] (`schedule`): when the next run is due (pure logic; the
 //!   binaries own the loop).
 
@@ -23,6 +26,8 @@ mod hll;
 mod html;
 mod kll;
 mod model;
+mod notification;
+pub mod notify;
 mod scan;
 mod schedule;
 mod service;
@@ -36,6 +41,7 @@ pub use model::{
     NumberSummary, OTHER_PATH, SCHEMA_VERSION, Segment, Segments, Severity, StringSummary, Summary, TopValue,
     TypeCounts,
 };
+pub use notification::{DIGEST_WARNINGS, Notification, PreviousWeek};
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
     INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON,

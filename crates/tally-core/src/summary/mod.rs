@@ -22,6 +22,7 @@
 
 mod aggregate;
 mod compare;
+mod fmt;
 mod hll;
 mod html;
 mod kll;

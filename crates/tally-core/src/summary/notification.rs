@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::fmt::group;
 use super::model::{Comparison, Finding, Severity};
 use crate::week::IsoWeek;
 
@@ -72,7 +73,7 @@ impl Notification {
     /// A one-line subject (e-mail, SNS): ASCII only and at most 100
     /// characters, as SNS requires.
     pub fn subject(&self) -> String {
-        let mut subject = format!("tally report {}: {} records", self.week, thousands(self.records));
+        let mut subject = format!("tally report {}: {} records", self.week, group(self.records));
         match self.warnings {
             0 => {}
             1 => subject.push_str(", 1 warning"),
@@ -84,12 +85,12 @@ impl Notification {
 
 /// The `text` of a notification.
 fn digest(week: IsoWeek, records: u64, previous: Option<PreviousWeek>, findings: &[Finding], report: &str) -> String {
-    let mut text = format!("tally report for {week}: {} records", thousands(records));
+    let mut text = format!("tally report for {week}: {} records", group(records));
     match previous {
         None => text.push_str(" (no earlier week to compare with)."),
         Some(PreviousWeek { week: prev, records: None }) => text.push_str(&format!(" (compared with {prev}).")),
         Some(PreviousWeek { week: prev, records: Some(before) }) => {
-            text.push_str(&format!(" ({} vs {prev}: {}).", change(before, records), thousands(before)));
+            text.push_str(&format!(" ({} vs {prev}: {}).", change(before, records), group(before)));
         }
     }
     let warnings: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Warn).collect();
@@ -126,19 +127,6 @@ fn change(before: u64, now: u64) -> String {
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
     let pct = ((now as f64 - before as f64) / before as f64 * 100.0).round() as i64;
     if pct >= 0 { format!("+{pct}%") } else { format!("{pct}%") }
-}
-
-/// `12345678` as `12,345,678`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// At most `max` characters of `s` (ending in `...` when cut), on one line.
@@ -258,9 +246,9 @@ mod tests {
         assert!(line.ends_with("..."));
         let subject = Notification { warnings: usize::MAX, ..n }.subject();
         assert!(subject.len() <= 100 && subject.is_ascii(), "{subject}");
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000), "1,000");
+        assert_eq!(group(u64::MAX), "18,446,744,073,709,551,615");
     }
 }

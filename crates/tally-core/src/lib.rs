@@ -40,5 +40,18 @@ pub use summary::{Aggregator, Summary, SummaryOptions, WeekReport, summarize_wee
 pub use validate::{BodyFormat, Limits, ValidationError};
 pub use week::IsoWeek;
 
+/// `error: cause: cause` — an error with its whole `source()` chain, for
+/// logs and messages (every crate's one copy of this loop).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// The version of tally, reported by `/health` and written into summary manifests.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -20,6 +20,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
+pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
 use tally_core::ports::{Notifier, StoreError};
 use tally_core::retry::{RetryPolicy, retry};
@@ -171,18 +172,6 @@ impl From<WeeklyError> for Diagnostic {
         };
         Diagnostic { error_type: error_type.into(), error_message: error_chain(&e) }
     }
-}
-
-/// `error: cause: cause`, for logs and the Lambda error message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// How long a run may hold a week's lease: longer than the function's

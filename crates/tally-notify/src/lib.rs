@@ -184,7 +184,7 @@ impl Notifier for WebhookNotifier {
             // hyper's errors do not quote the URL (whose path may be a token).
             Ok(Err(e)) => {
                 let what = if e.is_connect() { "could not connect" } else { "the request failed" };
-                return Err(self.error(true, format!("{what} ({})", chain(&e))));
+                return Err(self.error(true, format!("{what} ({})", tally_core::error_chain(&e))));
             }
         };
         let status = response.status();
@@ -212,17 +212,6 @@ impl Notifier for WebhookNotifier {
             )),
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub async fn notification(sink: &dyn SummarySink, report: &WeekReport) -> Notifi
             // The key still tells a person where to look in the bucket.
             let key = report.objects.iter().find(|o| o.key.ends_with(SUMMARY_HTML)).map(|o| o.key.clone());
             let key = key.unwrap_or_else(|| format!("summaries/{week}/{SUMMARY_HTML}"));
-            tracing::warn!(%week, error = %chain(&e), "could not make a link to the report; the notification names its key instead");
+            tracing::warn!(%week, error = %crate::error_chain(&e), "could not make a link to the report; the notification names its key instead");
             key
         }
     };
@@ -86,7 +86,7 @@ async fn previous_records(sink: &dyn SummarySink, week: IsoWeek) -> Option<u64> 
         Ok(Some(bytes)) => bytes,
         Ok(None) => return None, // rewritten meanwhile; the digest names the week alone
         Err(e) => {
-            tracing::warn!(%week, error = %chain(&e), "could not read the previous week's manifest; the notification leaves out the change in records");
+            tracing::warn!(%week, error = %crate::error_chain(&e), "could not read the previous week's manifest; the notification leaves out the change in records");
             return None;
         }
     };
@@ -106,7 +106,7 @@ async fn deliver(notifier: &dyn Notifier, notification: &Notification, policy: &
         NotifyError::is_retryable,
         |e, attempt| {
             if let Some(next) = attempt.next_in {
-                tracing::warn!(notifier = name, %week, attempt = attempt.number, retry_in_s = next.as_secs_f64(), error = %chain(e), "report notification failed; retrying");
+                tracing::warn!(notifier = name, %week, attempt = attempt.number, retry_in_s = next.as_secs_f64(), error = %crate::error_chain(e), "report notification failed; retrying");
             }
         },
     )
@@ -126,7 +126,7 @@ async fn deliver(notifier: &dyn Notifier, notification: &Notification, policy: &
                 notifier = name,
                 %week,
                 attempts,
-                error = %chain(&e),
+                error = %crate::error_chain(&e),
                 "the report of {week} was not delivered ({next}). The summary itself is written; to send again, \
                  rerun the week's summary (`tally summarize --week {week}`, or invoke the weekly function with \
                  {{\"week\":\"{week}\"}})"
@@ -134,18 +134,6 @@ async fn deliver(notifier: &dyn Notifier, notification: &Notification, policy: &
             false
         }
     }
-}
-
-/// `error: cause: cause`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! idempotency  pk = I#<key>           sk = I               fingerprint, received_at, status, response,
 //!                                                          expires_at (epoch s, TTL), expires_at_ms, complete
 //! week lease   pk = L#2026-W47        sk = L               owner, until, done_from, expires_at (see [`crate::lease`])
+//! batch marker pk = B#<batch id>      sk = B               state, at, first, last (see [`crate::batch`])
+//! staged record: a record item with `batch = <batch id>`, visible once its marker says committed
 //! ```
 //! A record's partition is its UTC day plus one of [`SHARDS`] shards picked by
 //! hashing the id, so writes spread over 16 partitions per day and
@@ -18,25 +20,32 @@
 //! its week(s) (an idempotent overwrite, cached per process so a warm Lambda
 //! writes it once per week), so no Scan is ever needed.
 //!
-//! # Atomic batches
-//! A batch of up to [`TRANSACT_LIMIT`] records (and under [`TRANSACT_MAX_BYTES`])
-//! is one `TransactWriteItems`: all or nothing, as the HTTP contract promises.
-//! DynamoDB cannot commit more items than that atomically; larger batches go
-//! out as concurrent `BatchWriteItem` chunks, so if one of those fails after
-//! retries, the chunks already written stay (the API role may not delete).
-//! Clients sending batches over 100 records should send an `Idempotency-Key`
-//! and retry on 503: the retry then converges as below.
+//! # Atomic batches, of any size
+//! A batch that fits one `TransactWriteItems` (with its idempotency key, if
+//! any: at most [`TRANSACT_LIMIT`] items and [`TRANSACT_MAX_BYTES`]) is one
+//! transaction: all or nothing. A single record without a key is one PutItem.
+//! A larger batch is written as staged items and made visible by one
+//! conditional write of its batch marker ([`crate::batch`]): all or nothing
+//! too, for every reader, whatever fails or is killed half-way.
 //!
 //! # Idempotent batches
-//! With a key, the entry
-//! is claimed first (conditional put, `complete = false`), then the records
-//! are written, then the entry is marked `complete`. An incomplete entry is
-//! invisible to [`RecordStore::idempotency_entry`], so a retry of a request
-//! that failed half-way goes on to `insert`, finds the incomplete entry with
-//! its own fingerprint, rewrites the records under their original ids
-//! ([`IdempotencyEntry::record_id`]: same key, body and `received_at`) and
-//! completes the entry: the request converges without duplicates, and a 201 is
-//! only ever given once every record is stored.
+//! In a transaction the key's entry is put (complete) with the records, on
+//! condition that the key is free (or expired): a taken key cancels the
+//! transaction, told apart from throttling or conflicts by its
+//! cancellation reasons, and the entry stored is returned.
+//!
+//! A staged batch claims its key first (conditional put, `complete = false`),
+//! then writes its records staged under a batch id derived from the entry,
+//! then commits the marker and completes the entry in one transaction. An
+//! incomplete entry is invisible to [`RecordStore::idempotency_entry`], so a
+//! retry of a request that failed goes on to `insert` and finds the entry with
+//! its own fingerprint: while the first attempt may still commit (its marker
+//! is not aborted and it started less than the commit window ago) the retry
+//! rewrites the same records under their original ids
+//! ([`IdempotencyEntry::record_id`]) and the same batch, so both converge on
+//! one copy; otherwise it aborts the first attempt's batch, takes the key
+//! over (a conditional put) and writes its own records. Either way exactly one
+//! copy becomes visible, and a 201 only once it has.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -46,45 +55,117 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    AttributeValue, CancellationReason, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
 use futures::{StreamExt, TryStreamExt};
 use tally_core::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey};
 use tally_core::ports::{InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
+use tally_core::retry::{RetryPolicy, retry};
 use tally_core::{IsoWeek, Record, RecordId, Timestamp};
 use time::Date;
 use tracing::{Instrument, instrument};
 
-use tally_core::retry::RetryPolicy;
+use crate::batch::{BATCH_ATTR, Marker, Settled, batch_of, now_micros};
 
 /// Shards per day. Changing it orphans existing data: it is part of the key.
 pub const SHARDS: u16 = 16;
 /// BatchWriteItem's limit.
-const BATCH_LIMIT: usize = 25;
-/// TransactWriteItems' item limit: batches up to this size commit atomically.
+pub(crate) const BATCH_LIMIT: usize = 25;
+/// TransactWriteItems' item limit: batches up to this size (idempotency key
+/// included) commit in one transaction; larger ones are staged.
 pub const TRANSACT_LIMIT: usize = 100;
 /// TransactWriteItems' 4 MB request limit, with room for keys and attribute names.
 pub const TRANSACT_MAX_BYTES: usize = 3 * 1024 * 1024;
 /// Chunks of a batch written concurrently.
-const BATCH_CONCURRENCY: usize = 8;
+pub(crate) const BATCH_CONCURRENCY: usize = 8;
+/// How long after it started a staged batch may still commit: the HTTP
+/// layer's default store timeout, which is also how far behind "now" range
+/// reads stop (so no batch commits behind a reader's cursor).
+pub const COMMIT_WINDOW: Duration = Duration::from_secs(10);
 const WEEKS_PK: &str = "W";
 const KEY_SK: &str = "I";
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The partition key of a record: `D#<UTC day>#<shard>`.
 pub fn record_pk(id: RecordId) -> String {
     day_pk(id.timestamp().to_datetime().date(), id.shard(SHARDS))
 }
 
-fn day_pk(day: Date, shard: u16) -> String {
+pub(crate) fn day_pk(day: Date, shard: u16) -> String {
     format!("D#{:04}-{:02}-{:02}#{shard:02}", day.year(), u8::from(day.month()), day.day())
 }
 
 fn key_pk(key: &IdempotencyKey) -> String {
     format!("I#{}", key.as_str())
+}
+
+/// The sort-key bounds (both inclusive) of `week`'s records.
+pub(crate) fn week_bounds(week: IsoWeek) -> (String, String) {
+    let (from, to) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
+    (from.to_string(), to.previous().unwrap_or(from).to_string())
+}
+
+/// Whether `records` (plus `extra` items of at most `extra_bytes`) fit one transaction.
+fn fits_transaction(records: &[Record], extra: usize, extra_bytes: usize) -> bool {
+    let bytes: usize = records.iter().map(|r| r.data.len() + 64).sum::<usize>() + extra_bytes;
+    records.len() + extra <= TRANSACT_LIMIT && bytes <= TRANSACT_MAX_BYTES
+}
+
+/// What a `TransactWriteItems` cancellation asks for, by its reasons' codes
+/// (one per item, in request order; `None` for items that were fine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The conditions of these items (indices into the request) failed: a
+    /// domain answer (e.g. the idempotency key is taken), not a fault.
+    ConditionFailed(Vec<usize>),
+    /// A conflicting transaction or throttling of an item: worth another try.
+    /// The SDK does not retry cancellations, so the adapter does.
+    Transient,
+    /// Anything else (validation, item collection too large, no reasons):
+    /// retrying would fail the same way.
+    Fatal,
+}
+
+/// Classifies a cancellation by its reasons' codes — never by its message,
+/// whose wording is not part of DynamoDB's API.
+pub fn cancellation(reasons: &[CancellationReason]) -> Cancellation {
+    let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("None")).collect();
+    let failed: Vec<usize> =
+        codes.iter().enumerate().filter(|(_, c)| **c == "ConditionalCheckFailed").map(|(i, _)| i).collect();
+    if !failed.is_empty() {
+        return Cancellation::ConditionFailed(failed);
+    }
+    let transient = |c: &str| {
+        matches!(
+            c,
+            "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"
+        )
+    };
+    if codes.iter().all(|c| *c == "None" || transient(c)) && codes.iter().any(|c| transient(c)) {
+        Cancellation::Transient
+    } else {
+        Cancellation::Fatal
+    }
+}
+
+fn cancellation_of<R>(err: &SdkError<TransactWriteItemsError, R>) -> Option<Cancellation> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(cancellation(c.cancellation_reasons())),
+        _ => None,
+    }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
+pub(crate) enum TxnFailure {
+    /// These items' conditions failed (indices into the request).
+    ConditionFailed(Vec<usize>),
+    /// Anything else, classified for the client.
+    Store(StoreError),
 }
 
 /// tally's records and idempotency keys in a DynamoDB table.
@@ -93,18 +174,33 @@ pub struct DynamoDbRecordStore {
     client: Client,
     table: String,
     retry: RetryPolicy,
+    pub(crate) commit_window: Duration,
     /// Weeks whose marker this process has already written.
     marked: Mutex<HashSet<IsoWeek>>,
 }
 
 impl DynamoDbRecordStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), retry: RetryPolicy::default(), marked: Mutex::default() }
+        Self {
+            client,
+            table: table.into(),
+            retry: RetryPolicy::default(),
+            commit_window: COMMIT_WINDOW,
+            marked: Mutex::default(),
+        }
     }
 
-    /// Overrides how long unprocessed batch items are retried.
+    /// Overrides how long unprocessed batch items, unread keys and cancelled
+    /// transactions are retried (what the SDK's own retries do not cover).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Overrides [`COMMIT_WINDOW`]; keep it at most the store timeout of the
+    /// HTTP layer in front.
+    pub fn with_commit_window(mut self, window: Duration) -> Self {
+        self.commit_window = window;
         self
     }
 
@@ -140,6 +236,7 @@ impl DynamoDbRecordStore {
         Ok(())
     }
 
+    /// Writes a batch without an idempotency key, all or nothing.
     async fn write_records(&self, records: &[Record]) -> Result<(), StoreError> {
         self.mark_weeks(records).await?;
         if let [record] = records {
@@ -152,105 +249,127 @@ impl DynamoDbRecordStore {
                 .map_err(|e| classify("PutItem", e))?;
             return Ok(());
         }
-        let bytes: usize = records.iter().map(|r| r.data.len() + 64).sum();
-        if records.len() <= TRANSACT_LIMIT && bytes <= TRANSACT_MAX_BYTES {
-            return self.write_transaction(records).await;
+        if fits_transaction(records, 0, 0) {
+            let items = records.iter().map(|r| self.txn_put(record_item(r), None)).collect::<Result<_, _>>()?;
+            return self.transact(items).await.map_err(|e| match e {
+                TxnFailure::ConditionFailed(_) => StoreError::Internal {
+                    message: "a transaction without conditions failed a condition".into(),
+                    source: None,
+                },
+                TxnFailure::Store(e) => e,
+            });
         }
-        // Futures are lazy: building them all up front costs nothing, and
-        // sidesteps a higher-ranked lifetime error with a closure in `map`.
-        let writes: Vec<_> = records.chunks(BATCH_LIMIT).map(|chunk| self.write_chunk(chunk)).collect();
-        futures::stream::iter(writes).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await
+        self.write_staged(records, RecordId::generate(Timestamp::now()), None).await
     }
 
-    /// All of `records` in one TransactWriteItems, retried with backoff while
-    /// DynamoDB throttles or cancels it for a conflicting transaction.
-    async fn write_transaction(&self, records: &[Record]) -> Result<(), StoreError> {
-        let items: Vec<TransactWriteItem> = records
-            .iter()
-            .map(|r| {
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(record_item(r)))
-                    .build()
-                    .map(|put| TransactWriteItem::builder().put(put).build())
-                    .map_err(|e| StoreError::internal("could not build a DynamoDB transaction item", e))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut attempt = 0;
-        loop {
-            let sent = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
-            let err = match sent {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            let retryable = matches!(
-                err.code(),
-                Some("TransactionConflictException" | "ThrottlingException" | "ProvisionedThroughputExceededException")
-            ) || (err.code() == Some("TransactionCanceledException")
-                && err.message().is_some_and(|m| m.contains("Conflict") || m.contains("Throttl")));
-            if !retryable {
-                return Err(classify("TransactWriteItems", err));
-            }
-            attempt += 1;
-            let Some(delay) = self.retry.delay(attempt) else {
-                tracing::warn!(attempt, code = ?err.code(), "TransactWriteItems still throttled; giving up");
-                return Err(StoreError::Unavailable {
-                    message: format!("DynamoDB kept cancelling the batch's transaction after {attempt} attempts"),
+    /// One transaction item: a put of `item`, under `condition` if given.
+    fn txn_put(&self, item: Item, condition: Option<EntryCondition>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match condition {
+            None => put,
+            Some(EntryCondition::Free { now_s }) => put
+                .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                .expression_attribute_values(":now", n(now_s)),
+            Some(EntryCondition::Incomplete { received_at }) => put
+                .condition_expression("#complete = :false AND received_at = :received")
+                .expression_attribute_names("#complete", "complete")
+                .expression_attribute_values(":false", AttributeValue::Bool(false))
+                .expression_attribute_values(":received", n(received_at.as_millis())),
+        };
+        put.build()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .map_err(|e| StoreError::internal("could not build a DynamoDB transaction item", e))
+    }
+
+    /// One TransactWriteItems. Throttling of the request itself is retried by
+    /// the SDK; a cancellation whose reasons are conflicts or throttling of
+    /// items (which the SDK does not retry) is retried here with backoff.
+    pub(crate) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxnFailure> {
+        let sent = retry(
+            &self.retry,
+            || self.client.transact_write_items().set_transact_items(Some(items.clone())).send(),
+            |e| cancellation_of(e) == Some(Cancellation::Transient),
+            |e, attempt| {
+                if attempt.next_in.is_some() {
+                    tracing::debug!(attempt = attempt.number, next_in = ?attempt.next_in, code = ?e.code(), "transaction cancelled; retrying");
+                }
+            },
+        )
+        .await;
+        let err = match sent {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match cancellation_of(&err) {
+            Some(Cancellation::ConditionFailed(items)) => Err(TxnFailure::ConditionFailed(items)),
+            Some(Cancellation::Transient) => {
+                tracing::warn!("DynamoDB kept cancelling a transaction (conflicts or throttling); giving up");
+                Err(TxnFailure::Store(StoreError::Unavailable {
+                    message: format!(
+                        "DynamoDB kept cancelling the batch's transaction after {} attempts",
+                        self.retry.max_attempts
+                    ),
                     retry_after: Duration::from_secs(1),
                     source: Some(Box::new(err)),
-                });
-            };
-            tracing::debug!(attempt, ?delay, code = ?err.code(), "retrying TransactWriteItems");
-            tokio::time::sleep(delay).await;
+                }))
+            }
+            Some(Cancellation::Fatal) | None => Err(TxnFailure::Store(classify("TransactWriteItems", err))),
         }
-    }
-
-    /// One BatchWriteItem of puts (see [`send_batch`](Self::send_batch)).
-    async fn write_chunk(&self, chunk: &[Record]) -> Result<(), StoreError> {
-        let requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|r| {
-                PutRequest::builder()
-                    .set_item(Some(record_item(r)))
-                    .build()
-                    .map(|put| WriteRequest::builder().put_request(put).build())
-                    .map_err(|e| StoreError::internal("could not build a DynamoDB put request", e))
-            })
-            .collect::<Result<_, _>>()?;
-        self.send_batch(requests).await
     }
 
     /// One BatchWriteItem (puts or deletes, at most [`BATCH_LIMIT`]),
     /// re-sending `UnprocessedItems` with backoff until they are all written
-    /// or the retry policy gives up.
-    async fn send_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
-        let mut attempt = 0;
-        loop {
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
-                .send()
-                .await
-                .map_err(|e| classify("BatchWriteItem", e))?;
-            requests = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            attempt += 1;
-            let Some(delay) = self.retry.delay(attempt) else {
-                tracing::warn!(unprocessed = requests.len(), attempt, "BatchWriteItem still throttled; giving up");
-                return Err(StoreError::Unavailable {
+    /// or the retry policy gives up. Throttling of the whole request is
+    /// retried by the SDK, not here.
+    pub(crate) async fn send_batch(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let pending = Mutex::new(requests);
+        let pending = &pending;
+        let sent = retry(
+            &self.retry,
+            || async move {
+                let requests = std::mem::take(&mut *lock(pending));
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| Leftover::Failed(classify("BatchWriteItem", e)))?;
+                let left = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+                if left.is_empty() {
+                    return Ok(());
+                }
+                let count = left.len();
+                *lock(pending) = left;
+                Err(Leftover::Unprocessed(count))
+            },
+            |e| matches!(e, Leftover::Unprocessed(_)),
+            |e, attempt| {
+                if let (Leftover::Unprocessed(count), Some(delay)) = (e, attempt.next_in) {
+                    tracing::debug!(
+                        unprocessed = count,
+                        attempt = attempt.number,
+                        ?delay,
+                        "retrying unprocessed items"
+                    );
+                }
+            },
+        )
+        .await;
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Leftover::Failed(e)) => Err(e),
+            Err(Leftover::Unprocessed(count)) => {
+                tracing::warn!(unprocessed = count, "BatchWriteItem still throttled; giving up");
+                Err(StoreError::Unavailable {
                     message: format!(
-                        "DynamoDB left {} items unprocessed after {attempt} attempts (throughput exceeded)",
-                        requests.len()
+                        "DynamoDB left {count} items unprocessed after {} attempts (throughput exceeded)",
+                        self.retry.max_attempts
                     ),
                     retry_after: Duration::from_secs(1),
                     source: None,
-                });
-            };
-            tracing::debug!(unprocessed = requests.len(), attempt, ?delay, "retrying unprocessed items");
-            tokio::time::sleep(delay).await;
+                })
+            }
         }
     }
 
@@ -283,28 +402,42 @@ impl DynamoDbRecordStore {
                 };
                 match old {
                     Some(item) => Ok(Some(parse_entry(&entry.key, &item)?)),
-                    None => Err(StoreError::Unavailable {
-                        message: "an idempotency key vanished while it was being claimed".into(),
-                        retry_after: Duration::from_secs(1),
-                        source: None,
-                    }),
+                    None => Err(vanished()),
                 }
             }
             Err(e) => Err(classify("PutItem (idempotency key)", e)),
         }
     }
 
-    /// Marks `entry` complete. A whole PutItem rather than an UpdateItem:
-    /// the API function's role allows only PutItem, GetItem and BatchWriteItem.
-    async fn complete(&self, entry: &IdempotencyEntry) -> Result<(), StoreError> {
-        self.client
+    /// Replaces `old` (incomplete, its batch aborted) with `new`, incomplete:
+    /// the retry takes the key over.
+    async fn take_over(&self, old: &IdempotencyEntry, new: &IdempotencyEntry) -> Result<(), StoreError> {
+        let now_s = Timestamp::now().as_millis().div_euclid(1000);
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(entry_item(entry, true)))
+            .set_item(Some(entry_item(new, false)))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at < :now OR (#complete = :false AND received_at = :received)",
+            )
+            .expression_attribute_names("#complete", "complete")
+            .expression_attribute_values(":now", n(now_s))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":received", n(old.received_at.as_millis()))
             .send()
-            .await
-            .map_err(|e| classify("PutItem (complete idempotency key)", e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Unavailable {
+                    message: "another attempt of this request took its idempotency key over first; retry".into(),
+                    retry_after: Duration::from_secs(1),
+                    source: None,
+                })
+            }
+            Err(e) => Err(classify("PutItem (take an idempotency key over)", e)),
+        }
     }
 
     async fn get_entry_item(&self, key: &IdempotencyKey) -> Result<Option<Item>, StoreError> {
@@ -321,14 +454,105 @@ impl DynamoDbRecordStore {
         Ok(out.item)
     }
 
-    /// One page of one day-shard partition, sort keys from `bounds.0` to `bounds.1` inclusive.
+    /// A batch with a key that fits one transaction: the records and the
+    /// completed entry, on condition that the key is free.
+    async fn insert_transacted(
+        &self,
+        records: &[Record],
+        entry: &IdempotencyEntry,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.mark_weeks(records).await?;
+        let now_s = Timestamp::now().as_millis().div_euclid(1000);
+        let mut items = vec![self.txn_put(entry_item(entry, true), Some(EntryCondition::Free { now_s }))?];
+        for r in records {
+            items.push(self.txn_put(record_item(r), None)?);
+        }
+        match self.transact(items).await {
+            Ok(()) => return Ok(InsertOutcome::Inserted),
+            Err(TxnFailure::ConditionFailed(failed)) if failed == [0] => {}
+            Err(TxnFailure::ConditionFailed(_)) => {
+                return Err(StoreError::Internal {
+                    message: "a record put without a condition failed one".into(),
+                    source: None,
+                });
+            }
+            Err(TxnFailure::Store(e)) => return Err(e),
+        }
+        // The key is taken.
+        let item = self.get_entry_item(&entry.key).await?.ok_or_else(vanished)?;
+        let (existing, complete) = parse_entry(&entry.key, &item)?;
+        if complete || existing.fingerprint != entry.fingerprint {
+            return Ok(InsertOutcome::KeyExists(existing));
+        }
+        // Incomplete with this very request's fingerprint: left by tally 0.1,
+        // which claimed keys before writing. Finish it under its original ids.
+        tracing::info!("completing an interrupted idempotent request");
+        let rebased = rebase(records, &existing);
+        let mut items = vec![self.txn_put(
+            entry_item(&existing, true),
+            Some(EntryCondition::Incomplete { received_at: existing.received_at }),
+        )?];
+        for r in &rebased {
+            items.push(self.txn_put(record_item(r), None)?);
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(InsertOutcome::KeyExists(existing)),
+            Err(TxnFailure::ConditionFailed(_)) => Err(StoreError::Unavailable {
+                message: "another attempt of this request completed or took over its idempotency key; retry".into(),
+                retry_after: Duration::from_secs(1),
+                source: None,
+            }),
+            Err(TxnFailure::Store(e)) => Err(e),
+        }
+    }
+
+    /// A batch with a key too large for one transaction: claim, stage, commit.
+    async fn insert_staged(&self, records: &[Record], entry: &IdempotencyEntry) -> Result<InsertOutcome, StoreError> {
+        self.mark_weeks(records).await?;
+        let existing = match self.claim(entry).await? {
+            None => {
+                self.write_staged(records, entry.record_id(0), Some(entry)).await?;
+                return Ok(InsertOutcome::Inserted);
+            }
+            Some((existing, true)) => return Ok(InsertOutcome::KeyExists(existing)),
+            Some((existing, false)) if existing.fingerprint != entry.fingerprint => {
+                return Ok(InsertOutcome::KeyExists(existing));
+            }
+            Some((existing, false)) => existing,
+        };
+        // An earlier attempt of this very request claimed the key and did not
+        // finish (or is still running).
+        let batch = existing.record_id(0);
+        let window = i64::try_from(self.commit_window.as_millis()).unwrap_or(i64::MAX);
+        let may_commit = Timestamp::now().as_millis() < existing.received_at.as_millis().saturating_add(window);
+        if may_commit && self.marker(batch).await? != Some(Marker::Aborted) {
+            // It may still commit: write the same records into the same
+            // batch, so whichever attempt commits, one copy shows.
+            tracing::info!("completing an interrupted idempotent request");
+            let rebased = rebase(records, &existing);
+            self.mark_weeks(&rebased).await?;
+            self.write_staged(&rebased, batch, Some(&existing)).await?;
+            return Ok(InsertOutcome::KeyExists(existing));
+        }
+        // It never will: make sure of that, then take the key over.
+        if self.abort(batch).await? == Settled::Committed {
+            return Ok(InsertOutcome::KeyExists(existing));
+        }
+        tracing::info!("taking over the idempotency key of an abandoned attempt");
+        self.take_over(&existing, entry).await?;
+        self.write_staged(records, entry.record_id(0), Some(entry)).await?;
+        Ok(InsertOutcome::Inserted)
+    }
+
+    /// One page of one day-shard partition, sort keys from `bounds.0` to
+    /// `bounds.1` inclusive, staged items with their batch.
     async fn query_page(
         &self,
         pk: &str,
         bounds: &(String, String),
         start: Option<Item>,
         limit: usize,
-    ) -> Result<(Vec<Record>, Option<Item>), StoreError> {
+    ) -> Result<(Vec<(Record, Option<RecordId>)>, Option<Item>), StoreError> {
         let out = self
             .client
             .query()
@@ -337,17 +561,61 @@ impl DynamoDbRecordStore {
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":lo", s(bounds.0.clone()))
             .expression_attribute_values(":hi", s(bounds.1.clone()))
-            .projection_expression("sk, #d, received_at")
+            .projection_expression("sk, #d, received_at, #b")
             .expression_attribute_names("#d", "data")
+            .expression_attribute_names("#b", BATCH_ATTR)
             .consistent_read(true)
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(|e| classify("Query", e))?;
-        let records = out.items.unwrap_or_default().iter().map(parse_record).collect::<Result<_, _>>()?;
+        let records = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| Ok((parse_record(item)?, batch_of(item)?)))
+            .collect::<Result<_, StoreError>>()?;
         Ok((records, out.last_evaluated_key.filter(|k| !k.is_empty())))
     }
+}
+
+/// The condition on an idempotency entry put in a transaction.
+#[derive(Debug, Clone, Copy)]
+enum EntryCondition {
+    /// The key is free, or its entry expired.
+    Free { now_s: i64 },
+    /// The entry is still the incomplete one accepted at `received_at`.
+    Incomplete { received_at: Timestamp },
+}
+
+/// `records` under the ids and `received_at` the original request gave them.
+fn rebase(records: &[Record], existing: &IdempotencyEntry) -> Vec<Record> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record { id: existing.record_id(i), received_at: existing.received_at, data: r.data.clone() })
+        .collect()
+}
+
+fn vanished() -> StoreError {
+    StoreError::Unavailable {
+        message: "an idempotency key vanished while it was being claimed; retry".into(),
+        retry_after: Duration::from_secs(1),
+        source: None,
+    }
+}
+
+/// What one BatchWriteItem attempt left undone.
+enum Leftover {
+    /// DynamoDB accepted the request but left this many items unprocessed.
+    Unprocessed(usize),
+    /// The request failed (after the SDK's own retries).
+    Failed(StoreError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[async_trait]
@@ -362,34 +630,10 @@ impl RecordStore for DynamoDbRecordStore {
             self.write_records(records).await?;
             return Ok(InsertOutcome::Inserted);
         };
-        match self.claim(entry).await? {
-            None => {
-                self.write_records(records).await?;
-                self.complete(entry).await?;
-                Ok(InsertOutcome::Inserted)
-            }
-            Some((existing, true)) => Ok(InsertOutcome::KeyExists(existing)),
-            Some((existing, false)) if existing.fingerprint != entry.fingerprint => {
-                Ok(InsertOutcome::KeyExists(existing))
-            }
-            Some((existing, false)) => {
-                // An earlier attempt of this very request claimed the key but did
-                // not finish (or is still running): write its records under the
-                // original ids and `received_at`, so both attempts converge.
-                tracing::info!("completing an interrupted idempotent request");
-                let rebased: Vec<Record> = records
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| Record {
-                        id: existing.record_id(i),
-                        received_at: existing.received_at,
-                        data: r.data.clone(),
-                    })
-                    .collect();
-                self.write_records(&rebased).await?;
-                self.complete(&existing).await?;
-                Ok(InsertOutcome::KeyExists(existing))
-            }
+        if fits_transaction(records, 1, entry.response.len() + 256) {
+            self.insert_transacted(records, entry).await
+        } else {
+            self.insert_staged(records, entry).await
         }
     }
 
@@ -401,6 +645,8 @@ impl RecordStore for DynamoDbRecordStore {
         Ok((complete && entry.expires_at > Timestamp::now()).then_some(entry))
     }
 
+    /// One GetItem; a staged record also reads its batch's marker and is
+    /// there only if the batch committed.
     #[instrument(skip_all, fields(table = %self.table, id = %id))]
     async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
         let out = self
@@ -413,7 +659,12 @@ impl RecordStore for DynamoDbRecordStore {
             .send()
             .await
             .map_err(|e| classify("GetItem", e))?;
-        out.item.as_ref().map(parse_record).transpose()
+        let Some(item) = out.item else { return Ok(None) };
+        let record = parse_record(&item)?;
+        match batch_of(&item)? {
+            None => Ok(Some(record)),
+            Some(batch) => Ok(Marker::visible_as_of(self.marker(batch).await?, i64::MAX).then_some(record)),
+        }
     }
 
     fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
@@ -428,7 +679,15 @@ impl RecordStore for DynamoDbRecordStore {
             None => VecDeque::new(),
         };
         let bounds = (from.to_string(), last.unwrap_or(from).to_string());
-        let scan = RangeScan { store: self, days, bounds, shards: Vec::new(), page_size: page_size.max(1) };
+        let scan = RangeScan {
+            store: self,
+            days,
+            bounds,
+            shards: Vec::new(),
+            page_size: page_size.max(1),
+            as_of: now_micros(),
+            batches: HashMap::new(),
+        };
         let span = tracing::info_span!("scan_range", table = %self.table, from = %from, to = %to);
         futures::stream::unfold(Some(scan), move |state| {
             async move {
@@ -463,47 +722,78 @@ impl RecordStore for DynamoDbRecordStore {
 const GET_LIMIT: usize = 100;
 
 impl DynamoDbRecordStore {
-    /// The stored versions of `ids` (consistent reads, BatchGetItem of up to
-    /// [`GET_LIMIT`], unprocessed keys re-sent with backoff).
+    /// The visible stored versions of `ids` (consistent reads, BatchGetItem
+    /// of up to [`GET_LIMIT`], unprocessed keys re-sent with backoff); staged
+    /// records of batches that did not commit count as absent.
     async fn stored(&self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>, StoreError> {
         let mut found = HashMap::new();
+        let mut staged: Vec<(Record, RecordId)> = Vec::new();
         for chunk in ids.chunks(GET_LIMIT) {
             let keys: Vec<Item> = chunk
                 .iter()
                 .map(|id| HashMap::from([("pk".into(), s(record_pk(*id))), ("sk".into(), s(id.to_string()))]))
                 .collect();
-            let mut request = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .projection_expression("sk, #d, received_at")
-                    .expression_attribute_names("#d", "data")
-                    .build()
-                    .map_err(|e| StoreError::internal("could not build a DynamoDB BatchGetItem request", e))?,
-            );
-            let mut attempt = 0;
-            while let Some(keys) = request.take() {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, keys)
-                    .send()
-                    .await
-                    .map_err(|e| classify("BatchGetItem", e))?;
-                for item in out.responses.and_then(|mut m| m.remove(&self.table)).unwrap_or_default() {
-                    let record = parse_record(&item)?;
-                    found.insert(record.id, record);
-                }
-                request = out.unprocessed_keys.and_then(|mut m| m.remove(&self.table));
-                if request.is_some() {
-                    attempt += 1;
-                    let delay = self.retry.delay(attempt).ok_or_else(|| StoreError::Unavailable {
-                        message: format!("DynamoDB left keys unread after {attempt} BatchGetItem attempts"),
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("sk, #d, received_at, #b")
+                .expression_attribute_names("#d", "data")
+                .expression_attribute_names("#b", BATCH_ATTR)
+                .build()
+                .map_err(|e| StoreError::internal("could not build a DynamoDB BatchGetItem request", e))?;
+            let pending = Mutex::new(Some(request));
+            let pending = &pending;
+            let items = Mutex::new(Vec::new());
+            let items = &items;
+            let read = retry(
+                &self.retry,
+                || async move {
+                    let Some(keys) = lock(pending).take() else { return Ok(()) };
+                    let out = self
+                        .client
+                        .batch_get_item()
+                        .request_items(&self.table, keys)
+                        .send()
+                        .await
+                        .map_err(|e| Leftover::Failed(classify("BatchGetItem", e)))?;
+                    lock(items).extend(out.responses.and_then(|mut m| m.remove(&self.table)).unwrap_or_default());
+                    let left = out.unprocessed_keys.and_then(|mut m| m.remove(&self.table));
+                    let count = left.as_ref().map_or(0, |k| k.keys().len());
+                    *lock(pending) = left;
+                    if count == 0 { Ok(()) } else { Err(Leftover::Unprocessed(count)) }
+                },
+                |e| matches!(e, Leftover::Unprocessed(_)),
+                |_, _| {},
+            )
+            .await;
+            match read {
+                Ok(()) => {}
+                Err(Leftover::Failed(e)) => return Err(e),
+                Err(Leftover::Unprocessed(count)) => {
+                    return Err(StoreError::Unavailable {
+                        message: format!(
+                            "DynamoDB left {count} keys unread after {} BatchGetItem attempts",
+                            self.retry.max_attempts
+                        ),
                         retry_after: Duration::from_secs(1),
                         source: None,
-                    })?;
-                    tokio::time::sleep(delay).await;
+                    });
                 }
+            }
+            for item in std::mem::take(&mut *lock(items)) {
+                let record = parse_record(&item)?;
+                match batch_of(&item)? {
+                    None => {
+                        found.insert(record.id, record);
+                    }
+                    Some(batch) => staged.push((record, batch)),
+                }
+            }
+        }
+        let markers = self.markers(staged.iter().map(|(_, b)| *b).collect::<HashSet<_>>()).await?;
+        for (record, batch) in staged {
+            if Marker::visible_as_of(markers.get(&batch).copied().flatten(), i64::MAX) {
+                found.insert(record.id, record);
             }
         }
         Ok(found)
@@ -541,6 +831,43 @@ impl DynamoDbRecordStore {
         }
     }
 
+    /// The record keys of day-shard partition `pk` within `bounds`, with the
+    /// batch of each staged one; with `staged_only`, only the staged ones.
+    pub(crate) async fn partition_keys(
+        &self,
+        pk: &str,
+        bounds: &(String, String),
+        staged_only: bool,
+    ) -> Result<Vec<(String, Option<RecordId>)>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":lo", s(bounds.0.clone()))
+                .expression_attribute_values(":hi", s(bounds.1.clone()))
+                .projection_expression("sk, #b")
+                .expression_attribute_names("#b", BATCH_ATTR)
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if staged_only {
+                query = query.filter_expression("attribute_exists(#b)");
+            }
+            let out = query.send().await.map_err(|e| classify("Query (record keys)", e))?;
+            for item in out.items.unwrap_or_default() {
+                keys.push((get_s(&item, "sk")?.to_owned(), batch_of(&item)?));
+            }
+            start = out.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+
     /// Deletes the items with these keys, in BatchWriteItem chunks.
     async fn delete_items(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
         let requests: Vec<WriteRequest> = keys
@@ -557,13 +884,30 @@ impl DynamoDbRecordStore {
         let batches: Vec<_> = requests.chunks(BATCH_LIMIT).map(|chunk| self.send_batch(chunk.to_vec())).collect();
         futures::stream::iter(batches).buffer_unordered(BATCH_CONCURRENCY).try_collect::<()>().await
     }
+
+    /// One BatchWriteItem of plain (committed) record puts.
+    async fn write_chunk(&self, chunk: &[Record]) -> Result<(), StoreError> {
+        let requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|r| {
+                PutRequest::builder()
+                    .set_item(Some(record_item(r)))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::internal("could not build a DynamoDB put request", e))
+            })
+            .collect::<Result<_, _>>()?;
+        self.send_batch(requests).await
+    }
 }
 
 #[async_trait]
 impl RecordLifecycle for DynamoDbRecordStore {
     /// Reads the batch's ids first (BatchGetItem) so a conflict writes
     /// nothing, then writes the missing records with BatchWriteItem, 25 at a
-    /// time with retries; not atomic across chunks (a rerun converges).
+    /// time with retries; not atomic across chunks (a rerun converges). A
+    /// staged record of a batch that never committed counts as missing and
+    /// is replaced by the restored record (which the sweep then keeps).
     #[instrument(skip_all, fields(table = %self.table, records = records.len()))]
     async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
         let ids: Vec<RecordId> = records.iter().map(|r| r.id).collect();
@@ -580,8 +924,15 @@ impl RecordLifecycle for DynamoDbRecordStore {
         Ok(RestoreOutcome::Restored { inserted: missing.len(), present: records.len() - missing.len() })
     }
 
+    /// Deletes a visible record. A staged record of a batch that has not
+    /// committed is left alone (`false`): deleting it could make a batch
+    /// still being written commit without it; the sweep removes it if its
+    /// batch never commits.
     #[instrument(skip_all, fields(table = %self.table, id = %id))]
     async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
+        if self.get(id).await?.is_none() {
+            return Ok(false);
+        }
         let out = self
             .client
             .delete_item()
@@ -596,18 +947,39 @@ impl RecordLifecycle for DynamoDbRecordStore {
     }
 
     /// Queries the keys of each of the week's 7 x 16 partitions and deletes
-    /// them with BatchWriteItem, then the week's marker.
+    /// them with BatchWriteItem (staged items included), then the markers of
+    /// the committed batches that lay within the week, then the week's
+    /// marker. Counts the records that were visible.
     #[instrument(skip_all, fields(table = %self.table, week = %week))]
     async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-        let (from, to) = (RecordId::lower_bound(week.start()), RecordId::lower_bound(week.end()));
-        let bounds = (from.to_string(), to.previous().unwrap_or(from).to_string());
+        let bounds = week_bounds(week);
         let mut deleted = 0;
+        let mut staged: HashMap<RecordId, u64> = HashMap::new();
         for day in week.days() {
             for shard in 0..SHARDS {
                 let pk = day_pk(day, shard);
-                let keys = self.sort_keys(&pk, Some(&bounds)).await?;
-                deleted += keys.len() as u64;
-                self.delete_items(keys.into_iter().map(|sk| (pk.clone(), sk)).collect()).await?;
+                let keys = self.partition_keys(&pk, &bounds, false).await?;
+                for (_, batch) in &keys {
+                    match batch {
+                        None => deleted += 1,
+                        Some(batch) => *staged.entry(*batch).or_default() += 1,
+                    }
+                }
+                self.delete_items(keys.into_iter().map(|(sk, _)| (pk.clone(), sk)).collect()).await?;
+            }
+        }
+        let markers = self.markers(staged.keys().copied()).await?;
+        for (batch, count) in staged {
+            if Marker::visible_as_of(markers.get(&batch).copied().flatten(), i64::MAX) {
+                deleted += count;
+            }
+            // A batch reaching into another week keeps its marker for the
+            // records there (aborted markers expire by TTL).
+            let within = self.marker_range(batch).await?.is_some_and(|(first, last)| {
+                IsoWeek::containing(first.timestamp()) == week && IsoWeek::containing(last.timestamp()) == week
+            });
+            if within {
+                self.delete_marker(batch).await?;
             }
         }
         self.client
@@ -632,6 +1004,10 @@ struct RangeScan<'a> {
     bounds: (String, String),
     shards: Vec<ShardCursor>,
     page_size: usize,
+    /// When the scan started (epoch µs): it shows the batches committed by then.
+    as_of: i64,
+    /// Whether each staged batch met so far is visible to this scan.
+    batches: HashMap<RecordId, bool>,
 }
 
 struct ShardCursor {
@@ -668,8 +1044,9 @@ impl RangeScan<'_> {
                 .map(|(_, i)| i);
             match best.and_then(|i| self.shards[i].buf.pop_front()) {
                 Some(record) => page.push(record),
-                // A query page may come back empty yet not be the last one:
-                // fetch again rather than take the partition as exhausted.
+                // A query page may come back empty (or hold only invisible
+                // staged items) yet not be the last one: fetch again rather
+                // than take the partition as exhausted.
                 None if self.shards.iter().any(ShardCursor::needs_page) => continue,
                 // Every shard of the day is exhausted.
                 None => self.shards.clear(),
@@ -678,7 +1055,8 @@ impl RangeScan<'_> {
         Ok((!page.is_empty()).then_some(page))
     }
 
-    /// Fetches, in parallel, the next page of every shard whose buffer ran dry.
+    /// Fetches, in parallel, the next page of every shard whose buffer ran
+    /// dry, then keeps the records of batches visible to this scan.
     async fn refill(&mut self) -> Result<(), StoreError> {
         if !self.shards.iter().any(ShardCursor::needs_page) {
             return Ok(());
@@ -686,27 +1064,40 @@ impl RangeScan<'_> {
         let store = self.store;
         let limit = self.page_size;
         let bounds = &self.bounds;
-        let fetches = self.shards.iter_mut().filter(|c| c.needs_page()).map(|c| async move {
+        let fetches = self.shards.iter_mut().enumerate().filter(|(_, c)| c.needs_page()).map(|(i, c)| async move {
             let start = c.next.take().flatten();
             let (records, next) = store.query_page(&c.pk, bounds, start, limit).await?;
-            c.buf.extend(records);
             c.next = next.map(Some);
-            Ok::<(), StoreError>(())
+            Ok::<_, StoreError>((i, records))
         });
-        futures::future::try_join_all(fetches).await?;
+        let pages = futures::future::try_join_all(fetches).await?;
+        let unknown: HashSet<RecordId> = pages
+            .iter()
+            .flat_map(|(_, p)| p.iter().filter_map(|(_, b)| *b))
+            .filter(|b| !self.batches.contains_key(b))
+            .collect();
+        // Decided once per scan: a batch that commits while the scan runs
+        // stays hidden from all of it.
+        for (batch, marker) in self.store.markers(unknown).await? {
+            self.batches.insert(batch, Marker::visible_as_of(marker, self.as_of));
+        }
+        for (i, records) in pages {
+            let visible = records.into_iter().filter(|(_, b)| b.is_none_or(|b| self.batches.get(&b) == Some(&true)));
+            self.shards[i].buf.extend(visible.map(|(r, _)| r));
+        }
         Ok(())
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(crate) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn record_item(r: &Record) -> Item {
+pub(crate) fn record_item(r: &Record) -> Item {
     HashMap::from([
         ("pk".to_owned(), s(record_pk(r.id))),
         ("sk".to_owned(), s(r.id.to_string())),
@@ -715,7 +1106,7 @@ fn record_item(r: &Record) -> Item {
     ])
 }
 
-fn entry_item(e: &IdempotencyEntry, complete: bool) -> Item {
+pub(crate) fn entry_item(e: &IdempotencyEntry, complete: bool) -> Item {
     // TTL wants epoch seconds; round up so the key lives at least as long as promised.
     let expires_s = (e.expires_at.as_millis() + 999).div_euclid(1000);
     HashMap::from([
@@ -735,15 +1126,15 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Internal { message: format!("a DynamoDB item has a missing or malformed `{what}`"), source: None }
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
 }
 
-fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+pub(crate) fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
 }
 
-fn parse_record(item: &Item) -> Result<Record, StoreError> {
+pub(crate) fn parse_record(item: &Item) -> Result<Record, StoreError> {
     let id = RecordId::parse(get_s(item, "sk")?)
         .map_err(|e| StoreError::internal("a record's sort key is not a ULID", e))?;
     Ok(Record {

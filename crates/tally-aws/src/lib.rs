@@ -2,7 +2,8 @@
 //! implements [`RecordStore`](tally_core::RecordStore) and
 //! [`RecordLifecycle`](tally_core::RecordLifecycle), [`S3SummarySink`]
 //! implements [`SummarySink`](tally_core::SummarySink) and [`S3WeekRefresh`]
-//! [`WeekRefresh`](tally_core::ports::WeekRefresh).
+//! [`WeekRefresh`](tally_core::ports::WeekRefresh), [`SnsNotifier`]
+//! [`Notifier`](tally_core::ports::Notifier).
 //!
 //! This is the only crate that depends on the AWS SDK; it must not depend on
 //! HTTP or Lambda crates. [`connect`] builds both adapters from an
@@ -12,11 +13,15 @@
 //! - [`dynamo`]: records, week markers and idempotency keys in one table.
 //! - [`s3`]: summaries under `<prefix>summaries/<week>/`, manifest last;
 //!   refresh requests beside them.
+//! - [`batch`]: batches larger than one transaction, staged under a marker.
 //! - [`lease`]: one summary run per week at a time (the weekly Lambda).
+//! - [`sns`]: the weekly report announced on an SNS topic (e-mail).
 
+pub mod batch;
 pub mod dynamo;
 pub mod lease;
 pub mod s3;
+pub mod sns;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -28,6 +33,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 pub use dynamo::DynamoDbRecordStore;
 pub use lease::{DynamoDbWeekLease, Lease};
 pub use s3::{S3SummarySink, S3WeekRefresh};
+pub use sns::SnsNotifier;
 pub use tally_core::retry::RetryPolicy;
 
 /// Where tally's data lives in AWS (or in an emulator).
@@ -133,6 +139,11 @@ pub fn dynamodb_client(sdk: &SdkConfig, attempt_timeout: Option<Duration>) -> aw
 /// rarely resolve `bucket.host` names).
 pub fn s3_client(sdk: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(force_path_style).build())
+}
+
+/// An SNS client (the report notifications of `tally-weekly`).
+pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(sdk)
 }
 
 /// Builds both adapters. Makes no request: a missing table or bucket shows

@@ -15,6 +15,7 @@
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -22,6 +23,14 @@ use sha2::{Digest, Sha256};
 use tally_core::IsoWeek;
 use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink, WeekRefresh};
 use tracing::instrument;
+
+/// How long a [`SummarySink::share_link`] URL is valid: 7 days, the
+/// longest SigV4 allows. A URL signed with temporary credentials (a Lambda
+/// function's role, an SSO or assumed-role session) stops working when those
+/// credentials expire, usually within hours — sooner than this. For links
+/// that last the full 7 days, sign with an IAM user's long-term keys; for
+/// longer, serve the bucket some other way (e.g. behind CloudFront).
+pub const SHARE_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Default multipart part size.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -256,6 +265,25 @@ impl SummarySink for S3SummarySink {
             key.strip_prefix(&prefix)?.strip_suffix("/manifest.json").and_then(|w| IsoWeek::parse(w).ok())
         })
         .await
+    }
+
+    /// A pre-signed `GetObject` URL valid for [`SHARE_LINK_VALIDITY`],
+    /// signed locally with the client's credentials (no request is made).
+    /// Signed with temporary credentials (a Lambda role), it stops working
+    /// when they expire — hours, not 7 days; see [`SHARE_LINK_VALIDITY`].
+    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        let config = PresigningConfig::expires_in(SHARE_LINK_VALIDITY)
+            .map_err(|e| SinkError::internal("invalid pre-signing validity", e))?;
+        let request =
+            self.client.get_object().bucket(&self.bucket).key(self.key(week, name)?).presigned(config).await.map_err(
+                |e| {
+                    SinkError::internal(
+                        "could not pre-sign a link to the report; check that AWS credentials are configured",
+                        e,
+                    )
+                },
+            )?;
+        Ok(request.uri().to_owned())
     }
 }
 

@@ -232,7 +232,12 @@ async fn s3_sink_honours_its_prefix_and_rejects_odd_names() {
     assert_eq!(S3SummarySink::new(s3, config.bucket.clone(), None).list_weeks().await.unwrap(), vec![]);
     for bad in ["", "../x", "a/b", ".."] {
         assert!(sink.put_object(week(), bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
+        assert!(sink.put_index(bad, "text/plain", Bytes::new()).await.is_err(), "{bad:?}");
     }
+    // The site's index sits beside the week folders and is not a week.
+    let info = sink.put_index("index.html", "text/html; charset=utf-8", Bytes::from_static(b"<p>")).await.unwrap();
+    assert_eq!(info.key, "team/a/summaries/index.html");
+    assert_eq!(sink.list_weeks().await.unwrap(), vec![week()]);
 }
 
 #[tokio::test]
@@ -472,4 +477,91 @@ async fn an_expired_idempotency_key_is_forgotten_and_can_be_claimed_again() {
     entry.expires_at = Timestamp::from_millis(now + tally_core::idempotency::RETENTION_MS);
     assert_eq!(store.insert(std::slice::from_ref(&r), Some(&entry)).await.unwrap(), InsertOutcome::Inserted);
     assert_eq!(store.idempotency_entry(&key).await.unwrap(), Some(entry));
+}
+
+#[tokio::test]
+async fn a_share_link_is_a_presigned_get_valid_for_7_days_that_fetches_the_object() {
+    let config = fresh_config().await;
+    let (_, s3) = raw_clients(&config).await;
+    let sink = S3SummarySink::new(s3, config.bucket.clone(), Some("team".into()));
+    let body = Bytes::from_static(b"<!doctype html><p>the report</p>");
+    sink.put_object(week(), "summary.html", "text/html; charset=utf-8", body.clone()).await.unwrap();
+
+    let link = sink.share_link(week(), "summary.html").await.unwrap();
+    let url = reqwest::Url::parse(&link).unwrap();
+    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(query.get("X-Amz-Expires").map(String::as_str), Some("604800"), "{link}");
+    assert_eq!(tally_aws::s3::SHARE_LINK_VALIDITY.as_secs(), 7 * 24 * 3600);
+    assert!(query.contains_key("X-Amz-Signature") && query.contains_key("X-Amz-Credential"), "{link}");
+    assert!(url.path().ends_with(&format!("/{}/team/summaries/2026-W47/summary.html", config.bucket)), "{link}");
+
+    // A plain GET, no AWS client, no credentials: what a person's browser does.
+    let response = reqwest::get(&link).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), body);
+}
+
+/// An HTTP endpoint subscribed to an SNS topic on moto, which posts each
+/// published message to it (as SNS does, JSON in a text/plain body).
+async fn sns_subscriber(
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/sns",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    sns.subscribe().topic_arn(topic).protocol("http").endpoint(format!("http://{addr}/sns")).send().await.unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn sns_publishes_the_digest_with_a_short_subject() {
+    use tally_core::ports::Notifier;
+    use tally_core::summary::{Comparison, Finding, FindingKind, Notification, Severity};
+
+    let config = fresh_config().await;
+    let sns = tally_aws::sns_client(&tally_aws::sdk_config(&config).await);
+    let name = tally_aws::testing::unique_name("tally-reports");
+    let topic = sns.create_topic().name(name).send().await.unwrap().topic_arn.unwrap();
+    let mut received = sns_subscriber(&sns, &topic).await;
+
+    let comparison = Comparison {
+        previous_week: week().previous(),
+        findings: vec![Finding {
+            kind: FindingKind::FieldRemoved,
+            path: Some("user.email".into()),
+            severity: Severity::Warn,
+            previous: 1.0.into(),
+            current: 0.0.into(),
+            message: "user.email was in every record last week and in none this week.".into(),
+        }],
+    };
+    let n = Notification::new(week(), 1234, Some(&comparison), Some(1200), "https://example.com/report".into());
+    let notifier = tally_aws::SnsNotifier::new(sns.clone(), topic.clone());
+    notifier.deliver(&n).await.unwrap();
+
+    // moto posts to subscribers during Publish; the wait is for the channel only.
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert_eq!(message["Type"], "Notification");
+    assert_eq!(message["TopicArn"], topic.as_str());
+    assert_eq!(message["Subject"], "tally report 2026-W47: 1,234 records, 1 warning");
+    assert_eq!(message["Message"], n.text.as_str());
+    assert!(n.text.contains("https://example.com/report") && n.text.contains("user.email"), "{}", n.text);
+    assert!(received.try_recv().is_err(), "one Publish, one message");
+
+    // A topic that does not exist: a final error naming it (the SDK has retried what it retries).
+    let missing = format!("{}-missing", topic);
+    let err = tally_aws::SnsNotifier::new(sns, missing.clone()).deliver(&n).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains(&missing) && err.to_string().contains("TALLY_REPORT_TOPIC_ARN"), "{err}");
 }

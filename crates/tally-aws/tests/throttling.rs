@@ -24,6 +24,7 @@ const INVALID: &str = r#"{"__type":"com.amazon.coral.validate#ValidationExceptio
 #[derive(Default)]
 struct Calls {
     batch: AtomicUsize,
+    txn: AtomicUsize,
     put: AtomicUsize,
 }
 
@@ -32,7 +33,11 @@ fn store(calls: Arc<Calls>, respond: fn(&str, usize) -> (u16, &'static str)) -> 
     let http = infallible_client_fn(move |req: http::Request<aws_smithy_types::body::SdkBody>| {
         let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
         let op = target.rsplit('.').next().unwrap_or_default().to_owned();
-        let counter = if op == "BatchWriteItem" { &calls.batch } else { &calls.put };
+        let counter = match op.as_str() {
+            "BatchWriteItem" => &calls.batch,
+            "TransactWriteItems" => &calls.txn,
+            _ => &calls.put,
+        };
         let n = counter.fetch_add(1, Ordering::SeqCst);
         let (status, body) = respond(&op, n);
         http::Response::builder().status(status).body(body).unwrap()
@@ -82,15 +87,87 @@ async fn unprocessed_items_that_outlast_the_retries_are_unavailable_not_inserted
     assert!((3..=15).contains(&batches), "{batches} BatchWriteItem calls");
 }
 
+/// A cancellation whose reasons (one per item) carry these codes, and whose
+/// message says something else: only the reasons may decide.
+fn cancelled(codes: &[&str], message: &str) -> &'static str {
+    let reasons: Vec<String> = codes.iter().map(|c| format!(r#"{{"Code":"{c}"}}"#)).collect();
+    let body = format!(
+        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"{message}","CancellationReasons":[{}]}}"#,
+        reasons.join(",")
+    );
+    Box::leak(body.into_boxed_str())
+}
+
 #[tokio::test]
-async fn a_transaction_cancelled_by_throttling_is_retried_then_unavailable() {
-    const CANCELLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError, None]"}"#;
+async fn a_transaction_cancelled_for_throttled_items_is_retried_then_unavailable() {
     let calls = Arc::new(Calls::default());
-    let store = store(calls.clone(), |op, _| if op == "TransactWriteItems" { (400, CANCELLED) } else { (200, "{}") });
+    let store = store(calls.clone(), |op, _| match op {
+        "TransactWriteItems" => (400, cancelled(&["None", "ThrottlingError"], "Transaction cancelled")),
+        _ => (200, "{}"),
+    });
     let err = store.insert(&records(2), None).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
-    // One week-marker PutItem, then our three attempts (each once: the SDK does not retry cancellations).
-    assert!(calls.put.load(Ordering::SeqCst) >= 4, "{} calls", calls.put.load(Ordering::SeqCst));
+    // Our three attempts, each sent once: the SDK does not retry cancellations.
+    assert_eq!(calls.txn.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_transaction_cancelled_by_a_conflict_is_retried_until_it_commits() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |op, n| match (op, n) {
+        ("TransactWriteItems", 0) => (400, cancelled(&["TransactionConflict", "None"], "Transaction cancelled")),
+        _ => (200, "{}"),
+    });
+    assert_eq!(store.insert(&records(2), None).await.unwrap(), InsertOutcome::Inserted);
+    assert_eq!(calls.txn.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_cancellation_is_classified_by_its_reasons_not_by_its_message() {
+    let calls = Arc::new(Calls::default());
+    // The message names throttling and a conflict; the reasons say the request is invalid.
+    let store = store(calls.clone(), |op, _| match op {
+        "TransactWriteItems" => (
+            400,
+            cancelled(
+                &["ValidationError", "None"],
+                "Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError, TransactionConflict]",
+            ),
+        ),
+        _ => (200, "{}"),
+    });
+    let err = store.insert(&records(2), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Internal { .. }), "{err:?}");
+    assert_eq!(calls.txn.load(Ordering::SeqCst), 1, "a validation error is not retried");
+}
+
+#[test]
+fn cancellation_reasons_decide_what_a_cancellation_asks_for() {
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use tally_aws::dynamo::{Cancellation, cancellation};
+    let reasons =
+        |codes: &[&str]| codes.iter().map(|c| CancellationReason::builder().code(*c).build()).collect::<Vec<_>>();
+    assert_eq!(cancellation(&reasons(&["None", "ConditionalCheckFailed"])), Cancellation::ConditionFailed(vec![1]));
+    // A failed condition is the answer even when another item also conflicted.
+    assert_eq!(
+        cancellation(&reasons(&["ConditionalCheckFailed", "TransactionConflict"])),
+        Cancellation::ConditionFailed(vec![0])
+    );
+    assert_eq!(cancellation(&reasons(&["TransactionConflict", "None"])), Cancellation::Transient);
+    assert_eq!(cancellation(&reasons(&["ProvisionedThroughputExceeded"])), Cancellation::Transient);
+    assert_eq!(cancellation(&reasons(&["ThrottlingError", "ValidationError"])), Cancellation::Fatal);
+    assert_eq!(cancellation(&reasons(&["ItemCollectionSizeLimitExceeded"])), Cancellation::Fatal);
+    assert_eq!(cancellation(&[]), Cancellation::Fatal);
+}
+
+#[tokio::test]
+async fn throttling_of_a_whole_transaction_is_retried_by_the_sdk_only() {
+    let calls = Arc::new(Calls::default());
+    let store = store(calls.clone(), |op, _| if op == "TransactWriteItems" { (400, THROTTLED) } else { (200, "{}") });
+    let err = store.insert(&records(2), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    // The SDK's two attempts (max_attempts 2), and no loop of ours on top.
+    assert_eq!(calls.txn.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

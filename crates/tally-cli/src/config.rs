@@ -224,6 +224,25 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Who is told when a week's report is written.
+///
+/// The signing secret is read from the environment variable
+/// `TALLY_NOTIFY_SECRET` only, never from a flag: a command line is visible
+/// to every user of the machine (`ps`, `/proc/<pid>/cmdline`) and lands in
+/// shell history.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// After each week's summary is written, POST a JSON notification
+    /// (week, records, warnings, findings, report path, text digest) to this
+    /// URL, e.g. a Slack/Mattermost/Teams incoming webhook. Set
+    /// TALLY_NOTIFY_SECRET to sign it (X-Tally-Signature).
+    #[arg(long, env = "TALLY_NOTIFY_URL", value_name = "URL")]
+    pub notify_url: Option<String>,
 }
 
 /// How the weekly summary is written.
@@ -337,6 +356,9 @@ pub struct SummarizeArgs {
 
     #[command(flatten)]
     pub summary: SummaryArgs,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 /// `K/N` with `1 <= K <= N <= 28`.

@@ -16,13 +16,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tally_core::lifecycle::{ImportOptions, RangeParams};
-use tally_core::summary::{WeeklySchedule, summarize_weeks};
+use tally_core::ports::Notifier;
+use tally_core::retry::RetryPolicy;
+use tally_core::summary::notify::announce;
+use tally_core::summary::{WeeklySchedule, summarize_week};
 use tally_core::{IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
 
 use crate::config::{
-    Cli, Command, ExportArgs, ImportArgs, PruneArgs, ServeArgs, StorageArgs, StoreKind, SummarizeArgs,
+    Cli, Command, ExportArgs, ImportArgs, NotifyArgs, PruneArgs, ServeArgs, StorageArgs, StoreKind, SummarizeArgs,
 };
 use crate::progress::CliProgress;
 
@@ -75,6 +78,23 @@ fn key(env: &str, flag: &str, what: &str, file: Option<&Path>) -> anyhow::Result
         bail!("both {env} and {flag} are set; use one of them");
     }
     Ok(from_env.or(from_file))
+}
+
+/// The notifiers `--notify-url` and `TALLY_NOTIFY_SECRET` ask for (none
+/// without a URL).
+fn notifiers(args: &NotifyArgs) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+    let secret = std::env::var("TALLY_NOTIFY_SECRET").ok().filter(|s| !s.is_empty());
+    let Some(url) = args.notify_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        if secret.is_some() {
+            tracing::warn!(
+                "TALLY_NOTIFY_SECRET is set but --notify-url (TALLY_NOTIFY_URL) is not: no notification is sent"
+            );
+        }
+        return Ok(Vec::new());
+    };
+    let webhook = tally_notify::WebhookNotifier::new(url, secret.as_deref())?;
+    tracing::info!(receiver = %webhook.receiver(), signed = secret.is_some(), "weekly reports are announced by webhook");
+    Ok(vec![Arc::new(webhook)])
 }
 
 /// The adapters chosen by the storage flags.
@@ -147,6 +167,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     let schedule = WeeklySchedule::parse(&args.schedule)?;
+    let notifiers = notifiers(&args.notify)?;
     let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth);
@@ -172,7 +193,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "tally is listening on http://{addr}"
     );
     let scheduler = (!args.no_schedule).then(|| {
-        schedule::spawn(store.clone(), sink.clone(), schedule, args.summary.options(), args.retention.retention_weeks)
+        schedule::spawn(
+            store.clone(),
+            sink.clone(),
+            schedule,
+            args.summary.options(),
+            args.retention.retention_weeks,
+            notifiers,
+        )
     });
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
     for task in scheduler.into_iter().chain(refresher) {
@@ -209,12 +237,28 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         }
         _ => vec![IsoWeek::last_complete(Timestamp::now())],
     };
+    let notifiers = notifiers(&args.notify)?;
     let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
-    let result =
-        summarize_weeks(store.as_ref(), sink.as_ref(), &SystemClock, weeks, &args.summary.options(), &progress).await;
+    let options = args.summary.options();
+    let mut reports = Vec::with_capacity(weeks.len());
+    let mut result = Ok(());
+    for week in weeks {
+        match summarize_week(store.as_ref(), sink.as_ref(), &SystemClock, week, &options, &progress).await {
+            Ok(report) => {
+                // Each week is announced as soon as it is written; a failed
+                // delivery is logged and does not fail the command.
+                announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
+                reports.push(report);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     progress.finish();
-    let reports = result.context(
+    result.context(
         "the summary run failed; nothing was committed for that week — fix the cause and run the same command again",
     )?;
     for r in &reports {

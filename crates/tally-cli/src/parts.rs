@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use tally_core::retry::RetryPolicy;
+use tally_core::summary::notify::announce;
 use tally_core::summary::{
     Part, PartHeader, PartSource, PartState, StateError, SummaryOptions, check_parts, read_header, summarize_merged,
     summarize_parts,
@@ -24,7 +26,7 @@ use tally_core::{IsoWeek, SystemClock};
 
 use crate::config::SummarizeArgs;
 use crate::progress::CliProgress;
-use crate::{Storage, open_storage};
+use crate::{Storage, notifiers, open_storage};
 
 pub async fn summarize_part(args: &SummarizeArgs, week: IsoWeek, (k, n): (u8, u8), out: &Path) -> anyhow::Result<()> {
     let parts: Vec<Part> =
@@ -75,6 +77,7 @@ fn tmp_path(out: &Path) -> PathBuf {
 pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     let options = args.summary.options();
     let mut source = StateFiles::open(&args.merge, week, &options)?;
+    let notifiers = notifiers(&args.notify)?;
     let Storage { sink, location, .. } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(1, false);
     let result = summarize_merged(sink.as_ref(), &SystemClock, week, &options, &mut source, &progress).await;
@@ -82,6 +85,9 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     let report = result.context(
         "the merge failed; nothing was committed for that week — fix the cause and run the same command again",
     )?;
+    // A merged week is announced like a plain run's; a failed delivery is
+    // logged and does not fail the command.
+    announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
     println!(
         "{}  {:>10} records  {}/summaries/{}/summary.html",
         report.week,

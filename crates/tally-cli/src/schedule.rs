@@ -1,7 +1,10 @@
 //! The in-process weekly schedule of `tally serve`: catch up missed weeks at
 //! start, then summarize the previous week at every scheduled time, retrying
 //! failures with backoff, and prune what the retention allows after each run.
-//! Beside it, the refresher rewrites the summary of a week an erasure changed.
+//! Every week the schedule or its catch-up writes is announced to the
+//! notifiers (`--notify-url`) right after its manifest. Beside it, the
+//! refresher rewrites the summary of a week an erasure changed — silently:
+//! a rewrite after an erasure is not a new weekly report.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +12,10 @@ use std::time::Duration;
 use std::collections::BTreeSet;
 
 use tally_core::lifecycle::prune;
-use tally_core::ports::{SinkError, WeekRefresh};
+use tally_core::ports::{Notifier, SinkError, WeekRefresh};
 use tally_core::retry::{RetryPolicy, retry};
-use tally_core::summary::{SummaryOptions, WeeklySchedule, catch_up, summarize_week};
+use tally_core::summary::notify::announce;
+use tally_core::summary::{SummarizeError, SummaryOptions, WeeklySchedule, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tokio::sync::mpsc;
 
@@ -23,13 +27,12 @@ pub fn spawn(
     schedule: WeeklySchedule,
     options: SummaryOptions,
     retention_weeks: Option<u32>,
+    notifiers: Vec<Arc<dyn Notifier>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let clock = SystemClock;
-        with_retries("catch-up", || async {
-            catch_up(store.as_ref(), sink.as_ref(), &clock, &options, &CliProgress::new(0, true)).await.map(|r| r.len())
-        })
-        .await;
+        let run = WeeklyRun { sink: sink.as_ref(), options: &options, notifiers: &notifiers };
+        with_retries("catch-up", || async { run.catch_up(store.as_ref()).await }).await;
         loop {
             let now = clock.now();
             let Some(next) = schedule.next_after(now) else {
@@ -40,12 +43,9 @@ pub fn spawn(
             tracing::info!(next_run = %next, %week, "next weekly summary scheduled");
             tokio::time::sleep(until(now, next)).await;
             with_retries("weekly summary", || async {
-                summarize_week(store.as_ref(), sink.as_ref(), &clock, week, &options, &CliProgress::new(1, true))
-                    .await?;
+                run.week(store.as_ref(), week, 1).await?;
                 // Also pick up any older week a failed run left behind.
-                catch_up(store.as_ref(), sink.as_ref(), &clock, &options, &CliProgress::new(0, true))
-                    .await
-                    .map(|r| r.len() + 1)
+                run.catch_up(store.as_ref()).await.map(|n| n + 1)
             })
             .await;
             if let Some(keep) = retention_weeks {
@@ -53,6 +53,34 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// The schedule's runs: each week written is announced.
+struct WeeklyRun<'a> {
+    sink: &'a dyn SummarySink,
+    options: &'a SummaryOptions,
+    notifiers: &'a [Arc<dyn Notifier>],
+}
+
+impl WeeklyRun<'_> {
+    /// Summarizes `week`, then announces it (never failing for that).
+    async fn week(&self, store: &dyn RecordLifecycle, week: IsoWeek, total: u64) -> Result<(), SummarizeError> {
+        let progress = CliProgress::new(total, true);
+        let report = summarize_week(store, self.sink, &SystemClock, week, self.options, &progress).await?;
+        announce(self.notifiers, self.sink, &report, &RetryPolicy::NOTIFICATION).await;
+        Ok(())
+    }
+
+    /// Summarizes every week with records but no summary, oldest first (as
+    /// `tally_core::summary::catch_up`), announcing each as it is written:
+    /// a failure part-way keeps the announcements of the weeks before it.
+    async fn catch_up(&self, store: &dyn RecordLifecycle) -> Result<usize, SummarizeError> {
+        let weeks = pending_weeks(store, self.sink, SystemClock.now()).await?;
+        for week in &weeks {
+            self.week(store, *week, 0).await?;
+        }
+        Ok(weeks.len())
+    }
 }
 
 /// Deletes the records of summarized weeks past the retention; a failure is

@@ -88,6 +88,9 @@ mod folder {
             std::fs::write(self.0.join("summaries").join(name), &body).map_err(io)?;
             Ok(ObjectInfo { key: name.to_owned(), bytes: body.len() as u64, sha256: String::new() })
         }
+        async fn share_link(&self, w: IsoWeek, n: &str) -> Result<String, SinkError> {
+            Ok(self.path(w, n).display().to_string())
+        }
     }
 }
 

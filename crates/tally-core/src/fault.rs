@@ -286,6 +286,10 @@ impl SummarySink for FaultySink {
         self.plan.sink(put_op(name)).await?;
         self.inner.put_index(name, content_type, body).await
     }
+
+    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        self.inner.share_link(week, name).await
+    }
 }
 
 struct FaultyUpload {

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`id`], [`time`](mod@crate::clock), [`week`]: the value types every record carries.
 //! - [`validate`]: turns a request body into raw, validated record texts (lossless).
-//! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`]).
+//! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`],
+//!   [`Notifier`](ports::Notifier)).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.
 //! - [`retry`]: the one backoff-and-retry mechanism every crate uses.
@@ -38,6 +39,19 @@ pub use record::Record;
 pub use summary::{Aggregator, Summary, SummaryOptions, WeekReport, summarize_week};
 pub use validate::{BodyFormat, Limits, ValidationError};
 pub use week::IsoWeek;
+
+/// `error: cause: cause` — an error with its whole `source()` chain, for
+/// logs and messages (every crate's one copy of this loop).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
 
 /// The version of tally, reported by `/health` and written into summary manifests.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use crate::id::RecordId;
 use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::record::Record;
+use crate::summary::Notification;
 use crate::week::IsoWeek;
 
 /// A boxed error from an adapter's underlying library.
@@ -218,6 +219,17 @@ pub trait SummarySink: Send + Sync + std::fmt::Debug {
     /// Writes `name` beside the week folders (`summaries/index.html`),
     /// atomically replacing the old object.
     async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError>;
+
+    /// Where a person opens object `name` of `week` (the report a
+    /// notification points to): locally the file's absolute path; on S3 a
+    /// pre-signed HTTPS `GET` URL that is valid for 7 days (SigV4's longest).
+    ///
+    /// A pre-signed URL is only as good as the credentials that signed it:
+    /// one signed with temporary credentials — a Lambda function's role,
+    /// an SSO or assumed-role session — stops working when those credentials
+    /// expire, which is usually hours, not 7 days.
+    /// Makes no request; does not check that the object exists.
+    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError>;
 }
 
 /// A streamed object upload: nothing is visible until [`finish`](Self::finish);
@@ -227,4 +239,55 @@ pub trait ObjectUpload: Send {
     async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError>;
     async fn finish(self: Box<Self>) -> Result<ObjectInfo, SinkError>;
     async fn abort(self: Box<Self>) -> Result<(), SinkError>;
+}
+
+/// Why a notification was not delivered, and whether another attempt may
+/// succeed. The message never holds a secret (a webhook URL's path or
+/// token, a signing key) nor the notification's body.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth another attempt: network trouble, a timeout, the receiver busy
+    /// or failing (HTTP 429, 5xx), throttling.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Another attempt would get the same answer: the receiver refused the
+    /// message (HTTP 4xx), the topic does not exist, access is denied.
+    #[error("{message}")]
+    Final {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl NotifyError {
+    pub fn retryable(message: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Retryable { message: message.into(), source }
+    }
+
+    pub fn final_(message: impl Into<String>, source: Option<BoxError>) -> Self {
+        Self::Final { message: message.into(), source }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+}
+
+/// Tells someone that a week's report is written: a webhook locally and on
+/// AWS, an SNS topic (e-mail) on AWS. [`crate::summary::notify::announce`]
+/// calls every configured notifier after each weekly run and owns the
+/// retries, so `deliver` makes one attempt (bounded in time) and says
+/// whether another is worth it.
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    /// A short name for logs, e.g. `webhook` or `sns`.
+    fn name(&self) -> &'static str;
+
+    /// One delivery attempt.
+    async fn deliver(&self, notification: &Notification) -> Result<(), NotifyError>;
 }

@@ -20,6 +20,9 @@ pub mod api;
 pub mod s3_event;
 pub mod weekly;
 
+use std::sync::Arc;
+
+use tally_core::ports::Notifier;
 use tally_core::summary::{SummaryOptions, Thresholds};
 
 pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
@@ -48,6 +51,24 @@ pub struct FunctionConfig {
     /// `TALLY_THRESHOLDS` (optional): overrides of the findings'
     /// thresholds, as `--thresholds`.
     pub thresholds: Thresholds,
+    /// `TALLY_NOTIFY_URL` (optional): `tally-weekly` POSTs each week's
+    /// notification there, as `--notify-url`.
+    pub notify_url: Option<String>,
+    /// `TALLY_NOTIFY_SECRET` (optional): signs the webhook's body.
+    pub notify_secret: Option<Secret>,
+    /// `TALLY_REPORT_TOPIC_ARN` (optional): `tally-weekly` publishes each
+    /// week's digest to this SNS topic (the template's, for `ReportEmail`).
+    pub report_topic_arn: Option<String>,
+}
+
+/// A value that `Debug` never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// Most weeks `TALLY_RETENTION_WEEKS` may say (as the CLI's `--retention-weeks`).
@@ -82,6 +103,7 @@ impl FunctionConfig {
             None => Thresholds::default(),
             Some(v) => v.parse().map_err(|e| anyhow::anyhow!("TALLY_THRESHOLDS: {e}"))?,
         };
+        let optional = |name: &str| var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         Ok(Self {
             table: get("TABLE_NAME")?,
             bucket: get("BUCKET_NAME")?,
@@ -89,7 +111,28 @@ impl FunctionConfig {
             retention_weeks,
             segment_by,
             thresholds,
+            notify_url: optional("TALLY_NOTIFY_URL"),
+            notify_secret: optional("TALLY_NOTIFY_SECRET").map(Secret),
+            report_topic_arn: optional("TALLY_REPORT_TOPIC_ARN"),
         })
+    }
+
+    /// The notifiers `TALLY_NOTIFY_URL` (with `TALLY_NOTIFY_SECRET`) and
+    /// `TALLY_REPORT_TOPIC_ARN` ask for; none when neither is set. A bad URL
+    /// fails the cold start, naming the variable.
+    pub async fn notifiers(&self) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+        let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+        if let Some(url) = &self.notify_url {
+            let secret = self.notify_secret.as_ref().map(|s| s.0.as_str());
+            notifiers.push(Arc::new(tally_notify::WebhookNotifier::new(url, secret)?));
+        } else if self.notify_secret.is_some() {
+            tracing::warn!("TALLY_NOTIFY_SECRET is set but TALLY_NOTIFY_URL is not: no webhook is called");
+        }
+        if let Some(topic) = &self.report_topic_arn {
+            let sdk = tally_aws::sdk_config(&self.aws_config()).await;
+            notifiers.push(Arc::new(tally_aws::SnsNotifier::new(tally_aws::sns_client(&sdk), topic.clone())));
+        }
+        Ok(notifiers)
     }
 
     /// How `tally-weekly` writes the summary.
@@ -152,6 +195,28 @@ mod tests {
         assert_eq!((options.segment_by.as_deref(), options.thresholds.volume), (Some("kind"), 0.3));
         let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_THRESHOLDS", "loud=1")])).unwrap_err();
         assert!(format!("{err}").contains("TALLY_THRESHOLDS") && format!("{err}").contains("unknown key"), "{err}");
+        assert_eq!((config.notify_url.as_deref(), config.report_topic_arn.as_deref()), (None, None));
+        let config = FunctionConfig::from_env(env(&[
+            base[0],
+            base[1],
+            ("TALLY_NOTIFY_URL", "https://hooks.example.com/x"),
+            ("TALLY_NOTIFY_SECRET", "k3y"),
+            ("TALLY_REPORT_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:tally-reports"),
+        ]))
+        .unwrap();
+        assert_eq!(config.notify_url.as_deref(), Some("https://hooks.example.com/x"));
+        assert_eq!(config.notify_secret, Some(Secret("k3y".into())));
+        assert!(!format!("{config:?}").contains("k3y"), "the secret is never printed");
+        assert_eq!(config.report_topic_arn.as_deref(), Some("arn:aws:sns:us-east-1:123456789012:tally-reports"));
+        let empty = FunctionConfig::from_env(env(&[
+            base[0],
+            base[1],
+            ("TALLY_NOTIFY_URL", " "),
+            ("TALLY_REPORT_TOPIC_ARN", ""),
+        ]));
+        let empty = empty.unwrap();
+        assert_eq!((empty.notify_url, empty.report_topic_arn), (None, None));
+
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
     }

@@ -5,6 +5,13 @@
 //!
 //! Every week is written under its lease ([`DynamoDbWeekLease`]): runs of one
 //! week never interleave, whichever invocations they come from.
+//!
+//! Each week a scheduled or operator run writes is announced to the
+//! configured notifiers (webhook, SNS topic) right after its manifest
+//! ([`announce`]); a failed delivery is logged and counted in
+//! [`WeeklyOutput::notifications_failed`], never failing the run. Rewrites
+//! for refresh requests (after an erasure) are not announced, neither from
+//! their own event nor when the schedule picks up a leftover request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +20,11 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
+pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::StoreError;
+use tally_core::ports::{Notifier, StoreError};
+use tally_core::retry::{RetryPolicy, retry};
+use tally_core::summary::notify::announce;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
@@ -164,18 +174,6 @@ impl From<WeeklyError> for Diagnostic {
     }
 }
 
-/// `error: cause: cause`, for logs and the Lambda error message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// How long a run may hold a week's lease: longer than the function's
 /// 15-minute timeout, so a lease outlives only a run that surely died.
 pub const LEASE_HOLD: Duration = Duration::from_secs(16 * 60);
@@ -202,12 +200,20 @@ pub struct WeeklyDeps {
     /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
     pub lease_hold: Duration,
     pub lease_wait: Duration,
+    /// The table whose abandoned staged batches are swept
+    /// ([`DynamoDbRecordStore::sweep_week`]) before each week is summarized.
+    pub staged: Option<Arc<DynamoDbRecordStore>>,
+    /// Told about each week a scheduled or operator run writes (none by default).
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
+    pub notify_policy: RetryPolicy,
 }
 
 impl WeeklyDeps {
     pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
         Self {
             lease: store.week_lease(),
+            staged: Some(store.clone()),
             refresh: S3WeekRefresh::new(&sink),
             store,
             sink: Arc::new(sink),
@@ -216,6 +222,8 @@ impl WeeklyDeps {
             retention: None,
             lease_hold: LEASE_HOLD,
             lease_wait: LEASE_WAIT,
+            notifiers: Vec::new(),
+            notify_policy: RetryPolicy::NOTIFICATION,
         }
     }
 }
@@ -246,6 +254,14 @@ pub struct WeeklyOutput {
     /// them had rewritten the week, or the retention had deleted its records.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub covered: Vec<IsoWeek>,
+    /// Notifier deliveries that failed after their retries (each logged);
+    /// the weeks' summaries are written all the same.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub notifications_failed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,11 +275,14 @@ pub struct WeekDone {
     pub week: IsoWeek,
     pub records: u64,
     pub manifest: String,
+    /// Notifiers that did not take the week's announcement.
+    #[serde(skip)]
+    pub notifications_failed: usize,
 }
 
 impl From<&WeekReport> for WeekDone {
     fn from(r: &WeekReport) -> Self {
-        Self { week: r.week, records: r.records, manifest: r.manifest.key.clone() }
+        Self { week: r.week, records: r.records, manifest: r.manifest.key.clone(), notifications_failed: 0 }
     }
 }
 
@@ -275,8 +294,13 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
     let started = Instant::now();
     let mut done = Vec::new();
     let mut covered = Vec::new();
+    let mut notifications_failed = 0;
     let result = match WeeklyEvent::parse(event.payload, &deps.refresh) {
-        Ok(WeeklyEvent::Build(request)) => run_weekly(deps, &request, &mut done).await.map(|()| true),
+        Ok(WeeklyEvent::Build(request)) => {
+            let result = run_weekly(deps, &request, &mut done).await;
+            notifications_failed = done.iter().map(|w| w.notifications_failed).sum();
+            result.map(|()| true)
+        }
         Ok(WeeklyEvent::Refresh(requests)) => {
             refresh_weeks(deps, &requests, &mut done, &mut covered).await.map(|()| false)
         }
@@ -303,6 +327,7 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
                 pruned: report.pruned.into_iter().map(|(week, records)| WeekPruned { week, records }).collect(),
                 kept_unsummarized: report.unsummarized,
                 covered,
+                notifications_failed,
             })
         }
         Err(e) => {
@@ -347,14 +372,17 @@ pub async fn run_weekly(
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
-    let (weeks, requested) = match request.weeks()? {
-        Some(weeks) => (weeks, Vec::new()),
+    let (weeks, requested, announced) = match request.weeks()? {
+        Some(weeks) => (weeks.clone(), Vec::new(), weeks),
         None => {
             let now = deps.clock.now();
             let mut weeks = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
             // Rebuild the previous week even when it already has a summary or
             // no records: the schedule promises that week, and reruns converge.
             weeks.push(IsoWeek::last_complete(now));
+            // The weeks the schedule owes; a leftover refresh request alone
+            // is a rewrite after an erasure, not a report to announce.
+            let announced = weeks.clone();
             let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
                 tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
                 Vec::new()
@@ -362,14 +390,20 @@ pub async fn run_weekly(
             weeks.extend(&requested);
             weeks.sort_unstable();
             weeks.dedup();
-            (weeks, requested)
+            (weeks, requested, announced)
         }
     };
     for week in weeks {
-        done.push(build_week(deps, week).await?);
+        let report = build_week(deps, week).await?;
+        let mut week_done = WeekDone::from(&report);
         if requested.contains(&week) {
             finish_request(deps, week).await;
         }
+        if announced.contains(&week) {
+            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
+            week_done.notifications_failed = outcome.failed;
+        }
+        done.push(week_done);
     }
     Ok(())
 }
@@ -399,7 +433,7 @@ pub async fn refresh_weeks(
             release(deps, lease, None).await;
             covered.push(week);
         } else {
-            done.push(summarize_leased(deps, lease).await?);
+            done.push(WeekDone::from(&summarize_leased(deps, lease).await?));
         }
         finish_request(deps, week).await;
     }
@@ -414,13 +448,26 @@ async fn has_records(deps: &WeeklyDeps, week: IsoWeek) -> Result<bool, WeeklyErr
 }
 
 /// Summarizes `week` under its lease.
-async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekDone, WeeklyError> {
+async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, WeeklyError> {
     let lease = take_lease(deps, week).await?;
     summarize_leased(deps, lease).await
 }
 
-async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, WeeklyError> {
+async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
     let started = deps.clock.now();
+    if let Some(store) = &deps.staged {
+        // Readers already ignore uncommitted batches: a failed sweep costs
+        // storage only, and the next run of the week sweeps again.
+        match store.sweep_week(lease.week, started).await {
+            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
+                tracing::info!(week = %lease.week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(week = %lease.week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
+            }
+        }
+    }
     let result = summarize_week(
         deps.store.as_ref(),
         deps.sink.as_ref(),
@@ -432,25 +479,54 @@ async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekDone, W
     .await;
     // Only a complete run covers the requests made before it started.
     release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-    Ok(WeekDone::from(&result?))
+    Ok(result?)
 }
 
-/// Waits for `week`'s lease, polling with backoff, up to `lease_wait`.
+/// How the weekly function polls a week's lease held by another run:
+/// 200 ms doubling to 5 s, as many attempts as fit in `wait`.
+pub fn lease_polling(wait: Duration) -> RetryPolicy {
+    let mut policy = RetryPolicy {
+        max_attempts: 1,
+        base: Duration::from_millis(200),
+        max_delay: Duration::from_secs(5),
+        jitter: false,
+    };
+    while (RetryPolicy { max_attempts: policy.max_attempts + 1, ..policy }).worst_case_wait() <= wait {
+        policy.max_attempts += 1;
+    }
+    policy
+}
+
+/// Waits for `week`'s lease, polling with backoff ([`lease_polling`]), up to `lease_wait`.
 async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
+    /// Why one attempt did not get the lease.
+    enum NotTaken {
+        Held,
+        Failed(StoreError),
+    }
     let owner = RecordId::generate(deps.clock.now()).to_string();
     let waiting = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let taken = deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await;
-        if let Some(lease) = taken.map_err(|source| WeeklyError::Lease { week, source })? {
-            return Ok(lease);
-        }
-        if waiting.elapsed() + delay > deps.lease_wait {
-            return Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() });
-        }
-        tracing::info!(%week, "another run is writing this week; waiting for it to finish");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+    let taken = retry(
+        &lease_polling(deps.lease_wait),
+        || async {
+            match deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await {
+                Ok(Some(lease)) => Ok(lease),
+                Ok(None) => Err(NotTaken::Held),
+                Err(e) => Err(NotTaken::Failed(e)),
+            }
+        },
+        |e| matches!(e, NotTaken::Held),
+        |e, attempt| {
+            if matches!(e, NotTaken::Held) && attempt.next_in.is_some() {
+                tracing::info!(%week, "another run is writing this week; waiting for it to finish");
+            }
+        },
+    )
+    .await;
+    match taken {
+        Ok(lease) => Ok(lease),
+        Err(NotTaken::Held) => Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() }),
+        Err(NotTaken::Failed(source)) => Err(WeeklyError::Lease { week, source }),
     }
 }
 
@@ -501,6 +577,17 @@ pub fn emf_line(function: &str, records: u64, weeks: usize, duration_ms: u64, fa
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_polled_for_as_long_as_the_wait_allows() {
+        let p = lease_polling(LEASE_WAIT);
+        assert!(p.worst_case_wait() <= LEASE_WAIT, "{:?}", p.worst_case_wait());
+        assert!(p.worst_case_wait() > LEASE_WAIT - p.max_delay, "{:?}", p.worst_case_wait());
+        assert_eq!(p.delay(1), Some(Duration::from_millis(200)));
+        // 200 ms fits in half a second, 200 + 400 ms does not: two attempts.
+        assert_eq!(lease_polling(Duration::from_millis(500)).max_attempts, 2);
+        assert_eq!(lease_polling(Duration::ZERO).max_attempts, 1);
+    }
 
     fn req(v: Value) -> Result<Option<Vec<IsoWeek>>, WeeklyError> {
         WeeklyRequest::from_event(v)?.weeks()

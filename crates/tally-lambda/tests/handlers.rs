@@ -533,3 +533,122 @@ async fn a_delete_without_the_iam_caller_api_gateway_adds_is_refused() {
     assert!(env.store.get(id).await.unwrap().is_some(), "nothing erased");
     assert!(!request_exists(&env, w47()).await);
 }
+
+#[tokio::test]
+async fn a_weekly_run_sweeps_the_staged_items_a_killed_writer_left_in_its_week() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let env = env().await;
+    let w47 = IsoWeek::parse("2026-W47").unwrap();
+    seed_week(&env, w47, 3).await;
+    // GIVEN five staged items of a batch whose writer died before committing it
+    let raw = tally_aws::dynamodb_client(&tally_aws::sdk_config(&env.config).await, None);
+    let at = Timestamp::from_millis(w47.start().as_millis() + 7_200_000);
+    let batch = RecordId::generate(at);
+    for i in 0..5 {
+        let id = RecordId::generate(at);
+        raw.put_item()
+            .table_name(&env.config.table)
+            .item("pk", AttributeValue::S(tally_aws::dynamo::record_pk(id)))
+            .item("sk", AttributeValue::S(id.to_string()))
+            .item("data", AttributeValue::S(format!(r#"{{"staged":{i}}}"#)))
+            .item("received_at", AttributeValue::N(at.as_millis().to_string()))
+            .item("batch", AttributeValue::S(batch.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    // WHEN the week is built
+    let out = handle_weekly(&weekly_deps(&env), week_event(w47)).await.unwrap();
+    // THEN its summary counts only the committed records, and the staged items are gone
+    assert_eq!(out.records, 3);
+    let staged = raw
+        .scan()
+        .table_name(&env.config.table)
+        .filter_expression("attribute_exists(#b)")
+        .expression_attribute_names("#b", "batch")
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(staged.items().len(), 0);
+}
+
+/// A webhook receiver on 127.0.0.1 answering 200; the notifications it got.
+async fn webhook_receiver() -> (Arc<std::sync::Mutex<Vec<tally_core::summary::Notification>>>, String) {
+    let posts: Arc<std::sync::Mutex<Vec<tally_core::summary::Notification>>> = Arc::default();
+    let seen = posts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: bytes::Bytes| {
+            let seen = seen.clone();
+            async move { seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (posts, format!("http://{addr}/hook"))
+}
+
+fn notifying(env: &Env, url: &str) -> WeeklyDeps {
+    let webhook = tally_notify::WebhookNotifier::new(url, Some("k")).unwrap();
+    let fast = tally_core::retry::RetryPolicy {
+        max_attempts: 3,
+        base: std::time::Duration::from_millis(5),
+        max_delay: std::time::Duration::from_millis(5),
+        jitter: false,
+    };
+    WeeklyDeps { notifiers: vec![Arc::new(webhook)], notify_policy: fast, ..weekly_deps(env) }
+}
+
+#[tokio::test]
+async fn scheduled_and_operator_runs_announce_their_weeks_and_refresh_rewrites_do_not() {
+    // GIVEN W47 summarized and then an erasure in it; now is Monday of W49,
+    // so the schedule owes W48.
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    summarized_then_erased(&env).await;
+    let w48 = w47().next();
+    seed_week(&env, w48, 4).await;
+    let (posts, url) = webhook_receiver().await;
+    let deps = notifying(&env, &url);
+
+    // WHEN the refresh request's event rewrites W47, THEN nobody is told
+    let out = handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json"))).await.unwrap();
+    assert_eq!(out.weeks.iter().map(|w| (w.week, w.records)).collect::<Vec<_>>(), vec![(w47(), 2)]);
+    assert!(posts.lock().unwrap().is_empty(), "a refresh is not announced");
+
+    // WHEN another erasure leaves a request the schedule picks up, with W48 due
+    let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[0].id;
+    erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), victim).await.unwrap().unwrap();
+    let out = handle_weekly(&deps, weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    assert_eq!(out.weeks.iter().map(|w| w.week).collect::<Vec<_>>(), vec![w47(), w48]);
+    assert_eq!(out.notifications_failed, 0);
+    // THEN only W48, the week the schedule owes, is announced, once
+    let sent = posts.lock().unwrap().clone();
+    assert_eq!(sent.iter().map(|n| (n.week, n.records)).collect::<Vec<_>>(), vec![(w48, 4)]);
+    // with a pre-signed link to its report
+    let report = &sent[0].report;
+    assert!(report.contains("/summaries/2026-W48/summary.html?") && report.contains("X-Amz-Signature="), "{report}");
+    assert!(report.contains("X-Amz-Expires=604800"), "{report}");
+    assert!(sent[0].text.contains(report.as_str()));
+
+    // An operator's run of a week is announced.
+    handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap();
+    let sent = posts.lock().unwrap().clone();
+    assert_eq!(sent.iter().map(|n| (n.week, n.records)).collect::<Vec<_>>(), vec![(w48, 4), (w47(), 1)]);
+}
+
+#[tokio::test]
+async fn an_unreachable_webhook_is_counted_and_the_run_succeeds() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let w48 = w47().next();
+    seed_week(&env, w48, 2).await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", listener.local_addr().unwrap())
+    };
+    let out = handle_weekly(&notifying(&env, &dead), weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    assert_eq!(out.notifications_failed, 1);
+    assert_eq!(serde_json::to_value(&out).unwrap()["notifications_failed"], 1);
+    assert_eq!(manifest_records(&env, w48).await, Some(2), "the summary is written all the same");
+}

@@ -35,6 +35,11 @@ impl Server {
         Self::launch(data_dir, &[], Some(KEY), true)
     }
 
+    /// [`start_with_schedule`](Self::start_with_schedule) with extra flags.
+    pub fn start_with_schedule_and(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::launch(data_dir, extra, Some(KEY), true)
+    }
+
     /// Like [`start`](Self::start), with the given key (or none).
     pub fn start_with(data_dir: &Path, extra: &[&str], key: Option<&str>) -> Server {
         Self::launch(data_dir, extra, key, false)

@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
+use super::fmt::group;
 use serde_json::{Value, json};
 
 use super::model::{
@@ -586,18 +587,6 @@ fn round4(x: f64) -> f64 {
 fn percent(x: f64) -> String {
     let p = x * 100.0;
     if p >= 10.0 || p == 0.0 { format!("{p:.0} %") } else { format!("{p:.1} %") }
-}
-
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn num(x: f64) -> String {

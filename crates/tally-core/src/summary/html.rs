@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 
+use super::fmt::group;
 use super::model::{Comparison, FieldSummary, NumberSummary, Severity, StringSummary, Summary};
 use crate::week::IsoWeek;
 
@@ -695,19 +696,6 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
 /// One decimal: chart geometry.
 fn f1(x: f64) -> String {
     format!("{x:.1}")
-}
-
-/// `1234567` → `1,234,567`.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn bytes(n: u64) -> String {

@@ -18,15 +18,21 @@
 //!   canonical parts whose states fold in one fixed order, so threads,
 //!   `--part K/N` runs merged with `--merge`, and Lambdas all give the same
 //!   bytes (the design and the state format are in that module's docs).
+//! - [`notify`]: after a run, announce the week's report to the configured
+//!   [`Notifier`](crate::ports::Notifier)s; [`Notification`] (`notification`)
+//!   is the message, `{"week","records","warnings","findings","report","text"}`.
 //! - [`WeeklySchedule`] (`schedule`): when the next run is due (pure logic; the
 //!   binaries own the loop).
 
 mod aggregate;
 mod compare;
+mod fmt;
 mod hll;
 mod html;
 mod kll;
 mod model;
+mod notification;
+pub mod notify;
 mod scan;
 mod schedule;
 mod service;
@@ -41,6 +47,7 @@ pub use model::{
     NumberSummary, OTHER_PATH, SCHEMA_VERSION, Segment, Segments, Severity, StringSummary, Summary, TopValue,
     TypeCounts,
 };
+pub use notification::{DIGEST_WARNINGS, Notification, PreviousWeek};
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
     INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, PartSource, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML,

@@ -238,6 +238,9 @@ impl SummarySink for MemorySummarySink {
             .filter_map(|w| IsoWeek::parse(w).ok())
             .collect())
     }
+    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        Ok(format!("memory:{}", Self::key(week, name)))
+    }
 }
 
 /// Collects a week's records from a store, checking page sizes on the way.

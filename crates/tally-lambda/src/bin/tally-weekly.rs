@@ -12,11 +12,13 @@ use tally_lambda::{FunctionConfig, Retention, WeeklyDeps};
 async fn main() -> Result<(), lambda_runtime::Error> {
     // JSON logs (LoggingConfig in template.yaml) with the request id of each invocation.
     lambda_runtime::tracing::init_default_subscriber();
-    // A bad TALLY_GZIP_LEVEL or TALLY_RETENTION_WEEKS fails the cold start, naming the variable.
+    // A bad TALLY_GZIP_LEVEL, TALLY_RETENTION_WEEKS or TALLY_NOTIFY_URL fails the cold start, naming the variable.
     let config = FunctionConfig::from_env(|name| std::env::var(name))?;
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
     let store = Arc::new(store);
     let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
-    let deps = WeeklyDeps { options: config.summary_options(), retention, ..WeeklyDeps::new(store, sink) };
+    // TALLY_NOTIFY_URL / TALLY_NOTIFY_SECRET / TALLY_REPORT_TOPIC_ARN, each optional.
+    let notifiers = config.notifiers().await?;
+    let deps = WeeklyDeps { options: config.summary_options(), retention, notifiers, ..WeeklyDeps::new(store, sink) };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
 }

@@ -258,6 +258,18 @@ impl SummarySink for S3SummarySink {
         Ok(Some(body.into_bytes()))
     }
 
+    #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(week, name)?)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObject", e))?;
+        Ok(())
+    }
+
     #[instrument(skip_all, fields(bucket = %self.bucket))]
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
         let prefix = self.weeks_prefix();

@@ -80,6 +80,12 @@ mod folder {
         async fn read_object(&self, w: IsoWeek, n: &str) -> Result<Option<Bytes>, SinkError> {
             Ok(std::fs::read(self.path(w, n)).ok().map(Bytes::from))
         }
+        async fn delete_object(&self, w: IsoWeek, n: &str) -> Result<(), SinkError> {
+            match std::fs::remove_file(self.path(w, n)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+                _ => Ok(()),
+            }
+        }
         async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
             Ok(Vec::new())
         }

@@ -44,6 +44,7 @@ pub enum Op {
     UploadFinish,
     SinkCommit,
     SinkRead,
+    SinkDelete,
     SinkList,
 }
 
@@ -275,6 +276,11 @@ impl SummarySink for FaultySink {
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
         self.plan.sink(Op::SinkRead).await?;
         self.inner.read_object(week, name).await
+    }
+
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        self.plan.sink(Op::SinkDelete).await?;
+        self.inner.delete_object(week, name).await
     }
 
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {

@@ -213,6 +213,10 @@ pub trait SummarySink: Send + Sync + std::fmt::Debug {
     /// Reads an object of a week, `None` if absent.
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError>;
 
+    /// Deletes an object of a week; deleting an absent object succeeds.
+    /// (The fan-out's part states, once merged.)
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError>;
+
     /// Weeks with a manifest, ascending.
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError>;
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
+use tally_core::summary::fanout::{FanOutError, merge_parts, part_object, summarize_part};
 use tally_core::summary::{
     Aggregator, MANIFEST_JSON, NoProgress, PARTS, Part, PartSource, PartState, RECORDS_NDJSON_GZ, SUMMARY_HTML,
     SUMMARY_JSON, StateError, SummarizeError, Summary, SummaryOptions, check_parts, read_header, summarize_merged,
@@ -357,4 +358,84 @@ fn anyhow_like(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The fan-out (Step Functions on AWS): shares run in any order, each writes
+/// its parts' states to the sink, one merge writes the bytes of a plain run
+/// and deletes the states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanned_out_shares_merge_from_the_sink_to_the_bytes_of_a_plain_run() {
+    let store = store_with(&records(2000, 7)).await;
+    let options = options(2);
+    let plain = plain_run(&store, &options).await;
+    for n in [1u8, 4, 7, 28] {
+        let sink = MemorySummarySink::default();
+        let mut records = 0;
+        for k in (1..=n).rev() {
+            let written = summarize_part(&store, &sink, week(), (k, n), &options, &NoProgress).await.unwrap();
+            assert_eq!(written.parts, Part::assigned(k, n).unwrap().collect::<Vec<_>>());
+            records += written.records;
+        }
+        // Until the merge the week has no summary: the shares wrote states only.
+        assert!(sink.read_object(week(), MANIFEST_JSON).await.unwrap().is_none(), "n={n}");
+        let report = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap();
+        assert_eq!(report.records, records);
+        assert_same(&plain, &objects(&sink).await, &format!("fan-out n={n}"));
+        for part in Part::all() {
+            assert!(
+                sink.read_object(week(), &part_object(part)).await.unwrap().is_none(),
+                "{part} left after the merge"
+            );
+        }
+    }
+    // AND a share that does not exist is refused before reading anything
+    let sink = MemorySummarySink::default();
+    let err = summarize_part(&store, &sink, week(), (8, 7), &options, &NoProgress).await.unwrap_err();
+    assert!(matches!(err, FanOutError::NoSuchShare { k: 8, n: 7 }), "{err}");
+}
+
+/// A merge with a state missing, damaged or of other options writes nothing:
+/// the week keeps its previous summary, and the error says to run the week
+/// again. Running the missing share then lets the merge through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_with_a_missing_or_damaged_state_keeps_the_previous_summary() {
+    let store = store_with(&records(1500, 11)).await;
+    let options = options(2);
+    let sink = MemorySummarySink::default();
+    summarize_week(&store, &sink, &clock(), week(), &options, &NoProgress).await.unwrap();
+    let before = objects(&sink).await;
+    for k in [1, 2, 4] {
+        summarize_part(&store, &sink, week(), (k, 4), &options, &NoProgress).await.unwrap();
+    }
+    let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
+    let message = anyhow_like(&err);
+    assert!(
+        matches!(&err, FanOutError::States { source: StateError::Missing { parts, .. }, .. }
+            if *parts == Part::assigned(3, 4).unwrap().collect::<Vec<_>>()),
+        "{message}"
+    );
+    assert!(message.contains("run the whole week again"), "{message}");
+    assert_same(&before, &objects(&sink).await, "after a merge with a missing share");
+
+    summarize_part(&store, &sink, week(), (3, 4), &options, &NoProgress).await.unwrap();
+    // A damaged state: one byte of a part's export flipped.
+    let victim = part_object(Part::new(20).unwrap());
+    let mut bytes = sink.read_object(week(), &victim).await.unwrap().unwrap().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    sink.put_object(week(), &victim, "application/octet-stream", bytes.into()).await.unwrap();
+    let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
+    assert!(matches!(&err, FanOutError::States { source: StateError::Corrupt(_), .. }), "{}", anyhow_like(&err));
+    assert_same(&before, &objects(&sink).await, "after a merge with a damaged state");
+
+    // States of other options (another --segment-by) are refused too.
+    let other = SummaryOptions { segment_by: None, ..options.clone() };
+    summarize_part(&store, &sink, week(), (3, 4), &other, &NoProgress).await.unwrap();
+    let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
+    assert!(matches!(&err, FanOutError::States { source: StateError::Options { .. }, .. }), "{}", anyhow_like(&err));
+
+    // Rerunning the share repairs the week; the merge converges on a plain run.
+    summarize_part(&store, &sink, week(), (3, 4), &options, &NoProgress).await.unwrap();
+    merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap();
+    assert_same(&before, &objects(&sink).await, "after the repaired merge");
 }

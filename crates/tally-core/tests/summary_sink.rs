@@ -110,6 +110,10 @@ impl SummarySink for &'static MemorySink {
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
         Ok(self.get(week, name))
     }
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        self.objects.lock().unwrap().remove(&key(week, name));
+        Ok(())
+    }
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
         let keys = self.keys();
         let mut weeks: Vec<IsoWeek> = keys

@@ -216,6 +216,16 @@ impl SummarySink for DirSummarySink {
         .await
     }
 
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        let path = self.object_path(week, name)?;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SinkError::internal(format!("cannot delete {}", path.display()), e)),
+        })
+        .await
+    }
+
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
         let dir = self.root.join(PREFIX);
         blocking(move || {

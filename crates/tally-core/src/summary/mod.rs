@@ -26,6 +26,7 @@
 
 mod aggregate;
 mod compare;
+pub mod fanout;
 mod fmt;
 mod hll;
 mod html;

@@ -300,6 +300,9 @@ mod tests {
             async fn read_object(&self, _: IsoWeek, _: &str) -> Result<Option<Bytes>, crate::ports::SinkError> {
                 unreachable!()
             }
+            async fn delete_object(&self, _: IsoWeek, _: &str) -> Result<(), crate::ports::SinkError> {
+                unreachable!()
+            }
             async fn list_weeks(&self) -> Result<Vec<IsoWeek>, crate::ports::SinkError> {
                 unreachable!()
             }

@@ -230,6 +230,10 @@ impl SummarySink for MemorySummarySink {
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<bytes::Bytes>, SinkError> {
         Ok(self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&Self::key(week, name)).cloned())
     }
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&Self::key(week, name));
+        Ok(())
+    }
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
         let objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(objects

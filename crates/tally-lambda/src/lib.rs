@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod s3_event;
+pub mod steps;
 pub mod weekly;
 
 use std::sync::Arc;
@@ -30,6 +31,26 @@ pub use weekly::{
     MAX_WEEKS_PER_RUN, Retention, WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line,
     error_chain, handle_weekly, run_weekly,
 };
+
+/// The `tally-weekly` handler: a step of the weekly state machine (a payload
+/// tagged `"tally"`, see [`steps`]) or a direct invocation ([`handle_weekly`]:
+/// the schedule's `{}`, an operator's week or range, a refresh request).
+pub async fn handle_weekly_event(
+    deps: &WeeklyDeps,
+    event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, WeeklyError> {
+    if steps::is_step(&event.payload) {
+        let function = event.context.env_config.function_name.clone();
+        // Boxed: the two handlers' futures together nest too deep for the
+        // compiler's layout of one future.
+        return Box::pin(steps::handle_step(deps, event.payload, &function)).await.inspect_err(|e| {
+            tracing::error!(error = %error_chain(e), "weekly step failed");
+        });
+    }
+    let output = Box::pin(handle_weekly(deps, event)).await?;
+    // A struct of strings, numbers and lists always serializes.
+    Ok(serde_json::to_value(output).unwrap_or(serde_json::Value::Null))
+}
 
 /// Settings both functions read from their environment (set by `template.yaml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +80,9 @@ pub struct FunctionConfig {
     /// `TALLY_REPORT_TOPIC_ARN` (optional): `tally-weekly` publishes each
     /// week's digest to this SNS topic (the template's, for `ReportEmail`).
     pub report_topic_arn: Option<String>,
+    /// `TALLY_WEEKLY_PARTS` (optional, 1–28, default 7): how many shares
+    /// the weekly state machine cuts each week into.
+    pub weekly_parts: u8,
 }
 
 /// A value that `Debug` never prints.
@@ -103,6 +127,19 @@ impl FunctionConfig {
             None => Thresholds::default(),
             Some(v) => v.parse().map_err(|e| anyhow::anyhow!("TALLY_THRESHOLDS: {e}"))?,
         };
+        let weekly_parts = match var("TALLY_WEEKLY_PARTS").ok().filter(|v| !v.trim().is_empty()) {
+            None => weekly::DEFAULT_SHARES,
+            Some(v) => {
+                v.trim().parse::<u8>().ok().filter(|n| (1..=steps::MAX_SHARES).contains(n)).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "TALLY_WEEKLY_PARTS is {v:?}; set it to a number of shares per week from 1 to {} \
+                     (the template's WeeklyParts parameter), or unset it for {}",
+                        steps::MAX_SHARES,
+                        weekly::DEFAULT_SHARES
+                    )
+                })?
+            }
+        };
         let optional = |name: &str| var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         Ok(Self {
             table: get("TABLE_NAME")?,
@@ -114,6 +151,7 @@ impl FunctionConfig {
             notify_url: optional("TALLY_NOTIFY_URL"),
             notify_secret: optional("TALLY_NOTIFY_SECRET").map(Secret),
             report_topic_arn: optional("TALLY_REPORT_TOPIC_ARN"),
+            weekly_parts,
         })
     }
 

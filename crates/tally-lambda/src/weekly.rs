@@ -24,6 +24,7 @@ pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
 use tally_core::ports::{Notifier, StoreError};
 use tally_core::retry::{RetryPolicy, retry};
+use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::notify::announce;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
@@ -158,6 +159,8 @@ pub enum WeeklyError {
         #[source]
         source: StoreError,
     },
+    #[error(transparent)]
+    FanOut(#[from] FanOutError),
     #[error("another run kept writing {week} for {waited_s} s; Lambda retries this event later")]
     Busy { week: IsoWeek, waited_s: u64 },
 }
@@ -167,12 +170,16 @@ impl From<WeeklyError> for Diagnostic {
         let error_type = match &e {
             WeeklyError::BadRequest(_) => "tally.BadRequest",
             WeeklyError::Summarize(_) => "tally.SummarizeFailed",
+            WeeklyError::FanOut(_) => "tally.FanOutFailed",
             WeeklyError::Lease { .. } => "tally.LeaseFailed",
             WeeklyError::Busy { .. } => "tally.Busy",
         };
         Diagnostic { error_type: error_type.into(), error_message: error_chain(&e) }
     }
 }
+
+/// Shares per week by default: one day each.
+pub const DEFAULT_SHARES: u8 = 7;
 
 /// How long a run may hold a week's lease: longer than the function's
 /// 15-minute timeout, so a lease outlives only a run that surely died.
@@ -207,6 +214,9 @@ pub struct WeeklyDeps {
     pub notifiers: Vec<Arc<dyn Notifier>>,
     /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
     pub notify_policy: RetryPolicy,
+    /// Shares per week when the state machine fans the run out
+    /// (`TALLY_WEEKLY_PARTS`, 1–28).
+    pub shares: u8,
 }
 
 impl WeeklyDeps {
@@ -224,6 +234,7 @@ impl WeeklyDeps {
             lease_wait: LEASE_WAIT,
             notifiers: Vec::new(),
             notify_policy: RetryPolicy::NOTIFICATION,
+            shares: DEFAULT_SHARES,
         }
     }
 }
@@ -340,7 +351,7 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
 /// Deletes what the retention allows. A failure is logged and does not fail
 /// the run (its summaries are written): the next run prunes again, and
 /// `delete_week` resumes where a failed one stopped.
-async fn prune_after_run(retention: &Retention, sink: &dyn SummarySink, now: Timestamp) -> PruneReport {
+pub(crate) async fn prune_after_run(retention: &Retention, sink: &dyn SummarySink, now: Timestamp) -> PruneReport {
     let keep_weeks = retention.keep_weeks;
     match prune(retention.store.as_ref(), sink, now, keep_weeks).await {
         Ok(report) => {
@@ -372,6 +383,39 @@ pub async fn run_weekly(
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
+    let PlannedWeeks { weeks, requested, announced } = plan_weeks(deps, request).await?;
+    for week in weeks {
+        let report = build_week(deps, week).await?;
+        let mut week_done = WeekDone::from(&report);
+        if requested.contains(&week) {
+            finish_request(deps, week).await;
+        }
+        if announced.contains(&week) {
+            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
+            week_done.notifications_failed = outcome.failed;
+        }
+        done.push(week_done);
+    }
+    Ok(())
+}
+
+/// The weeks a run builds, ascending, and which of them it announces and
+/// whose refresh request it deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedWeeks {
+    pub weeks: Vec<IsoWeek>,
+    /// Weeks with a leftover refresh request (deleted once rewritten).
+    pub requested: Vec<IsoWeek>,
+    /// Weeks to announce: the schedule's and the operator's, not rewrites.
+    pub announced: Vec<IsoWeek>,
+}
+
+/// Which weeks `request` builds: the given ones, or for the schedule (`{}`)
+/// the previous week, earlier weeks with records but no summary, and weeks
+/// whose refresh request is still in the bucket (its event failed for good
+/// or never came). Shared by the single invocation and the state machine's
+/// plan step.
+pub async fn plan_weeks(deps: &WeeklyDeps, request: &WeeklyRequest) -> Result<PlannedWeeks, WeeklyError> {
     let (weeks, requested, announced) = match request.weeks()? {
         Some(weeks) => (weeks.clone(), Vec::new(), weeks),
         None => {
@@ -393,19 +437,7 @@ pub async fn run_weekly(
             (weeks, requested, announced)
         }
     };
-    for week in weeks {
-        let report = build_week(deps, week).await?;
-        let mut week_done = WeekDone::from(&report);
-        if requested.contains(&week) {
-            finish_request(deps, week).await;
-        }
-        if announced.contains(&week) {
-            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
-            week_done.notifications_failed = outcome.failed;
-        }
-        done.push(week_done);
-    }
-    Ok(())
+    Ok(PlannedWeeks { weeks, requested, announced })
 }
 
 /// Rewrites each requested week, unless a run that started after its request
@@ -455,19 +487,7 @@ async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, Week
 
 async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
     let started = deps.clock.now();
-    if let Some(store) = &deps.staged {
-        // Readers already ignore uncommitted batches: a failed sweep costs
-        // storage only, and the next run of the week sweeps again.
-        match store.sweep_week(lease.week, started).await {
-            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
-                tracing::info!(week = %lease.week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(week = %lease.week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
-            }
-        }
-    }
+    sweep(deps, lease.week, started).await;
     let result = summarize_week(
         deps.store.as_ref(),
         deps.sink.as_ref(),
@@ -480,6 +500,23 @@ async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport,
     // Only a complete run covers the requests made before it started.
     release(deps, lease, result.as_ref().ok().map(|_| started)).await;
     Ok(result?)
+}
+
+/// Deletes the staged items of `week`'s batches that never committed.
+pub(crate) async fn sweep(deps: &WeeklyDeps, week: IsoWeek, started: Timestamp) {
+    if let Some(store) = &deps.staged {
+        // Readers already ignore uncommitted batches: a failed sweep costs
+        // storage only, and the next run of the week sweeps again.
+        match store.sweep_week(week, started).await {
+            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
+                tracing::info!(%week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
+            }
+        }
+    }
 }
 
 /// How the weekly function polls a week's lease held by another run:
@@ -498,7 +535,7 @@ pub fn lease_polling(wait: Duration) -> RetryPolicy {
 }
 
 /// Waits for `week`'s lease, polling with backoff ([`lease_polling`]), up to `lease_wait`.
-async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
+pub(crate) async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
     /// Why one attempt did not get the lease.
     enum NotTaken {
         Held,
@@ -531,7 +568,7 @@ async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyErr
 }
 
 /// A lease that cannot be released expires after `lease_hold`: logged only.
-async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) {
+pub(crate) async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) {
     let week = lease.week;
     if let Err(e) = deps.lease.release(lease, done_from, deps.clock.now()).await {
         tracing::warn!(%week, error = %error_chain(&e), "could not release the week's lease; it expires on its own");
@@ -540,7 +577,7 @@ async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) 
 
 /// Deletes `week`'s refresh request once handled. A failure only leaves the
 /// object for the next scheduled run, which rewrites the week once more.
-async fn finish_request(deps: &WeeklyDeps, week: IsoWeek) {
+pub(crate) async fn finish_request(deps: &WeeklyDeps, week: IsoWeek) {
     if let Err(e) = deps.refresh.done(week).await {
         tracing::warn!(%week, error = %error_chain(&e), "could not delete the week's refresh request");
     }

@@ -12,10 +12,13 @@ use serde_json::Value;
 use tally_aws::testing::fresh_adapters;
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{SummaryState, erase};
-use tally_core::summary::{MANIFEST_JSON, RECORDS_NDJSON_GZ};
+use tally_core::summary::fanout::part_object;
+use tally_core::summary::{MANIFEST_JSON, Part, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON};
 use tally_core::testing::FixedClock;
 use tally_core::{Clock, IsoWeek, Record, RecordId, RecordLifecycle, RecordStore, SummarySink, Timestamp};
-use tally_lambda::{Retention, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, api_service, handle_weekly};
+use tally_lambda::{
+    Retention, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, api_service, handle_weekly, handle_weekly_event,
+};
 use tower::ServiceExt;
 
 macro_rules! event {
@@ -651,4 +654,125 @@ async fn an_unreachable_webhook_is_counted_and_the_run_succeeds() {
     assert_eq!(out.notifications_failed, 1);
     assert_eq!(serde_json::to_value(&out).unwrap()["notifications_failed"], 1);
     assert_eq!(manifest_records(&env, w48).await, Some(2), "the summary is written all the same");
+}
+
+fn step(payload: Value) -> LambdaEvent<Value> {
+    LambdaEvent::new(payload, Context::default())
+}
+
+/// Every object of a week, by name.
+async fn week_objects(env: &Env, week: IsoWeek) -> Vec<(&'static str, Option<bytes::Bytes>)> {
+    let mut out = Vec::new();
+    for name in [RECORDS_NDJSON_GZ, SUMMARY_JSON, SUMMARY_HTML, MANIFEST_JSON] {
+        out.push((name, env.sink.read_object(week, name).await.unwrap()));
+    }
+    out
+}
+
+async fn part_states_left(env: &Env, week: IsoWeek) -> Vec<Part> {
+    let mut left = Vec::new();
+    for part in Part::all() {
+        if env.sink.read_object(week, &part_object(part)).await.unwrap().is_some() {
+            left.push(part);
+        }
+    }
+    left
+}
+
+/// The state machine's steps (plan → shares → merge → finish), fed the
+/// fixtures and the plan's own payloads in the order Step Functions could
+/// run them, write the bytes a single invocation writes, and leave no state.
+#[tokio::test]
+async fn the_state_machine_steps_write_what_a_single_invocation_writes() {
+    let env = env_at(at("2026-11-30T03:00:00Z")).await;
+    seed_week(&env, w47(), 150).await;
+    let deps = WeeklyDeps { shares: 3, ..weekly_deps(&env) };
+
+    let plan = handle_weekly_event(&deps, weekly_event(event!("step-plan.json"))).await.unwrap();
+    let weeks = plan["weeks"].as_array().unwrap();
+    assert_eq!(weeks.len(), 1, "{plan}");
+    assert_eq!(weeks[0]["week"], "2026-W47");
+    let parts: Vec<Value> = weeks[0]["parts"].as_array().unwrap().clone();
+    let shares: Vec<&str> = parts.iter().map(|p| p["part"].as_str().unwrap()).collect();
+    assert_eq!(shares, ["1/3", "2/3", "3/3"]);
+    assert_eq!(parts[1], serde_json::from_str::<Value>(event!("step-part.json")).unwrap());
+    let merge = weeks[0]["merge"].clone();
+    assert_eq!(
+        (&merge["tally"], &merge["announce"], &merge["refresh"]),
+        (&"merge".into(), &true.into(), &false.into())
+    );
+
+    // Shares in any order (a Map state runs them at once).
+    let mut records = 0;
+    for part in [parts[2].clone(), serde_json::from_str(event!("step-part.json")).unwrap(), parts[0].clone()] {
+        let done = handle_weekly_event(&deps, step(part)).await.unwrap();
+        records += done["records"].as_u64().unwrap();
+    }
+    assert_eq!(records, 150);
+    assert_eq!(part_states_left(&env, w47()).await.len(), 28, "every canonical part has its state");
+    assert_eq!(manifest_records(&env, w47()).await, None, "the shares alone commit nothing");
+
+    let merged = handle_weekly_event(&deps, step(merge)).await.unwrap();
+    assert_eq!(merged["records"], 150);
+    assert_eq!(merged["manifest"], "summaries/2026-W47/manifest.json");
+    assert!(part_states_left(&env, w47()).await.is_empty(), "the merge deletes the states");
+    assert!(!lease_held(&env, w47()).await, "the merge releases the week's lease");
+    let fanned_out = week_objects(&env, w47()).await;
+
+    let finish = serde_json::json!({"tally": "finish", "weeks": [merged]});
+    let out = handle_weekly_event(&deps, step(finish)).await.unwrap();
+    assert_eq!((out["records"].as_u64(), out["weeks"][0]["week"].as_str()), (Some(150), Some("2026-W47")));
+
+    // A single invocation of the same week writes the same bytes.
+    handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap();
+    let single = week_objects(&env, w47()).await;
+    for ((name, a), (_, b)) in fanned_out.iter().zip(&single) {
+        assert!(a.is_some() && a == b, "{name} differs between the fan-out and a single invocation");
+    }
+}
+
+/// The schedule's plan is the single invocation's: the previous week plus
+/// catch-up, each announced, each cut into `TALLY_WEEKLY_PARTS` shares.
+#[tokio::test]
+async fn the_schedules_plan_catches_up_like_a_single_invocation() {
+    let env = env().await;
+    let previous = IsoWeek::last_complete(env.clock.now());
+    let older = previous.previous().previous();
+    seed_week(&env, older, 2).await;
+    let deps = WeeklyDeps { shares: 2, ..weekly_deps(&env) };
+    let plan = handle_weekly_event(&deps, step(serde_json::json!({"tally": "plan", "input": {}}))).await.unwrap();
+    let weeks: Vec<(&str, usize, bool)> = plan["weeks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["week"].as_str().unwrap(), w["parts"].as_array().unwrap().len(), w["merge"]["announce"] == true))
+        .collect();
+    let (older, previous) = (older.to_string(), previous.to_string());
+    assert_eq!(weeks, vec![(older.as_str(), 2, true), (previous.as_str(), 2, true)]);
+}
+
+/// A merge whose shares did not all run writes nothing and fails, naming
+/// what to do; bad step payloads are errors that say what is expected.
+#[tokio::test]
+async fn a_merge_without_every_share_fails_and_commits_nothing() {
+    let env = env_at(at("2026-11-30T03:00:00Z")).await;
+    seed_week(&env, w47(), 40).await;
+    let deps = WeeklyDeps { shares: 3, ..weekly_deps(&env) };
+    handle_weekly_event(&deps, weekly_event(event!("step-part.json"))).await.unwrap();
+    let err = handle_weekly_event(&deps, weekly_event(event!("step-merge.json"))).await.unwrap_err();
+    let message = tally_core::error_chain(&err);
+    assert!(matches!(err, WeeklyError::FanOut(_)), "{message}");
+    assert!(message.contains("missing") && message.contains("run the whole week again"), "{message}");
+    assert_eq!(manifest_records(&env, w47()).await, None);
+    assert!(!lease_held(&env, w47()).await, "a failed merge releases the lease");
+
+    for bad in [
+        serde_json::json!({"tally": "part", "week": "2026-W47", "part": "4/3"}),
+        serde_json::json!({"tally": "part", "week": "2026-W47"}),
+        serde_json::json!({"tally": "explode"}),
+    ] {
+        let err = handle_weekly_event(&deps, step(bad.clone())).await.unwrap_err();
+        assert!(matches!(err, WeeklyError::BadRequest(_)), "{bad}: {err}");
+        assert!(err.to_string().contains("expected"), "{bad}: {err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! `tally-weekly`: the weekly summary, invoked by EventBridge Scheduler, and
 //! the rewrite of a week whose refresh request was created (EventBridge rule
-//! on the summary bucket). Wiring only; see `tally_lambda::handle_weekly`.
+//! on the summary bucket). Also each step of the weekly
+//! state machine. Wiring only; see `tally_lambda::handle_weekly_event`.
 
 use std::sync::Arc;
 
@@ -19,6 +20,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
     // TALLY_NOTIFY_URL / TALLY_NOTIFY_SECRET / TALLY_REPORT_TOPIC_ARN, each optional.
     let notifiers = config.notifiers().await?;
-    let deps = WeeklyDeps { options: config.summary_options(), retention, notifiers, ..WeeklyDeps::new(store, sink) };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly(&deps, event))).await
+    let deps = WeeklyDeps {
+        options: config.summary_options(),
+        retention,
+        notifiers,
+        shares: config.weekly_parts,
+        ..WeeklyDeps::new(store, sink)
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| tally_lambda::handle_weekly_event(&deps, event))).await
 }

@@ -88,10 +88,18 @@ WEEKLY_DENIES = {
     ("s3:PutObject", REFRESH_REQUESTS, None),
 }
 
-# The schedule's own role (WeeklyScheduleRole).
+# The schedule's own role (WeeklyScheduleRole): start the weekly state
+# machine (Ref of a state machine is its ARN), dead-letter failed starts.
 SCHEDULER_GRANTS = {
-    ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
+    ("states:StartExecution", "Ref:WeeklyStateMachine", None),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
+}
+
+# The state machine's role (WeeklyStateMachineRole): every step is an
+# invocation of the weekly function (unqualified, or a version / alias).
+STATE_MACHINE_GRANTS = {
+    ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
+    ("lambda:InvokeFunction", "${WeeklyFunction.Arn}:*", None),
 }
 
 # One table whatever RetainTable says (test_template pins that).
@@ -174,12 +182,34 @@ def test_only_the_weekly_role_has_denies_and_exactly_the_intended_ones(deployed)
             assert grants(resources, name, "Deny") == expected, name
 
 
-def test_scheduler_role_may_only_invoke_the_weekly_function_and_dead_letter(deployed):
+def test_scheduler_role_may_only_start_the_weekly_state_machine_and_dead_letter(deployed):
     resources, _ = deployed
     schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
     role = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
     assert role == "WeeklyScheduleRole"
+    assert schedule["Properties"]["Target"]["Arn"] == {"Ref": "WeeklyStateMachine"}
     assert grants(resources, role) == SCHEDULER_GRANTS
+
+
+def test_state_machine_role_may_only_invoke_the_weekly_function(deployed):
+    resources, _ = deployed
+    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    assert role == "WeeklyStateMachineRole"
+    assert grants(resources, role) == STATE_MACHINE_GRANTS
+
+
+def test_only_the_schedule_and_state_machine_roles_may_start_or_invoke_the_weekly_run(deployed):
+    """No function role may start executions or invoke functions (the weekly
+    function can never start itself, nor the API function a run)."""
+    resources, _ = deployed
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role" or res["Properties"].get("ManagedPolicyArns"):
+            continue
+        runs = {(a, r) for a, r, _ in grants(resources, name) if a.startswith(("states:", "lambda:"))}
+        expected = {"WeeklyScheduleRole": {("states:StartExecution", "Ref:WeeklyStateMachine")},
+                    "WeeklyStateMachineRole": {(a, r) for a, r, _ in STATE_MACHINE_GRANTS}}.get(name, set())
+        assert runs == expected, name
 
 
 def test_only_this_accounts_schedule_may_assume_the_scheduler_role(deployed):
@@ -290,7 +320,7 @@ def test_every_role_is_accounted_for(cfn_template):
     for overrides in ({}, {"ConfigureApiGatewayAccount": "true"}):
         resources = resolve(cfn_template, overrides)["Resources"]
         roles = {n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyScheduleRole"}
+        expected = {"ApiFunctionRole", "WeeklyFunctionRole", "WeeklyScheduleRole", "WeeklyStateMachineRole"}
         if overrides:
             expected.add("ApiGatewayCloudWatchRole")
         assert roles == expected

@@ -272,30 +272,48 @@ def test_log_level_sets_lambdas_application_log_level_for_every_value(sam_templa
     assert set(mapping) == set(allowed)
 
 
-def test_the_weekly_schedule_runs_in_utc_retries_and_dead_letters(sam_template, resources):
+def test_the_weekly_schedule_starts_the_state_machine_in_utc_retries_and_dead_letters(sam_template, resources):
     assert sam_template["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 3 ? * MON *)"
-    (schedule,) = of_type(resources, "AWS::Scheduler::Schedule").values()
-    props = schedule["Properties"]
+    (schedule,) = of_type(resources, "AWS::Scheduler::Schedule").items()
+    # 0.2's logical id (SAM's name for the function's ScheduleV2 event): the
+    # upgrade retargets the schedule in place instead of creating a second
+    # one with the same name, which CloudFormation would refuse.
+    assert schedule[0] == "WeeklyFunctionWeekly"
+    props = schedule[1]["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
     assert props["ScheduleExpressionTimezone"] == "UTC"
+    assert props["State"] == {"Ref": "ScheduleState"}
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
     target = props["Target"]
-    assert target["Arn"] == {"Fn::GetAtt": ["WeeklyFunction", "Arn"]}
+    assert target["Arn"] == {"Ref": "WeeklyStateMachine"}
+    assert target["Input"] == "{}"
     assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}}
-    # Function errors (after async retries) reach the same queue.
+    # Nothing else starts the state machine on a timer, and the function has
+    # no schedule of its own any more.
+    assert not of_type(resources, "AWS::Events::Rule").keys() - {"WeeklyFunctionRefreshRequest"}
+    assert "Weekly" not in sam_template["Resources"]["WeeklyFunction"]["Properties"]["Events"]
+    # Function errors of the refresh path (after async retries) reach the same queue.
     weekly = resources["WeeklyFunction"]["Properties"]
     assert weekly["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}}
     assert resources["WeeklyDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
 
 
-def test_alarms_watch_both_functions_the_api_and_the_dead_letter_queue(cfn_template):
+def _watched(alarm: dict[str, Any]) -> set[tuple[str, str]]:
+    """(metric, first dimension value) of an alarm: its one metric, or every
+    metric of its metric math."""
+    props = alarm["Properties"]
+    metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
+    return {(m["MetricName"], str(m["Dimensions"][0]["Value"])) for m in metrics}
+
+
+def test_alarms_watch_both_functions_the_api_the_state_machine_and_the_dead_letter_queue(cfn_template):
     for overrides, notified in (({}, False), ({"AlarmEmail": "ops@example.com"}, True)):
         resources = resolve(cfn_template, overrides)["Resources"]
         alarms = of_type(resources, "AWS::CloudWatch::Alarm")
-        watched = {
-            (a["Properties"]["MetricName"], str(a["Properties"]["Dimensions"][0]["Value"])) for a in alarms.values()
-        }
+        watched = set().union(*(_watched(a) for a in alarms.values()))
         assert ("Errors", str({"Ref": "ApiFunction"})) in watched
+        # The refresh path invokes the function directly.
         assert ("Errors", str({"Ref": "WeeklyFunction"})) in watched
         assert ("ApproximateNumberOfMessagesVisible", str({"Fn::GetAtt": ["WeeklyDeadLetterQueue", "QueueName"]})) in watched
         for name, alarm in alarms.items():
@@ -305,12 +323,29 @@ def test_alarms_watch_both_functions_the_api_and_the_dead_letter_queue(cfn_templ
         assert ("AlarmTopic" in resources) == notified
 
 
+def test_an_alarm_fires_when_a_weekly_run_fails_times_out_or_is_aborted(resources):
+    props = resources["WeeklyRunFailedAlarm"]["Properties"]
+    machine = [{"Name": "StateMachineArn", "Value": {"Ref": "WeeklyStateMachine"}}]
+    stats = {m["Id"]: m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m}
+    assert {s["Metric"]["MetricName"] for s in stats.values()} == {
+        "ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
+    for stat in stats.values():
+        assert stat["Metric"]["Namespace"] == "AWS/States" and stat["Metric"]["Dimensions"] == machine
+        assert stat["Stat"] == "Sum"
+    (expression,) = [m for m in props["Metrics"] if "Expression" in m]
+    assert expression["ReturnData"] is True
+    # Each metric counts even when the others have no datapoint.
+    assert sorted(re.findall(r"FILL\((\w+), 0\)", expression["Expression"])) == sorted(stats)
+    assert [m["ReturnData"] for m in props["Metrics"] if "MetricStat" in m] == [False] * 3
+    assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
 def test_an_alarm_fires_when_the_weekly_run_did_not_happen(resources):
-    """No invocation for the longest range CloudWatch allows (7 whole days,
-    Period x EvaluationPeriods <= 604,800 s) is breaching, and so is no data."""
+    """No execution started for the longest range CloudWatch allows (7 whole
+    days, Period x EvaluationPeriods <= 604,800 s) is breaching, and so is no data."""
     props = resources["WeeklyRunMissingAlarm"]["Properties"]
-    assert (props["Namespace"], props["MetricName"]) == ("AWS/Lambda", "Invocations")
-    assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "WeeklyFunction"}}]
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/States", "ExecutionsStarted")
+    assert props["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "WeeklyStateMachine"}}]
     assert props["Statistic"] == "Sum" and props["Threshold"] == 1
     assert props["ComparisonOperator"] == "LessThanThreshold"
     assert props["TreatMissingData"] == "breaching"
@@ -361,9 +396,24 @@ def test_outputs_describe_the_deployment(cfn_template):
         "aws apigateway get-api-key --api-key ${TallyApiApiKey} --include-value --query value --output text"
     )
     for name in ("SummaryBucketName", "RecordsTableName", "ApiFunctionName", "WeeklyFunctionName", "DeadLetterQueueUrl",
-                 "WeeklyScheduleName", "ReportTopicArn"):
+                 "WeeklyScheduleName", "ReportTopicArn", "WeeklyStateMachineArn", "RerunWeekCommand"):
         assert outputs[name]["Description"], name
     assert outputs["RecordsTableName"]["Value"] == {"Ref": "RecordsTable"}
+    # clean.sh disables the schedule by this output.
+    assert outputs["WeeklyScheduleName"]["Value"] == {"Ref": "WeeklyFunctionWeekly"}
+    assert outputs["WeeklyStateMachineArn"]["Value"] == {"Ref": "WeeklyStateMachine"}
+    assert outputs["RerunWeekCommand"]["Value"] == {"Fn::Sub": (
+        "aws stepfunctions start-execution --state-machine-arn ${WeeklyStateMachine} "
+        "--input '{\"week\":\"2026-W47\"}' --region ${AWS::Region}")}
+
+
+def test_weekly_parts_reach_the_weekly_function_only(sam_template, resources):
+    param = sam_template["Parameters"]["WeeklyParts"]
+    # tally-weekly accepts TALLY_WEEKLY_PARTS 1..=28 (default 7).
+    assert (param["Type"], param["Default"], param["MinValue"], param["MaxValue"]) == ("Number", 7, 1, 28)
+    assert resources["WeeklyFunction"]["Properties"]["Environment"]["Variables"]["TALLY_WEEKLY_PARTS"] == {
+        "Ref": "WeeklyParts"}
+    assert "TALLY_WEEKLY_PARTS" not in resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
 
 
 NAME_PROPERTIES = {

@@ -304,7 +304,7 @@ pub fn varied_event_text(rng: &mut Rng) -> String {
     match kind {
         "pageview" => {
             let _ = write!(o, r#","url":"/p/{}/{}","title":"#, rng.below(500), rng.below(20));
-            push_json_str(&mut o, *rng.pick(TITLES), ascii);
+            push_json_str(&mut o, rng.pick::<&str>(TITLES), ascii);
             o.push_str(r#","ref":"#);
             if rng.chance(40) {
                 o.push_str("null");
@@ -355,7 +355,7 @@ pub fn varied_event_text(rng: &mut Rng) -> String {
                 let _ = write!(o, r#""{}""#, rng.pick(&["E_TIMEOUT", "E_PARSE", "E_AUTH"]));
             }
             o.push_str(r#","msg":"#);
-            push_json_str(&mut o, *rng.pick(MESSAGES), ascii);
+            push_json_str(&mut o, rng.pick::<&str>(MESSAGES), ascii);
             o.push_str(r#","stack":["#);
             for i in 0..rng.below(4) {
                 if i > 0 {
@@ -367,7 +367,7 @@ pub fn varied_event_text(rng: &mut Rng) -> String {
         }
         "signup" => {
             o.push_str(r#","name":"#);
-            push_json_str(&mut o, *rng.pick(NAMES), ascii);
+            push_json_str(&mut o, rng.pick::<&str>(NAMES), ascii);
             let _ = write!(o, r#","plan":"{}","age":"#, rng.pick(&["free", "pro", "team"]));
             match rng.below(10) {
                 0..7 => {
@@ -383,7 +383,7 @@ pub fn varied_event_text(rng: &mut Rng) -> String {
         }
         _ => {
             o.push_str(r#","q":"#);
-            push_json_str(&mut o, *rng.pick(QUERIES), ascii);
+            push_json_str(&mut o, rng.pick::<&str>(QUERIES), ascii);
             let _ = write!(
                 o,
                 r#","results":{},"filters":{{"cat":"{}""#,
@@ -398,7 +398,7 @@ pub fn varied_event_text(rng: &mut Rng) -> String {
                 if i > 0 {
                     o.push(',');
                 }
-                push_json_str(&mut o, *rng.pick(QUERIES), ascii);
+                push_json_str(&mut o, rng.pick::<&str>(QUERIES), ascii);
             }
             o.push(']');
         }

@@ -23,6 +23,8 @@ source "$here/../lib.sh"
 : "${RESULTS:?}" "${WORK:?}" "${BIN:?}" "${PY:?}"
 week=2026-W47
 sizes="${BENCH_SIZES:-1000000 4000000}"
+# th N: N with thousands separators (printf's %'d has none in the C locale)
+th() { python3 -c "import sys; print(f'{int(sys.argv[1]):,}')" "$1"; }
 rate() { python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):,.0f}')" "$1" "$2"; }
 cell() { echo "$1 s, $(rate "$n" "$1") rec/s, $2 CPU-s, **$3 MB**"; }
 # kv LOG KEY: the value of KEY=… in LOG's records= line
@@ -61,8 +63,8 @@ for n in $sizes; do
     echo "gzip exports: tally $(du -m "$data/bucket/summaries/$week/records.ndjson.gz" | cut -f1) MB, DuckDB $(du -m "$data/duck-export.ndjson.gz" | cut -f1) MB" >&2
     grep -h "records=" "$data/agg1.log" "$data/agg.log" "$data/duck-summarize.log" "$data/duck.log" >&2
     echo "load average after $n: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-    t1_rows+=("| $(printf "%'d" "$n") | $(cell "$s1_wall" "$s1_cpu" "$s1_rss") | $(cell "$s_wall" "$s_cpu" "$s_rss") | $(cell "$ds_wall" "$ds_cpu" "$ds_rss") | **$(ratio "$s_wall" "$ds_wall")×** | $(ratio "$s1_wall" "$ds_wall")× | $(ratio "$s1_wall" "$s_wall")× |")
-    t2_rows+=("| $(printf "%'d" "$n") | $(cell "$a1_wall" "$a1_cpu" "$a1_rss") | $(cell "$a_wall" "$a_cpu" "$a_rss") | $(printf "%'d" "$a1_per_core") / $(printf "%'d" "$a_per_core") | $(cell "$d_wall" "$d_cpu" "$d_rss") | $(cell "$f_wall" "$f_cpu" "$f_rss") | **$(ratio "$a_wall" "$d_wall")×** | **$(ratio "$s_wall" "$f_wall")×** | **$(ratio "$s_wall" "$d_wall")×** |")
+    t1_rows+=("| $(th "$n") | $(cell "$s1_wall" "$s1_cpu" "$s1_rss") | $(cell "$s_wall" "$s_cpu" "$s_rss") | $(cell "$ds_wall" "$ds_cpu" "$ds_rss") | **$(ratio "$s_wall" "$ds_wall")×** | $(ratio "$s1_wall" "$ds_wall")× | $(ratio "$s1_wall" "$s_wall")× |")
+    t2_rows+=("| $(th "$n") | $(cell "$a1_wall" "$a1_cpu" "$a1_rss") | $(cell "$a_wall" "$a_cpu" "$a_rss") | $(th "$a1_per_core") / $(th "$a_per_core") | $(cell "$d_wall" "$d_cpu" "$d_rss") | $(cell "$f_wall" "$f_cpu" "$f_rss") | **$(ratio "$a_wall" "$d_wall")×** | **$(ratio "$s_wall" "$f_wall")×** | **$(ratio "$s_wall" "$d_wall")×** |")
     # Columns 1-9 keep their meaning from before (tally summarize = the
     # 2-thread run, this machine's default); the rest were added for issue 16.
     echo "$n $s_wall $s_rss $a_wall $a_rss $d_wall $d_rss $f_wall $f_rss $s1_wall $s1_rss $ds_wall $ds_rss $a1_wall $a1_rss $a1_per_core $a_per_core $s1_cpu $s_cpu $ds_cpu" >>"$WORK/summary.tsv"
@@ -90,7 +92,7 @@ md ""
 "$BIN/examples/summarize_generated" "$WORK/sg-out" 300000 >"$WORK/sg.log" 2>&1
 agg_alone="$(awk '/aggregator alone/ {print $3}' "$WORK/sg.log")"
 agg_cpu="$(awk '/aggregator alone/ {print $6}' "$WORK/sg.log")"
-md "- aggregator alone, one core, 300k records in memory (examples/summarize_generated): **$(printf "%'d" "$agg_cpu") records per CPU-second** ($(printf "%'d" "$agg_alone") records/s wall)"
+md "- aggregator alone, one core, 300k records in memory (examples/summarize_generated): **$(th "$agg_cpu") records per CPU-second** ($(th "$agg_alone") records/s wall)"
 sed -n 's/^/    /; /alone\|whole run/p' "$WORK/sg.log" | tee -a "$RESULTS" >/dev/null
 python3 - "$WORK/summary.tsv" "$agg_cpu" <<'PY' | tee -a "$RESULTS"
 import sys

@@ -17,12 +17,14 @@ wait_port() {
 }
 
 # timed LOG CMD...: runs CMD under /usr/bin/time -v, stdout+stderr to LOG;
-# afterwards $WALL (s) and $RSS_MB (peak RSS) describe the run.
+# afterwards $WALL (s), $RSS_MB (peak RSS) and $CPU_S (user + system
+# CPU-seconds, all threads) describe the run.
 timed() {
     local log="$1"; shift
     /usr/bin/time -v "$@" >"$log" 2>&1 || { echo "failed: $* (log: $log)" >&2; tail -20 "$log" >&2; return 1; }
     WALL="$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s}' "$log")"
     RSS_MB="$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$log")"
+    CPU_S="$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.2f", s}' "$log")"
 }
 
 # ratio A B [DIGITS]: A / B

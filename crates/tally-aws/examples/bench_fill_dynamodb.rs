@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = tally_aws::testing::fresh_config().await;
     let (store, _sink) = tally_aws::connect(&config).await?;
     let start = Instant::now();
-    for batch in common::records(week, n, 7, common::event_text).chunks(1000) {
+    for batch in common::records(week, n, 7, common::varied_event_text).chunks(1000) {
         store.insert(batch, None).await?;
     }
     eprintln!("{n} records into moto table {} in {:.1}s", config.table, start.elapsed().as_secs_f64());

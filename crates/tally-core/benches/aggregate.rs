@@ -1,4 +1,4 @@
-//! Aggregator throughput on generated ~250-byte nested records.
+//! Aggregator throughput on generated ~250-byte varied nested records.
 //!
 //! Run with `cargo bench -p tally-core --bench aggregate`. Besides criterion's
 //! report it prints records/s and MB/s for one pass over 200k records, on one
@@ -19,7 +19,7 @@ fn week() -> IsoWeek {
 }
 
 fn aggregate(c: &mut Criterion) {
-    let records = common::records(week(), 200_000, 42, common::event_text);
+    let records = common::records(week(), 200_000, 42, common::varied_event_text);
     let bytes: usize = records.iter().map(|r| r.data.len()).sum();
     let options = SummaryOptions::default();
     println!("{} records, {:.0} bytes on average", records.len(), bytes as f64 / records.len() as f64);

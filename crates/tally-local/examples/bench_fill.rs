@@ -1,5 +1,6 @@
-//! Fills a tally SQLite store with generated ~250-byte nested records spread
-//! over one ISO week, and optionally writes the same records as NDJSON (one
+//! Fills a tally SQLite store with generated ~250-byte varied nested records
+//! (five record kinds, see `common::varied_event_text`) spread over one ISO
+//! week, and optionally writes the same records as NDJSON (one
 //! `{"id","received_at","data"}` line each, the `records.ndjson.gz` format)
 //! for the aggregator-on-a-file and DuckDB comparisons. Bench-only.
 //!
@@ -38,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (c, first) in (0..n).step_by(chunk).enumerate() {
         let len = chunk.min(n - first);
         let slice = week.start().as_millis() + week_ms / chunks * c as i64;
-        let records: Vec<Record> = common::records(week, len, 1000 + c as u64, common::event_text)
+        let records: Vec<Record> = common::records(week, len, 1000 + c as u64, common::varied_event_text)
             .into_iter()
             .enumerate()
             .map(|(i, r)| {

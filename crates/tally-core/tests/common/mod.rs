@@ -162,7 +162,8 @@ pub fn rich_value(rng: &mut Rng) -> Gen {
     Gen::Obj(m)
 }
 
-/// A typical ~250-byte event, for the benchmark.
+/// A ~250-byte event of one fixed shape, for tests that check statistics
+/// of known fields (the benchmark uses [`varied_event_text`]).
 pub fn event_text(rng: &mut Rng) -> String {
     const EVENTS: &[&str] = &["page_view", "click", "purchase", "signup", "logout"];
     const CITIES: &[&str] = &["Lyon", "Paris", "Berlin", "Lisbon", "Oslo", "Tokyo", "Quito"];
@@ -198,4 +199,223 @@ pub fn records(week: IsoWeek, n: usize, seed: u64, mut data: impl FnMut(&mut Rng
             Record { id: RecordId::deterministic(at, &seed.to_be_bytes(), i), received_at: at, data: data(&mut rng) }
         })
         .collect()
+}
+
+/// A JSON string literal of `s` appended to `out`; with `ascii`, non-ASCII
+/// characters are written as `\u` escapes (surrogate pairs for emoji), as
+/// some producers do, so the scanner's decoding path gets its share.
+fn push_json_str(out: &mut String, s: &str, ascii: bool) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if ascii && !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+const TITLES: &[&str] = &[
+    "Home",
+    "Café crème ☕ — menu",
+    "Über uns",
+    "東京の天気",
+    "Ciao 👋 benvenuti",
+    "Señor \"Frog\"",
+    "Prices\tQ3",
+    "line one\nline two",
+    "Ærøskøbing havn",
+    "Новости",
+    "checkout",
+    "C:\\temp\\report",
+];
+const NAMES: &[&str] = &["José", "Zoë", "王伟", "Anna", "Øystein", "Ayşe", "Nguyễn Văn A", "Bob", "😀 fan", "Ólafur"];
+const CITIES_U: &[&str] = &["Lyon", "Zürich", "São Paulo", "Kraków", "Tōkyō", "Oslo", "Reykjavík", "Quito", "Berlin"];
+const COUNTRIES: &[&str] = &["FR", "CH", "BR", "PL", "JP", "NO", "IS", "EC", "DE"];
+const QUERIES: &[&str] =
+    &["red shoes", "chaussures rouges", "靴", "naïve café", "🎧 headphones", "size:42 \"wide\"", "", "tv 55\""];
+const MESSAGES: &[&str] = &[
+    "timeout after 30s",
+    "connexion refusée",
+    "unexpected token '<' in JSON",
+    "Zugriff verweigert: \"admin\"",
+    "null pointer 💥",
+    "line 1\nline 2",
+];
+
+/// A varied ~250-byte event for the benchmark: five kinds (pageview, order,
+/// error, signup, search) with their own fields, nested objects, arrays (of
+/// objects too), unicode with and without `\u` escapes, fields whose type
+/// varies (number / string / null) and optional fields. Every variation
+/// happens in at least a few percent of records, so a reader that infers a
+/// schema from a sample (DuckDB's `read_json_auto`) sees all of them.
+pub fn varied_event_text(rng: &mut Rng) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::with_capacity(320);
+    let ascii = rng.chance(25);
+    let kind = match rng.below(100) {
+        0..40 => "pageview",
+        40..60 => "order",
+        60..72 => "error",
+        72..82 => "signup",
+        _ => "search",
+    };
+    let _ = write!(o, r#"{{"kind":"{kind}","user":{{"id":"#);
+    match rng.below(10) {
+        0..7 => {
+            let _ = write!(o, "{}", rng.below(1_000_000));
+        }
+        7..9 => {
+            let _ = write!(o, r#""u-{:06x}""#, rng.below(1 << 24));
+        }
+        _ => o.push_str("null"),
+    }
+    if rng.chance(60) {
+        let _ = write!(o, r#","locale":"{}""#, rng.pick(&["fr-FR", "de-CH", "pt-BR", "ja-JP", "en-US"]));
+    }
+    if rng.chance(15) {
+        let _ = write!(o, r#","anon":{}"#, rng.chance(50));
+    }
+    o.push('}');
+    if rng.chance(70) {
+        let _ = write!(
+            o,
+            r#","device":{{"os":"{}","v":"{}.{}","screen":[{},{}]}}"#,
+            rng.pick(&["iOS", "Android", "Windows", "macOS", "Linux"]),
+            rng.below(18),
+            rng.below(10),
+            rng.pick(&[390, 412, 1280, 1920]),
+            rng.pick(&[844, 915, 720, 1080]),
+        );
+    }
+    match kind {
+        "pageview" => {
+            let _ = write!(o, r#","url":"/p/{}/{}","title":"#, rng.below(500), rng.below(20));
+            push_json_str(&mut o, rng.pick::<&str>(TITLES), ascii);
+            o.push_str(r#","ref":"#);
+            if rng.chance(40) {
+                o.push_str("null");
+            } else {
+                let _ = write!(o, r#""https://{}/""#, rng.pick(&["google.com", "t.co", "news.ycombinator.com"]));
+            }
+            let _ = write!(o, r#","ms":{},"scroll":{:.3}"#, rng.below(60_000), rng.below(1001) as f64 / 1000.0);
+        }
+        "order" => {
+            let _ = write!(o, r#","order":{{"id":"o-{:08x}","items":["#, rng.next() as u32);
+            for i in 0..1 + rng.below(3) {
+                if i > 0 {
+                    o.push(',');
+                }
+                let _ = write!(
+                    o,
+                    r#"{{"sku":"SKU-{}","qty":{},"price":{:.2}}}"#,
+                    rng.below(900),
+                    1 + rng.below(4),
+                    rng.below(20_000) as f64 / 100.0
+                );
+            }
+            o.push_str(r#"],"total":"#);
+            let total = rng.below(100_000) as f64 / 100.0;
+            match rng.below(10) {
+                0..7 => {
+                    let _ = write!(o, "{total:.2}");
+                }
+                7..9 => {
+                    let _ = write!(o, r#""{total:.2}""#);
+                }
+                _ => o.push_str("null"),
+            }
+            let _ = write!(o, r#","currency":"{}""#, rng.pick(&["EUR", "CHF", "BRL", "JPY", "USD"]));
+            if rng.chance(20) {
+                let _ = write!(o, r#","coupon":"SAVE{}""#, 5 * (1 + rng.below(4)));
+            }
+            o.push_str(r#"},"ship":{"city":"#);
+            let city = rng.below(CITIES_U.len() as u64) as usize;
+            push_json_str(&mut o, CITIES_U[city], ascii);
+            let _ = write!(o, r#","country":"{}"}}"#, COUNTRIES[city]);
+        }
+        "error" => {
+            o.push_str(r#","error":{"code":"#);
+            if rng.chance(60) {
+                let _ = write!(o, "{}", rng.pick(&[400, 404, 500, 502, 503]));
+            } else {
+                let _ = write!(o, r#""{}""#, rng.pick(&["E_TIMEOUT", "E_PARSE", "E_AUTH"]));
+            }
+            o.push_str(r#","msg":"#);
+            push_json_str(&mut o, rng.pick::<&str>(MESSAGES), ascii);
+            o.push_str(r#","stack":["#);
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    o.push(',');
+                }
+                let _ = write!(o, r#""at f{} (app.js:{}:{})""#, rng.below(50), rng.below(3000), rng.below(80));
+            }
+            let _ = write!(o, r#"],"fatal":{}}}"#, rng.chance(10));
+        }
+        "signup" => {
+            o.push_str(r#","name":"#);
+            push_json_str(&mut o, rng.pick::<&str>(NAMES), ascii);
+            let _ = write!(o, r#","plan":"{}","age":"#, rng.pick(&["free", "pro", "team"]));
+            match rng.below(10) {
+                0..7 => {
+                    let _ = write!(o, "{}", 16 + rng.below(70));
+                }
+                7..9 => o.push_str("null"),
+                _ => o.push_str(r#""unknown""#),
+            }
+            let _ = write!(o, r#","consents":{{"email":{},"sms":{}}}"#, rng.chance(60), rng.chance(20));
+            if rng.chance(30) {
+                let _ = write!(o, r#","referrer":"friend-{}""#, rng.below(1000));
+            }
+        }
+        _ => {
+            o.push_str(r#","q":"#);
+            push_json_str(&mut o, rng.pick::<&str>(QUERIES), ascii);
+            let _ = write!(
+                o,
+                r#","results":{},"filters":{{"cat":"{}""#,
+                rng.below(500),
+                rng.pick(&["shoes", "tv", "audio"])
+            );
+            if rng.chance(40) {
+                let _ = write!(o, r#","max":{}"#, 10 * rng.below(100));
+            }
+            o.push_str(r#"},"suggest":["#);
+            for i in 0..rng.below(3) {
+                if i > 0 {
+                    o.push(',');
+                }
+                push_json_str(&mut o, rng.pick::<&str>(QUERIES), ascii);
+            }
+            o.push(']');
+        }
+    }
+    let _ = write!(o, r#","session":"s-{:012x}","ts":"#, rng.next() >> 16);
+    if rng.chance(95) {
+        let _ = write!(o, "{}", 1_763_000_000_000u64 + rng.below(1_000_000_000));
+    } else {
+        o.push_str("null");
+    }
+    if rng.chance(30) {
+        let _ = write!(o, r#","tags":["{}""#, rng.pick(&["beta", "ab:B", "vip", "ünïcode"]));
+        if rng.chance(50) {
+            o.push_str(r#","web""#);
+        }
+        o.push(']');
+    }
+    o.push('}');
+    o
 }

@@ -534,16 +534,21 @@ SDK_CALLS = {
                                                       ("weekly", BUCKET, {"s3:prefix": "summaries/"})],
     ("s3.rs", "done", "delete_object"): [("weekly", obj("summaries/2026-W47/refresh.request"), {})],
     ("s3.rs", "begin_week", "delete_object"): [("weekly", obj("summaries/2026-W47/manifest.json"), {})],
+    # The fan-out's merge deletes the part states it merged.
+    ("s3.rs", "delete_object", "delete_object"): [("weekly", obj("summaries/2026-W47/part-03.state"), {})],
     # GET /summaries/{week} and the erasure's manifest check.
     ("s3.rs", "read_object", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
-                                             ("api", obj("summaries/2026-W47/summary.json"), {})],
+                                             ("api", obj("summaries/2026-W47/summary.json"), {}),
+                                             # The fan-out's merge reads the part states.
+                                             ("weekly", obj("summaries/2026-W47/part-03.state"), {})],
     # The report link of a notification (summary::notify::announce): a GET
     # pre-signed with the weekly role's credentials, which works only while
     # that role may read the object.
     ("s3.rs", "share_link", "get_object"): [("weekly", obj("summaries/2026-W47/summary.html"), {}),
                                             ("cli", obj("summaries/2026-W47/summary.html"), {})],
     ("s3.rs", "put_whole", "put_object"): [("api", obj("summaries/2026-W47/refresh.request"), {})]
-    + [("weekly", obj(f"summaries/2026-W47/{name}"), {}) for name in ("summary.json", "summary.html", "manifest.json")],
+    + [("weekly", obj(f"summaries/2026-W47/{name}"), {})
+       for name in ("summary.json", "summary.html", "manifest.json", "part-03.state")],
     ("s3.rs", "upload_part", "create_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
     ("s3.rs", "upload_part", "upload_part"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],
     ("s3.rs", "finish_inner", "complete_multipart_upload"): [("weekly", obj("summaries/2026-W47/records.ndjson.gz"), {})],

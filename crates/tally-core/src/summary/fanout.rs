@@ -42,6 +42,10 @@ pub fn part_object(part: Part) -> String {
 
 const STATE_CONTENT_TYPE: &str = "application/octet-stream";
 
+fn parts_of(k: u8, n: u8) -> impl Iterator<Item = Part> {
+    Part::assigned(k, n).into_iter().flatten()
+}
+
 /// What [`summarize_part`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartsWritten {
@@ -96,21 +100,31 @@ pub async fn summarize_part(
     progress: &dyn Progress,
 ) -> Result<PartsWritten, FanOutError> {
     let parts: Vec<Part> = Part::assigned(k, n).ok_or(FanOutError::NoSuchShare { k, n })?.collect();
-    // States come out one canonical part at a time, in order; each is put as
-    // an object of its own once the share is read, so a failed read writes
-    // none. A share's states hold its export: about a quarter of its records'
-    // size at gzip level 1.
-    let mut states = Vec::with_capacity(parts.len());
-    let records = summarize_parts(store, week, options, parts.iter().copied(), progress, &mut |part, bytes| {
-        states.push((part, bytes));
-        Ok(())
-    })
-    .await?;
-    for (part, bytes) in states {
-        sink.put_object(week, &part_object(part), STATE_CONTENT_TYPE, Bytes::from(bytes))
-            .await
-            .map_err(|source| SummarizeError::PartState { week, part, source: Box::new(source) })?;
-    }
+    // States come out one canonical part at a time, in order, and each is
+    // put as an object of its own while the next part is read: memory holds
+    // a part or two, not the share. A failed put stops the reading.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Part, Vec<u8>)>();
+    let mut out = move |part: Part, bytes: Vec<u8>| {
+        tx.send((part, bytes)).map_err(|_| -> crate::ports::BoxError { "the upload of the part states stopped".into() })
+    };
+    let aggregate = async move {
+        summarize_parts(store, week, options, parts_of(k, n), progress, &mut out).await
+        // `out` (the sender) drops here: the uploads below end.
+    };
+    let upload = async move {
+        while let Some((part, bytes)) = rx.recv().await {
+            let name = part_object(part);
+            sink.put_object(week, &name, STATE_CONTENT_TYPE, Bytes::from(bytes))
+                .await
+                .map_err(|source| SummarizeError::PartState { week, part, source: Box::new(source) })?;
+        }
+        Ok::<(), SummarizeError>(())
+    };
+    let (aggregated, uploaded) = tokio::join!(aggregate, upload);
+    // A failed put is the cause when both failed (the aggregation then only
+    // saw its channel close).
+    uploaded?;
+    let records = aggregated?;
     Ok(PartsWritten { week, parts, records })
 }
 

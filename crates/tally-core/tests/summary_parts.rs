@@ -343,21 +343,9 @@ async fn bad_state_sets_are_refused_with_what_to_do() {
     let sink = MemorySummarySink::default();
     let err = summarize_merged(&sink, &clock(), week(), &opts, &mut source, &NoProgress).await.unwrap_err();
     assert!(matches!(err, SummarizeError::State { .. }), "{err:?}");
-    let chain = anyhow_like(&err);
+    let chain = tally_core::error_chain(&err);
     assert!(chain.contains("damaged (checksum mismatch)"), "{chain}");
     assert!(sink.read_object(week(), MANIFEST_JSON).await.unwrap().is_none(), "a failed merge commits nothing");
-}
-
-/// The error and its sources, as the CLI prints them.
-fn anyhow_like(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The fan-out (Step Functions on AWS): shares run in any order, each writes
@@ -408,7 +396,7 @@ async fn a_merge_with_a_missing_or_damaged_state_keeps_the_previous_summary() {
         summarize_part(&store, &sink, week(), (k, 4), &options, &NoProgress).await.unwrap();
     }
     let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
-    let message = anyhow_like(&err);
+    let message = tally_core::error_chain(&err);
     assert!(
         matches!(&err, FanOutError::States { source: StateError::Missing { parts, .. }, .. }
             if *parts == Part::assigned(3, 4).unwrap().collect::<Vec<_>>()),
@@ -425,14 +413,22 @@ async fn a_merge_with_a_missing_or_damaged_state_keeps_the_previous_summary() {
     bytes[last] ^= 0xff;
     sink.put_object(week(), &victim, "application/octet-stream", bytes.into()).await.unwrap();
     let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
-    assert!(matches!(&err, FanOutError::States { source: StateError::Corrupt(_), .. }), "{}", anyhow_like(&err));
+    assert!(
+        matches!(&err, FanOutError::States { source: StateError::Corrupt(_), .. }),
+        "{}",
+        tally_core::error_chain(&err)
+    );
     assert_same(&before, &objects(&sink).await, "after a merge with a damaged state");
 
     // States of other options (another --segment-by) are refused too.
     let other = SummaryOptions { segment_by: None, ..options.clone() };
     summarize_part(&store, &sink, week(), (3, 4), &other, &NoProgress).await.unwrap();
     let err = merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap_err();
-    assert!(matches!(&err, FanOutError::States { source: StateError::Options { .. }, .. }), "{}", anyhow_like(&err));
+    assert!(
+        matches!(&err, FanOutError::States { source: StateError::Options { .. }, .. }),
+        "{}",
+        tally_core::error_chain(&err)
+    );
 
     // Rerunning the share repairs the week; the merge converges on a plain run.
     summarize_part(&store, &sink, week(), (3, 4), &options, &NoProgress).await.unwrap();

@@ -533,9 +533,10 @@ SDK_CALLS = {
     ("s3.rs", "weeks_of_objects", "list_objects_v2"): [("api", BUCKET, {"s3:prefix": "summaries/"}),
                                                       ("weekly", BUCKET, {"s3:prefix": "summaries/"})],
     ("s3.rs", "done", "delete_object"): [("weekly", obj("summaries/2026-W47/refresh.request"), {})],
-    ("s3.rs", "begin_week", "delete_object"): [("weekly", obj("summaries/2026-W47/manifest.json"), {})],
-    # The fan-out's merge deletes the part states it merged.
-    ("s3.rs", "delete_object", "delete_object"): [("weekly", obj("summaries/2026-W47/part-03.state"), {})],
+    # begin_week's removal of the manifest, and the fan-out's merge deleting
+    # the part states it merged.
+    ("s3.rs", "delete_object", "delete_object"): [("weekly", obj("summaries/2026-W47/manifest.json"), {}),
+                                                  ("weekly", obj("summaries/2026-W47/part-03.state"), {})],
     # GET /summaries/{week} and the erasure's manifest check.
     ("s3.rs", "read_object", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
                                              ("api", obj("summaries/2026-W47/summary.json"), {}),

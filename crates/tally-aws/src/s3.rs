@@ -187,14 +187,7 @@ impl WeekRefresh for S3WeekRefresh {
 impl SummarySink for S3SummarySink {
     #[instrument(skip_all, fields(bucket = %self.bucket, week = %week))]
     async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(self.key(week, MANIFEST)?)
-            .send()
-            .await
-            .map_err(|e| classify("DeleteObject", e))?;
-        Ok(())
+        self.delete_object(week, MANIFEST).await
     }
 
     #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name, bytes = body.len()))]

@@ -17,7 +17,6 @@ from conftest import ROOT, resolve
 
 # (action, resource, condition) triples. Resources are written the way
 # _render() prints intrinsics: "X.Arn" for GetAtt, "Ref:X", Sub strings as-is.
-SUMMARIES_PREFIX = {"StringLike": {"s3:prefix": ["summaries/", "summaries/*"]}}
 # The week leases (tally_aws::lease, partition keys L#<week>) and nothing else.
 LEASE_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["L#*"]}}
 REFRESH_REQUESTS = "${SummaryBucket.Arn}/summaries/*/refresh.request"
@@ -41,7 +40,8 @@ API_GRANTS = {
     ("dynamodb:DeleteItem", "{table}.Arn", None),
     # GET /summaries/{week}: read the week's objects; GET /summaries: list weeks.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
-    ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
+    # Unconditioned: see MISSING_KEY_404 below.
+    ("s3:ListBucket", "SummaryBucket.Arn", None),
     # DELETE /records/{id}: S3WeekRefresh::request puts summaries/<week>/refresh.request.
     ("s3:PutObject", REFRESH_REQUESTS, None),
 }
@@ -75,8 +75,9 @@ WEEKLY_GRANTS = {
     # signs, and a pre-signed URL only works while its signer may
     # s3:GetObject the object - so the grant, on summaries/* only.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
-    # list_weeks, and S3WeekRefresh::pending (left-over requests).
-    ("s3:ListBucket", "SummaryBucket.Arn", json.dumps(SUMMARIES_PREFIX, sort_keys=True)),
+    # list_weeks, and S3WeekRefresh::pending (left-over requests); and a 404
+    # (not 403) for a missing object: see MISSING_KEY_404 below.
+    ("s3:ListBucket", "SummaryBucket.Arn", None),
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
     # SnsNotifier::deliver: the weekly report digest, to this stack's topic only.
     ("sns:Publish", "Ref:ReportTopic", None),
@@ -212,9 +213,52 @@ def test_only_the_schedule_and_state_machine_roles_may_start_or_invoke_the_weekl
         assert runs == expected, name
 
 
-def test_only_this_accounts_schedule_may_assume_the_scheduler_role(deployed):
+# EventBridge Scheduler, "Confused deputy prevention"
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/cross-service-confused-deputy-prevention.html):
+#   "The value of aws:SourceArn must be your EventBridge Scheduler schedule
+#    group ARN to which you want to scope this condition."
+#   "Do not scope the aws:SourceArn statement to a specific schedule or a
+#    schedule name prefix. The ARN you specify must be a schedule group."
+# Scheduler presents the group's ARN when it assumes the role, so a condition
+# on one schedule's ARN (what 0.3 shipped) denies sts:AssumeRole: no run ever
+# starts, and the dead-letter queue (written with the same role) stays empty.
+SCHEDULE_GROUP_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:scheduler:\$\{AWS::Region\}:\$\{AWS::AccountId\}:schedule-group/[A-Za-z0-9_.-]+$")
+
+
+def _scheduler_trust_statements(resources):
+    for name, res in resources.items():
+        if res["Type"] != "AWS::IAM::Role":
+            continue
+        for statement in res["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+            services = statement.get("Principal", {}).get("Service", [])
+            if "scheduler.amazonaws.com" in ([services] if isinstance(services, str) else services):
+                yield name, statement
+
+
+def test_scheduler_trust_source_arn_is_a_schedule_group_never_a_schedule_or_prefix(deployed):
+    """Every role EventBridge Scheduler may assume conditions aws:SourceArn on
+    a schedule GROUP ARN (ArnEquals, no wildcard), per the Scheduler guide's
+    confused-deputy page quoted above. Fails on 0.3's template, whose
+    condition named the schedule (schedule/default/<stack>-weekly)."""
+    resources, _ = deployed
+    found = list(_scheduler_trust_statements(resources))
+    assert [name for name, _ in found] == ["WeeklyScheduleRole"]
+    for name, statement in found:
+        source_arns = [arn for op, cond in statement["Condition"].items()
+                       for key, arn in cond.items() if key == "aws:SourceArn"]
+        assert source_arns, f"{name}: no aws:SourceArn condition (confused-deputy guard missing)"
+        for arn in source_arns:
+            text = _render(arn)
+            assert ":schedule/" not in text, f"{name}: aws:SourceArn names a schedule, not a schedule group: {text}"
+            assert "*" not in text, f"{name}: aws:SourceArn is a prefix/wildcard: {text}"
+            assert SCHEDULE_GROUP_ARN.match(text), f"{name}: aws:SourceArn is not a schedule group ARN: {text}"
+
+
+def test_only_this_accounts_default_schedule_group_may_assume_the_scheduler_role(deployed):
     """Confused-deputy guard: EventBridge Scheduler acting for another
-    account, or for another schedule, cannot assume the role."""
+    account, or for a schedule outside the group the weekly schedule is in
+    (the default group), cannot assume the role. aws:SourceAccount stays."""
     resources, _ = deployed
     schedule = next(r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule")
     assert schedule["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-weekly"}
@@ -228,7 +272,7 @@ def test_only_this_accounts_schedule_may_assume_the_scheduler_role(deployed):
             "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
             "ArnEquals": {
                 "aws:SourceArn": {
-                    "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/default/${AWS::StackName}-weekly"
+                    "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule-group/default"
                 }
             },
         },
@@ -296,7 +340,8 @@ def test_bucket_writes_are_confined_to_the_summaries_prefix(deployed):
             if not action.startswith("s3:"):
                 continue
             if action == "s3:ListBucket":
-                assert resource == "SummaryBucket.Arn" and cond is not None, f"{name}: unscoped ListBucket"
+                # The bucket holds only tally's objects: listing it reveals nothing else.
+                assert resource == "SummaryBucket.Arn", f"{name}: ListBucket on {resource}"
             else:
                 assert resource.startswith("${SummaryBucket.Arn}/summaries/"), f"{name}: {action} on {resource}"
 
@@ -540,8 +585,12 @@ SDK_CALLS = {
     # GET /summaries/{week} and the erasure's manifest check.
     ("s3.rs", "read_object", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
                                              ("api", obj("summaries/2026-W47/summary.json"), {}),
-                                             # The fan-out's merge reads the part states.
-                                             ("weekly", obj("summaries/2026-W47/part-03.state"), {})],
+                                             # The fan-out's merge reads the part states; a run reads
+                                             # the week's manifest (announce, erasure refresh) and
+                                             # last week's summary.json (the comparison).
+                                             ("weekly", obj("summaries/2026-W47/part-03.state"), {}),
+                                             ("weekly", obj("summaries/2026-W46/summary.json"), {}),
+                                             ("weekly", obj("summaries/2026-W47/manifest.json"), {})],
     # The report link of a notification (summary::notify::announce): a GET
     # pre-signed with the weekly role's credentials, which works only while
     # that role may read the object.
@@ -708,3 +757,47 @@ def test_every_grant_of_a_function_role_has_a_caller():
     platform = {"logs:CreateLogStream", "logs:PutLogEvents"}
     assert {a for a, _, _ in API_GRANTS} == needed["api"] | platform
     assert {a for a, _, _ in WEEKLY_GRANTS} == needed["weekly"] | platform | {"sqs:SendMessage"}
+
+
+# Reads of objects that may be missing, and what must come back: a 404 that
+# the code maps to "absent" (S3SummarySink::read_object -> Ok(None)), never a
+# 403 that it reports as an outage. S3's GetObject API reference, section
+# "Permissions" (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html),
+# and HeadObject's likewise (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html):
+#   "If the object you request doesn't exist, the error that Amazon S3 returns
+#    depends on whether you also have the s3:ListBucket permission. If you have
+#    the s3:ListBucket permission on the bucket, Amazon S3 returns an HTTP
+#    status code 404 Not Found error. If you don't have the s3:ListBucket
+#    permission, Amazon S3 returns an HTTP status code 403 Access Denied error."
+# The condition key s3:prefix is defined for ListBucket (ListObjects) requests
+# only (Service Authorization Reference, Amazon S3, "Condition keys":
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html);
+# a GetObject request carries no prefix, so the permission S3 checks for the
+# 404 is s3:ListBucket on the bucket with an EMPTY request context: a grant
+# conditioned on s3:prefix (0.3's) does not count, and 0.3's roles got 403.
+# moto does not enforce IAM, so no moto test can show this: the rehearsal is
+# the check.
+MISSING_KEY_404 = {
+    # GET /summaries/{week} of a week not summarized; the erasure's manifest check.
+    ("s3.rs", "read_object", "get_object"): ["api", "weekly"],
+}
+
+
+def test_every_read_of_a_possibly_missing_object_gets_404_not_403(cfn_template):
+    resources = resolve(cfn_template)["Resources"]
+    scanned = scan_sdk_calls()
+    reads = {key for key in scanned if key[2] in ("get_object", "head_object") and key[1] != "share_link"}
+    assert reads == set(MISSING_KEY_404), (
+        f"reads of objects that may be missing changed: {sorted(reads)}; list each in MISSING_KEY_404")
+    problems = []
+    for key, whos in MISSING_KEY_404.items():
+        callers = {who for who, _, _ in SDK_CALLS[key] if who != "cli"}
+        assert callers == set(whos), f"{key}: reached by {callers}"
+        for who in whos:
+            role = function_role(resources, ROLE_OF[who])
+            for _, resource, _ in (u for u in SDK_CALLS[key] if u[0] == who):
+                assert _allowed(resources, role, "s3:GetObject", resource, {})
+            if not _allowed(resources, role, "s3:ListBucket", BUCKET, {}):
+                problems.append(f"{ROLE_OF[who]} ({key[1]}): a missing object answers 403, not 404 - "
+                                "grant s3:ListBucket on the bucket without an s3:prefix condition")
+    assert problems == []

@@ -101,6 +101,10 @@ SCHEDULER_GRANTS = {
 STATE_MACHINE_GRANTS = {
     ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
     ("lambda:InvokeFunction", "${WeeklyFunction.Arn}:*", None),
+    # The Continue state: a catch-up longer than one execution's bound goes
+    # on in a next execution of this same machine (its fixed name).
+    ("states:StartExecution",
+     "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-weekly", None),
 }
 
 # One table whatever RetainTable says (test_template pins that).
@@ -210,6 +214,7 @@ def test_only_the_schedule_and_state_machine_roles_may_start_or_invoke_the_weekl
         runs = {(a, r) for a, r, _ in grants(resources, name) if a.startswith(("states:", "lambda:"))}
         expected = {"WeeklyScheduleRole": {("states:StartExecution", "Ref:WeeklyStateMachine")},
                     "WeeklyStateMachineRole": {(a, r) for a, r, _ in STATE_MACHINE_GRANTS}}.get(name, set())
+        # The state machine may start itself (a catch-up continued), by name.
         assert runs == expected, name
 
 

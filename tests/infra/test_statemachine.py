@@ -82,16 +82,41 @@ def _path(scope: dict[str, Any]) -> list[str]:
 
 
 def test_states_and_transitions(asl):
-    assert _path(asl) == ["Plan", "Weeks", "Finish"], "Finish must be last"
-    weeks = asl["States"]["Weeks"]
+    states = asl["States"]
+    # Plan -> Weeks -> Finish -> More; More continues a long catch-up or ends.
+    assert asl["StartAt"] == "Plan"
+    assert [states["Plan"]["Next"], states["Weeks"]["Next"], states["Finish"]["Next"]] == ["Weeks", "Finish", "More"]
+    more = states["More"]
+    assert more["Type"] == "Choice"
+    assert more["Choices"] == [{"Variable": "$.more", "BooleanEquals": True, "Next": "Continue"}]
+    assert more["Default"] == "Done"
+    assert states["Continue"].get("End") is True and states["Done"] == {**states["Done"], "Type": "Pass", "End": True}
+    assert set(states) == {"Plan", "Weeks", "Finish", "More", "Continue", "Done"}
+    weeks = states["Weeks"]
     assert weeks["Type"] == "Map"
     assert _path(weeks["ItemProcessor"]) == ["Parts", "Merge"]
     parts = weeks["ItemProcessor"]["States"]["Parts"]
     assert parts["Type"] == "Map"
     assert _path(parts["ItemProcessor"]) == ["Part"]
-    states = _all(asl)
-    assert {n for n, s in states.items() if s["Type"] == "Task"} == {"Plan", "Part", "Merge", "Finish"}
-    assert {n for n, s in states.items() if s["Type"] == "Map"} == {"Weeks", "Parts"}
+    everything = _all(asl)
+    assert {n for n, s in everything.items() if s["Type"] == "Task"} == {"Plan", "Part", "Merge", "Finish", "Continue"}
+    assert {n for n, s in everything.items() if s["Type"] == "Map"} == {"Weeks", "Parts"}
+
+
+def test_a_long_catch_up_continues_in_a_next_execution_of_this_machine_only(asl):
+    """The plan's "more" reaches Finish, which passes it on; Continue starts
+    this very state machine ($$.StateMachine.Id) with {"catch_up": true},
+    without waiting (no .sync: the execution's own history stays bounded)."""
+    states = asl["States"]
+    assert states["Plan"]["ResultSelector"]["more.$"] == "$.Payload.more"
+    assert states["Finish"]["Parameters"]["Payload"]["more.$"] == "$.more"
+    cont = states["Continue"]
+    assert cont["Resource"] == "arn:aws:states:::states:startExecution"
+    assert cont["Parameters"] == {"StateMachineArn.$": "$$.StateMachine.Id",
+                                  "Input": {"catch_up": True,
+                                            "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID.$": "$$.Execution.Id"}}
+    (retry,) = cont["Retry"]
+    assert retry["ErrorEquals"] == ["States.TaskFailed"] and 1 <= retry["MaxAttempts"] <= 3
 
 
 def test_weeks_run_one_at_a_time_in_order_and_parts_at_most_the_parameter_at_once(asl, sam_template):
@@ -124,7 +149,7 @@ def test_every_substitution_in_the_definition_is_provided_and_every_provided_one
 
 def test_every_task_invokes_the_weekly_function_and_retries(asl):
     for name, state in _all(asl).items():
-        if state["Type"] != "Task":
+        if state["Type"] != "Task" or name == "Continue":
             continue
         assert state["Resource"] == "arn:aws:states:::lambda:invoke", name
         assert state["Parameters"]["FunctionName"] == "${WeeklyFunctionArn}", name
@@ -151,7 +176,10 @@ def test_no_failure_is_swallowed(asl):
             assert "ToleratedFailurePercentage" not in node and "ToleratedFailureCount" not in node
             assert "ToleratedFailurePercentagePath" not in node and "ToleratedFailureCountPath" not in node
             assert "States.ALL" not in node.get("ErrorEquals", [])
-            assert node.get("Type") not in ("Fail", "Succeed", "Choice", "Parallel", "Wait"), node
+            assert node.get("Type") not in ("Fail", "Succeed", "Parallel", "Wait"), node
+    # The one Choice only decides whether to continue a catch-up, after Finish.
+    assert [n for n, s in _all(asl).items() if s["Type"] == "Choice"] == ["More"]
+    assert [n for n, s in _all(asl).items() if s["Type"] == "Pass"] == ["Done"]
 
 
 def test_the_payloads_follow_the_event_contract(asl):
@@ -168,9 +196,11 @@ def test_the_payloads_follow_the_event_contract(asl):
     # Merge: the week's merge object; its result is the iteration's output.
     assert states["Merge"]["Parameters"]["Payload.$"] == "$.week.merge"
     assert states["Merge"]["OutputPath"] == "$.Payload"
-    # Finish: every merge output, in week order.
-    assert not {"ResultPath", "ResultSelector", "OutputPath"} & set(states["Weeks"])
-    assert states["Finish"]["Parameters"]["Payload"] == {"tally": "finish", "weeks.$": "$"}
+    # Finish: every merge output, in week order (Weeks keeps them under
+    # $.done, beside the plan's "more").
+    assert states["Weeks"]["ResultPath"] == "$.done"
+    assert not {"ResultSelector", "OutputPath"} & set(states["Weeks"])
+    assert states["Finish"]["Parameters"]["Payload"] == {"tally": "finish", "weeks.$": "$.done", "more.$": "$.more"}
     assert states["Finish"]["OutputPath"] == "$.Payload"
 
 
@@ -201,18 +231,20 @@ def test_cfn_lint_validates_the_definition_against_the_states_language_schema(as
     assert any("E3601" in m for m in _lint(broken))
 
 
-def test_the_state_machine_role_may_only_invoke_the_weekly_function(cfn_template):
+def test_the_state_machine_role_may_only_invoke_the_weekly_function_and_start_itself(cfn_template):
     from test_iam import grants
 
     resources = resolve(cfn_template)["Resources"]
     role = resources["WeeklyStateMachine"]["Properties"]["RoleArn"]["Fn::GetAtt"][0]
     assert role == "WeeklyStateMachineRole"
+    machine = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-weekly"
     assert grants(resources, role) == {
         ("lambda:InvokeFunction", "WeeklyFunction.Arn", None),
         ("lambda:InvokeFunction", "${WeeklyFunction.Arn}:*", None),
+        # The Continue state: a next execution of this machine, never another.
+        ("states:StartExecution", machine, None),
     }
     (statement,) = resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    machine = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-weekly"
     assert statement == {
         "Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole",
         "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
@@ -233,12 +265,16 @@ def moto_sfn():
     Lambda stand-in are server-wide settings), started like test_scripts'."""
     from test_scripts import _free_port
 
-    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(moto):
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "moto_server")):
         pytest.fail(f"moto_server not found next to {sys.executable}: run scripts/setup-python")
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")}
-    proc = subprocess.Popen([moto, "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # MOTO_PORT: the interpreter's service integrations (the Continue
+    # state's StartExecution) call this server back; moto_sfn_server.py
+    # says why it wraps moto_server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_")} | {"MOTO_PORT": str(port)}
+    server = os.path.join(os.path.dirname(__file__), "moto_sfn_server.py")
+    proc = subprocess.Popen([sys.executable, server, "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -279,6 +315,15 @@ def _plan_week(week: str, n: int) -> dict[str, Any]:
             "merge": {"tally": "merge", "week": week, "announce": True, "refresh": False}}
 
 
+def _history(sfn, execution: str) -> list[dict[str, Any]]:
+    events, token = [], None
+    while True:
+        page = sfn.get_execution_history(executionArn=execution, maxResults=1000, **({"nextToken": token} if token else {}))
+        events += page["events"]
+        if not (token := page.get("nextToken")):
+            return events
+
+
 def _run(moto_sfn, execution_input: dict[str, Any], plan: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     """Start an execution whose Plan step answers `plan` (every later step
     echoes its payload); wait for it to end; its description and the
@@ -292,10 +337,10 @@ def _run(moto_sfn, execution_input: dict[str, Any], plan: dict[str, Any]) -> tup
     while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
         assert time.monotonic() < deadline, "the execution did not end within 60 s"
         time.sleep(0.05)
-    events = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
+    events = _history(sfn, execution)
     invoked = []
     for event in events:
-        if event["type"] == "TaskScheduled":
+        if event["type"] == "TaskScheduled" and event["taskScheduledEventDetails"]["resourceType"] == "lambda":
             parameters = json.loads(event["taskScheduledEventDetails"]["parameters"])
             assert parameters["FunctionName"] == FUNCTION_ARN
             invoked.append(parameters["Payload"])
@@ -304,7 +349,7 @@ def _run(moto_sfn, execution_input: dict[str, Any], plan: dict[str, Any]) -> tup
 
 def test_a_catch_up_run_invokes_the_function_with_the_contracts_payloads_in_order(moto_sfn):
     weeks = [_plan_week("2026-W46", 3), _plan_week("2026-W47", 3)]
-    described, invoked = _run(moto_sfn, {"from": "2026-W46", "to": "2026-W47"}, {"weeks": weeks})
+    described, invoked = _run(moto_sfn, {"from": "2026-W46", "to": "2026-W47"}, {"weeks": weeks, "more": False})
     assert described["status"] == "SUCCEEDED", (described.get("error"), described.get("cause"))
     assert invoked[0] == {"tally": "plan", "input": {"from": "2026-W46", "to": "2026-W47"}}
     # Week after week: all its parts (any order), then its merge.
@@ -315,7 +360,7 @@ def test_a_catch_up_run_invokes_the_function_with_the_contracts_payloads_in_orde
         assert rest[0] == week["merge"]
         rest = rest[1:]
     # Finish last, with each merge's output (the echo here) in week order.
-    finish = {"tally": "finish", "weeks": [w["merge"] for w in weeks]}
+    finish = {"tally": "finish", "weeks": [w["merge"] for w in weeks], "more": False}
     assert rest == [finish]
     assert json.loads(described["output"]) == finish
 
@@ -323,6 +368,87 @@ def test_a_catch_up_run_invokes_the_function_with_the_contracts_payloads_in_orde
 def test_a_run_with_nothing_to_summarise_still_finishes(moto_sfn):
     """Every week already summarised: the plan has no weeks, Finish still
     prunes and reports."""
-    described, invoked = _run(moto_sfn, {}, {"weeks": []})
+    described, invoked = _run(moto_sfn, {}, {"weeks": [], "more": False})
     assert described["status"] == "SUCCEEDED", (described.get("error"), described.get("cause"))
-    assert invoked == [{"tally": "plan", "input": {}}, {"tally": "finish", "weeks": []}]
+    assert invoked == [{"tally": "plan", "input": {}}, {"tally": "finish", "weeks": [], "more": False}]
+
+
+# Step Functions service quotas (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html):
+# "Maximum input or output size for a task, state, or execution: 256 KiB" and
+# "Maximum execution history size: 25,000 events".
+PAYLOAD_LIMIT = 256 * 1024
+HISTORY_LIMIT = 25_000
+# tally_core::summary::plan::MAX_WEEKS_PER_RUN, and the most shares a week has.
+MAX_WEEKS_PER_RUN = 26
+MAX_SHARES = 28
+
+
+def test_the_bound_matches_the_rust_constant():
+    plan_rs = (ROOT / "crates" / "tally-core" / "src" / "summary" / "plan.rs").read_text()
+    assert f"pub const MAX_WEEKS_PER_RUN: usize = {MAX_WEEKS_PER_RUN};" in plan_rs
+
+
+def _wait_for_new_execution(sfn, arn: str, known: set[str]) -> dict[str, Any]:
+    """The one execution of `arn` not in `known`, once it has ended."""
+    deadline = time.monotonic() + 60
+    while not (new := [e for e in sfn.list_executions(stateMachineArn=arn)["executions"]
+                       if e["executionArn"] not in known]):
+        assert time.monotonic() < deadline, "no next execution was started"
+        time.sleep(0.05)
+    (execution,) = new
+    while (described := sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the next execution did not end"
+        time.sleep(0.05)
+    return described
+
+
+def _history_of_weeks(moto_sfn, n_weeks: int, more: bool) -> tuple[dict[str, Any], list[Any], int]:
+    url, sfn, arn = moto_sfn
+    weeks = [_plan_week(f"2014-W{n:02d}", MAX_SHARES) for n in range(1, n_weeks + 1)]
+    described, invoked = _run(moto_sfn, {}, {"weeks": weeks, "more": more, "deferred": 600 if more else 0})
+    assert described["status"] == "SUCCEEDED", (described.get("error"), described.get("cause"))
+    assert len(invoked) == 1 + n_weeks * (MAX_SHARES + 1) + 1
+    return described, invoked, len(_history(sfn, described["executionArn"]))
+
+
+def test_600_weeks_to_catch_up_run_26_an_execution_within_the_limits_and_continue(moto_sfn):
+    """600 weeks to catch up: an execution builds the bound's 26 (the Rust
+    plan's test, tally_core::summary::plan, shows the choice and that 24
+    executions cover them), and this runs the state machine's side on moto.
+    A week in 28 shares costs a fixed number of history events, measured
+    here from executions of 1 and 2 such weeks; the worst execution (26
+    weeks, every task retried twice: 3 events a retry) must stay below
+    25,000 events and its plan below 256 KiB. An execution whose plan says
+    "more" ends by starting the next execution of the same machine with
+    {"catch_up": true}, linked to it."""
+    url, sfn, arn = moto_sfn
+    known = {e["executionArn"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]}
+    _, _, one = _history_of_weeks(moto_sfn, 1, more=False)
+    described, invoked, two = _history_of_weeks(moto_sfn, 2, more=True)
+    per_week, fixed = two - one, 2 * one - two
+    tasks = 2 + MAX_WEEKS_PER_RUN * (MAX_SHARES + 1)
+    worst = fixed + MAX_WEEKS_PER_RUN * per_week + 3 * 2 * tasks
+    print(f"history: {fixed} + {per_week} events a week of {MAX_SHARES} shares; "
+          f"26 weeks with two retries of each of {tasks} tasks: {worst} of {HISTORY_LIMIT}")
+    assert worst < HISTORY_LIMIT, worst
+    weeks = [_plan_week(f"2014-W{n:02d}", MAX_SHARES) for n in range(1, MAX_WEEKS_PER_RUN + 1)]
+    for week in weeks:
+        week["merge"]["started_ms"] = 1_790_000_000_000
+    assert len(json.dumps({"weeks": weeks, "more": True, "deferred": 574})) < PAYLOAD_LIMIT // 4
+    # Finish passed "more" on, and the machine started its next execution.
+    assert invoked[-1]["more"] is True
+    known |= {e["executionArn"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]
+              if json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"]).get("catch_up") is None}
+    nxt = _wait_for_new_execution(sfn, arn, known)
+    assert json.loads(nxt["input"]) == {"catch_up": True,
+                                        "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID": described["executionArn"]}
+
+
+def test_a_run_with_nothing_more_starts_no_next_execution(moto_sfn):
+    url, sfn, arn = moto_sfn
+    known = {e["executionArn"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]}
+    described, invoked = _run(moto_sfn, {}, {"weeks": [], "more": False})
+    assert described["status"] == "SUCCEEDED"
+    # The run has ended, so anything it started is listed already.
+    assert {e["executionArn"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]} == known | {
+        described["executionArn"]}

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use tally_core::retry::RetryPolicy;
 use tally_core::summary::notify::announce;
 use tally_core::summary::{
-    Part, PartHeader, PartSource, PartState, StateError, SummaryOptions, check_parts, read_header, summarize_merged,
-    summarize_parts,
+    Part, PartHeader, PartSource, PartState, StateError, SummaryOptions, check_parts, ensure_not_pruned, read_header,
+    summarize_merged, summarize_parts,
 };
 use tally_core::{IsoWeek, SystemClock};
 
@@ -32,7 +32,9 @@ pub async fn summarize_part(args: &SummarizeArgs, week: IsoWeek, (k, n): (u8, u8
     let parts: Vec<Part> =
         Part::assigned(k, n).with_context(|| format!("--part {k}/{n}: expected 1 <= K <= N <= 28"))?.collect();
     let options = args.summary.options();
-    let Storage { store, .. } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let Storage { store, sink, .. } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    // A pruned week's part would be empty: refuse before any state is written.
+    ensure_not_pruned(store.as_ref(), sink.as_ref(), week).await?;
     // Written beside the target and renamed over it once complete: a failed
     // run never leaves a truncated state file where a merge would find it.
     let tmp = tmp_path(out);

@@ -191,6 +191,18 @@ fn prune_deletes_only_summarized_weeks_past_the_retention() {
     assert_eq!(std::fs::read_to_string(&exported).unwrap().lines().count(), 6);
     let out = ok(&data, &["prune", "--retention-weeks", "2"]);
     assert!(out.contains("nothing to prune"), "{out}");
+
+    // Summarizing the pruned week again is refused (issue 21, item 9): it
+    // would replace its summary with an empty one. The summary stays as it was.
+    let manifest = std::fs::read(week_file(&data, WEEK, "manifest.json")).unwrap();
+    let refused = run(&data, &["summarize", "--week", WEEK]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{WEEK} was pruned")) && stderr.contains("tally import"), "{stderr}");
+    assert_eq!(std::fs::read(week_file(&data, WEEK, "manifest.json")).unwrap(), manifest);
+    let state = work.path().join("part.state");
+    let refused = run(&data, &["summarize", "--week", WEEK, "--part", "1/2", "--state-out", state.to_str().unwrap()]);
+    assert!(!refused.status.success() && !state.exists(), "{}", String::from_utf8_lossy(&refused.stderr));
 }
 
 #[tokio::test]

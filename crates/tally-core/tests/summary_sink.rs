@@ -408,3 +408,34 @@ impl NowTs for FixedClock {
         tally_core::Clock::now(self)
     }
 }
+
+#[tokio::test]
+async fn a_pruned_week_is_refused_and_its_summary_kept_but_an_empty_or_erased_week_reruns() {
+    use tally_core::RecordLifecycle;
+    use tally_core::summary::ensure_not_pruned;
+    let records = common::records(week(), 30, 1, |r| common::rich_value(r).text());
+    let store = store_with(&records).await;
+    let sink = leak(MemorySink::default());
+    summarize_week(&store, &sink, &clock(), week(), &small_chunks(), &NoProgress).await.unwrap();
+    let keys_before: Vec<(String, Bytes)> = sink.objects.lock().unwrap().clone().into_iter().collect();
+
+    // Erasing every record keeps the week known: a rerun is a rewrite, allowed.
+    for r in &records[..29] {
+        store.delete(r.id).await.unwrap();
+    }
+    ensure_not_pruned(&store, &sink, week()).await.unwrap();
+
+    // The retention deletes the week: a rerun would write an empty summary.
+    store.delete_week(week()).await.unwrap();
+    let err = summarize_week(&store, &sink, &clock(), week(), &small_chunks(), &NoProgress).await.unwrap_err();
+    assert!(matches!(err, SummarizeError::Pruned { week: w, records: 30 } if w == week()), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("was pruned") && message.contains("tally import"), "{message}");
+    let keys_after: Vec<(String, Bytes)> = sink.objects.lock().unwrap().clone().into_iter().collect();
+    assert_eq!(keys_after, keys_before, "nothing of the summary changed, the manifest included");
+
+    // A week summarized empty has nothing to lose: it may run again.
+    let other = week().previous();
+    summarize_week(&store, &sink, &clock(), other, &small_chunks(), &NoProgress).await.unwrap();
+    summarize_week(&store, &sink, &clock(), other, &small_chunks(), &NoProgress).await.unwrap();
+}

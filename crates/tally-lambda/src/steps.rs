@@ -18,8 +18,13 @@
 //!    batches, merges the 28 states into the four objects and the manifest
 //!    (the bytes a single invocation would write), deletes the states,
 //!    deletes a handled refresh request and announces the week.
-//! 4. `{"tally":"finish","weeks":[<merge outputs>]}`: the retention's prune
-//!    and the run's metric line, as after a single-invocation run.
+//! 4. `{"tally":"finish","weeks":[<merge outputs>],"more":false}`: the
+//!    retention's prune and the run's metric line, as after a
+//!    single-invocation run. With `"more":true` (the plan left weeks over its
+//!    bound, [`MAX_WEEKS_PER_RUN`](tally_core::summary::plan::MAX_WEEKS_PER_RUN))
+//!    the state machine then starts its next execution with
+//!    `{"catch_up":true}`, which plans the next weeks without the previous
+//!    week again: a catch-up of any length is a chain of bounded executions.
 //!
 //! A step that fails returns an error; the state machine retries it, then
 //! fails the execution with no manifest written for a week whose merge did
@@ -60,6 +65,10 @@ pub enum Step {
     Finish {
         #[serde(default)]
         weeks: Vec<MergeDone>,
+        /// The plan left weeks for a next execution (`Plan::more`): Finish
+        /// passes it on, and the state machine then starts that execution.
+        #[serde(default)]
+        more: bool,
     },
 }
 
@@ -84,6 +93,11 @@ pub struct MergeStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub weeks: Vec<PlannedWeek>,
+    /// More weeks need a summary than one execution builds: after Finish the
+    /// state machine starts the next execution with `{"catch_up":true}`.
+    pub more: bool,
+    /// How many weeks were left for the next execution.
+    pub deferred: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,14 +138,14 @@ pub async fn handle_step(deps: &WeeklyDeps, payload: Value, function: &str) -> R
         WeeklyError::BadRequest(format!(
             "{e}; expected a step of the weekly state machine: {{\"tally\":\"plan\",\"input\":{{}}}}, \
              {{\"tally\":\"part\",\"week\":\"2026-W47\",\"part\":\"3/7\"}}, {{\"tally\":\"merge\",\"week\":\"2026-W47\",\
-             \"started_ms\":0}} or {{\"tally\":\"finish\",\"weeks\":[]}}"
+             \"started_ms\":0}} or {{\"tally\":\"finish\",\"weeks\":[],\"more\":false}}"
         ))
     })?;
     let out = match step {
         Step::Plan { input } => to_value(&plan(deps, input).await?),
         Step::Part { week, part } => to_value(&part_step(deps, week, &part).await?),
         Step::Merge(merge) => to_value(&merge_step(deps, &merge).await?),
-        Step::Finish { weeks } => to_value(&finish(deps, weeks, function).await),
+        Step::Finish { weeks, more } => to_value(&FinishDone { output: finish(deps, weeks, function).await, more }),
     };
     Ok(out)
 }
@@ -161,7 +175,15 @@ pub async fn plan(deps: &WeeklyDeps, input: Value) -> Result<Plan, WeeklyError> 
             }),
         })
         .collect();
-    Ok(Plan { weeks })
+    Ok(Plan { weeks, more: planned.more(), deferred: planned.deferred.len() })
+}
+
+/// Finish's output: the run's, and whether the state machine continues.
+#[derive(Debug, Serialize)]
+pub struct FinishDone {
+    #[serde(flatten)]
+    pub output: WeeklyOutput,
+    pub more: bool,
 }
 
 /// Parses `"k/n"` with `1 <= k <= n <= 28`.

@@ -26,6 +26,10 @@ use tally_core::ports::{Notifier, StoreError};
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::notify::announce;
+/// Most weeks one run builds: a range may span no more, and the schedule's
+/// catch-up continues in the next run beyond it.
+pub use tally_core::summary::plan::MAX_WEEKS_PER_RUN;
+use tally_core::summary::plan::plan_scheduled;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
@@ -102,10 +106,16 @@ pub struct WeeklyRequest {
     pub from: Option<IsoWeek>,
     #[serde(default)]
     pub to: Option<IsoWeek>,
+    /// `{"catch_up":true}`: the continuation of a catch-up that had more
+    /// weeks than one run builds ([`MAX_WEEKS_PER_RUN`](tally_core::summary::plan::MAX_WEEKS_PER_RUN)):
+    /// the missed weeks and refresh requests, without the previous week again.
+    #[serde(default)]
+    pub catch_up: bool,
+    /// Set by Step Functions when an execution starts the next one: only
+    /// links the executions in the console.
+    #[serde(default, rename = "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID")]
+    pub started_by: Option<String>,
 }
-
-/// Most weeks one invocation may be asked to build (its timeout is 15 min).
-pub const MAX_WEEKS_PER_RUN: usize = 60;
 
 impl WeeklyRequest {
     /// Accepts the bare input (`{}`, `null`, `{"week":..}`, `{"from":..,"to":..}`)
@@ -123,6 +133,11 @@ impl WeeklyRequest {
 
     /// The weeks to build, ascending; `None` means "the previous week and catch up".
     pub fn weeks(&self) -> Result<Option<Vec<IsoWeek>>, WeeklyError> {
+        if self.catch_up && (self.week.is_some() || self.from.is_some() || self.to.is_some()) {
+            return Err(WeeklyError::BadRequest(
+                "\"catch_up\" continues the schedule's catch-up and takes no \"week\", \"from\" or \"to\"".into(),
+            ));
+        }
         match (self.week, self.from, self.to) {
             (None, None, None) => Ok(None),
             (Some(week), None, None) => Ok(Some(vec![week])),
@@ -383,7 +398,7 @@ pub async fn run_weekly(
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
-    let PlannedWeeks { weeks, requested, announced } = plan_weeks(deps, request).await?;
+    let PlannedWeeks { weeks, requested, announced, .. } = plan_weeks(deps, request).await?;
     for week in weeks {
         let report = build_week(deps, week).await?;
         let mut week_done = WeekDone::from(&report);
@@ -399,45 +414,40 @@ pub async fn run_weekly(
     Ok(())
 }
 
-/// The weeks a run builds, ascending, and which of them it announces and
-/// whose refresh request it deletes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedWeeks {
-    pub weeks: Vec<IsoWeek>,
-    /// Weeks with a leftover refresh request (deleted once rewritten).
-    pub requested: Vec<IsoWeek>,
-    /// Weeks to announce: the schedule's and the operator's, not rewrites.
-    pub announced: Vec<IsoWeek>,
-}
+/// The weeks a run builds, ascending, which of them it announces and whose
+/// refresh request it deletes, and those left to the next run.
+pub use tally_core::summary::plan::RunPlan as PlannedWeeks;
 
 /// Which weeks `request` builds: the given ones, or for the schedule (`{}`)
 /// the previous week, earlier weeks with records but no summary, and weeks
 /// whose refresh request is still in the bucket (its event failed for good
-/// or never came). Shared by the single invocation and the state machine's
-/// plan step.
+/// or never came) — at most [`MAX_WEEKS_PER_RUN`](tally_core::summary::plan::MAX_WEEKS_PER_RUN),
+/// chosen by [`plan_scheduled`]. Shared by the single invocation and the
+/// state machine's plan step.
 pub async fn plan_weeks(deps: &WeeklyDeps, request: &WeeklyRequest) -> Result<PlannedWeeks, WeeklyError> {
-    let (weeks, requested, announced) = match request.weeks()? {
-        Some(weeks) => (weeks.clone(), Vec::new(), weeks),
-        None => {
-            let now = deps.clock.now();
-            let mut weeks = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
-            // Rebuild the previous week even when it already has a summary or
-            // no records: the schedule promises that week, and reruns converge.
-            weeks.push(IsoWeek::last_complete(now));
-            // The weeks the schedule owes; a leftover refresh request alone
-            // is a rewrite after an erasure, not a report to announce.
-            let announced = weeks.clone();
-            let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
-                tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
-                Vec::new()
-            });
-            weeks.extend(&requested);
-            weeks.sort_unstable();
-            weeks.dedup();
-            (weeks, requested, announced)
-        }
-    };
-    Ok(PlannedWeeks { weeks, requested, announced })
+    if let Some(weeks) = request.weeks()? {
+        return Ok(PlannedWeeks { announced: weeks.clone(), weeks, ..PlannedWeeks::default() });
+    }
+    let now = deps.clock.now();
+    let pending = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
+    let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
+        Vec::new()
+    });
+    // Rebuild the previous week even when it already has a summary or no
+    // records: the schedule promises that week, and reruns converge. A
+    // continuation of a catch-up does not rebuild it again.
+    let scheduled = (!request.catch_up).then(|| IsoWeek::last_complete(now));
+    let plan = plan_scheduled(scheduled, &requested, &pending, MAX_WEEKS_PER_RUN);
+    if plan.more() {
+        tracing::warn!(
+            weeks = plan.weeks.len(),
+            deferred = plan.deferred.len(),
+            first_deferred = %plan.deferred[0],
+            "more weeks need a summary than one run builds; the rest are left to the next run"
+        );
+    }
+    Ok(plan)
 }
 
 /// Rewrites each requested week, unless a run that started after its request

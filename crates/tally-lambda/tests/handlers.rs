@@ -17,7 +17,8 @@ use tally_core::summary::{MANIFEST_JSON, Part, RECORDS_NDJSON_GZ, SUMMARY_HTML, 
 use tally_core::testing::FixedClock;
 use tally_core::{Clock, IsoWeek, Record, RecordId, RecordLifecycle, RecordStore, SummarySink, Timestamp};
 use tally_lambda::{
-    Retention, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, api_service, handle_weekly, handle_weekly_event,
+    MAX_WEEKS_PER_RUN, Retention, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, api_service, handle_weekly,
+    handle_weekly_event,
 };
 use tower::ServiceExt;
 
@@ -775,4 +776,79 @@ async fn a_merge_without_every_share_fails_and_commits_nothing() {
         assert!(matches!(err, WeeklyError::BadRequest(_)), "{bad}: {err}");
         assert!(err.to_string().contains("expected"), "{bad}: {err}");
     }
+}
+
+/// Issue 21, item 8: a catch-up of more weeks than one run builds plans the
+/// bound's weeks (the schedule's week among them) and says "more"; Finish
+/// passes it on; the continuation (`{"catch_up":true}`) plans the rest
+/// without the schedule's week again. (600 weeks: tally_core's plan tests and
+/// tests/infra/test_statemachine.py on moto's interpreter.)
+#[tokio::test]
+async fn a_catch_up_longer_than_one_run_is_planned_in_bounded_runs_that_continue() {
+    let env = env().await;
+    let previous = IsoWeek::last_complete(env.clock.now());
+    let missed: Vec<IsoWeek> =
+        std::iter::successors(Some(previous.previous()), |w| Some(w.previous())).take(MAX_WEEKS_PER_RUN + 3).collect();
+    for &week in &missed {
+        seed_week(&env, week, 1).await;
+    }
+    let deps = WeeklyDeps { shares: 1, ..weekly_deps(&env) };
+    let weeks_of = |plan: &Value| -> Vec<IsoWeek> {
+        plan["weeks"].as_array().unwrap().iter().map(|w| IsoWeek::parse(w["week"].as_str().unwrap()).unwrap()).collect()
+    };
+
+    let plan = handle_weekly_event(&deps, step(serde_json::json!({"tally": "plan", "input": {}}))).await.unwrap();
+    let first = weeks_of(&plan);
+    assert_eq!(first.len(), MAX_WEEKS_PER_RUN);
+    assert!(first.contains(&previous), "the schedule's week is always in the run");
+    let mut oldest = missed.clone();
+    oldest.sort_unstable();
+    assert_eq!(first[..MAX_WEEKS_PER_RUN - 1], oldest[..MAX_WEEKS_PER_RUN - 1], "then the oldest missed weeks");
+    assert_eq!((plan["more"].as_bool(), plan["deferred"].as_u64()), (Some(true), Some(4)));
+
+    // Finish hands "more" to the state machine's choice.
+    let finish = handle_weekly_event(&deps, step(serde_json::json!({"tally": "finish", "weeks": [], "more": true})))
+        .await
+        .unwrap();
+    assert_eq!(finish["more"], true);
+
+    // The run builds its weeks (a single invocation here: the same plan).
+    let out = handle_weekly(&deps, weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    assert_eq!(out.weeks.iter().map(|w| w.week).collect::<Vec<_>>(), first);
+
+    // The continuation plans the 4 left, without the schedule's week again.
+    let input = serde_json::json!({"catch_up": true, "AWS_STEP_FUNCTIONS_STARTED_BY_EXECUTION_ID": "arn:x"});
+    let next = handle_weekly_event(&deps, step(serde_json::json!({"tally": "plan", "input": input}))).await.unwrap();
+    assert_eq!(weeks_of(&next), oldest[MAX_WEEKS_PER_RUN - 1..].to_vec());
+    assert_eq!((next["more"].as_bool(), next["deferred"].as_u64()), (Some(false), Some(0)));
+
+    let bad = serde_json::json!({"tally": "plan", "input": {"catch_up": true, "week": "2026-W47"}});
+    let err = handle_weekly_event(&deps, step(bad)).await.unwrap_err();
+    assert!(matches!(err, WeeklyError::BadRequest(_)) && err.to_string().contains("catch_up"), "{err}");
+}
+
+/// Issue 21, item 9: a week the retention pruned (records deleted, summary
+/// kept) is never summarized again, by any entry point: the run is refused,
+/// saying why and what to do, and the summary stays as it was.
+#[tokio::test]
+async fn rerunning_a_pruned_week_is_refused_and_keeps_its_summary() {
+    let env = env().await;
+    let previous = IsoWeek::last_complete(env.clock.now());
+    let old = (0..4).fold(previous, |w, _| w.previous());
+    seed_week(&env, old, 3).await;
+    handle_weekly(&with_retention(&env, 2), week_event(old)).await.unwrap();
+    assert!(!env.store.weeks().await.unwrap().contains(&old), "the retention pruned the week");
+    let before = week_objects(&env, old).await;
+
+    // An operator's rerun, a share of a fanned-out run: both refused.
+    let err = handle_weekly(&weekly_deps(&env), week_event(old)).await.unwrap_err();
+    let message = tally_core::error_chain(&err);
+    assert!(message.contains("was pruned") && message.contains("tally import"), "{message}");
+    let share = serde_json::json!({"tally": "part", "week": old, "part": "1/1"});
+    let message = tally_core::error_chain(&handle_weekly_event(&weekly_deps(&env), step(share)).await.unwrap_err());
+    assert!(message.contains("was pruned"), "{message}");
+
+    assert_eq!(manifest_records(&env, old).await, Some(3));
+    assert_eq!(week_objects(&env, old).await, before, "nothing of the summary changed");
+    assert!(part_states_left(&env, old).await.is_empty(), "the refused share wrote no state");
 }

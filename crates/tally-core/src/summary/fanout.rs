@@ -100,6 +100,8 @@ pub async fn summarize_part(
     progress: &dyn Progress,
 ) -> Result<PartsWritten, FanOutError> {
     let parts: Vec<Part> = Part::assigned(k, n).ok_or(FanOutError::NoSuchShare { k, n })?.collect();
+    // A pruned week's share writes no state, so no merge can follow.
+    super::ensure_not_pruned(store, sink, week).await?;
     // States come out one canonical part at a time, in order, and each is
     // put as an object of its own while the next part is read: memory holds
     // a part or two, not the share. A failed put stops the reading.

@@ -34,6 +34,7 @@ mod kll;
 mod model;
 mod notification;
 pub mod notify;
+pub mod plan;
 mod scan;
 mod schedule;
 mod service;
@@ -52,8 +53,8 @@ pub use notification::{DIGEST_WARNINGS, Notification, PreviousWeek};
 pub use schedule::{DEFAULT_SCHEDULE, InvalidSchedule, WeeklySchedule};
 pub use service::{
     INDEX_HTML, MANIFEST_JSON, Manifest, NoProgress, PartSource, Progress, RECORDS_NDJSON_GZ, SUMMARY_HTML,
-    SUMMARY_JSON, SummarizeError, WeekReport, catch_up, is_summarized, pending_weeks, read_summary, summarize_merged,
-    summarize_parts, summarize_week, summarize_weeks, write_index,
+    SUMMARY_JSON, SummarizeError, WeekReport, catch_up, ensure_not_pruned, is_summarized, pending_weeks, read_summary,
+    summarize_merged, summarize_parts, summarize_week, summarize_weeks, write_index,
 };
 pub use state::{
     PARTS, Part, PartHeader, PartState, STATE_FORMAT, StateError, StateOptions, WeekFold, check_header, check_parts,

@@ -100,6 +100,21 @@ pub enum SummarizeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not read the manifest of {week}")]
+    ReadManifest {
+        week: IsoWeek,
+        #[source]
+        source: SinkError,
+    },
+    /// The retention deleted the week's records and kept its summary: a run
+    /// would replace that summary with an empty one. See [`ensure_not_pruned`].
+    #[error(
+        "{week} was pruned: the retention deleted its records and kept its summary ({records} records), \
+         so summarizing it again would replace that summary with an empty one; its export \
+         ({week}/records.ndjson.gz) is the record of the week. To rebuild it anyway, restore the \
+         records first: `tally import <that export>`, then run again"
+    )]
+    Pruned { week: IsoWeek, records: u64 },
 }
 
 impl SummarizeError {
@@ -110,7 +125,9 @@ impl SummarizeError {
             | Self::Write { week, .. }
             | Self::Encode { week, .. }
             | Self::State { week, .. }
-            | Self::PartState { week, .. } => Some(*week),
+            | Self::PartState { week, .. }
+            | Self::ReadManifest { week, .. }
+            | Self::Pruned { week, .. } => Some(*week),
             Self::ListWeeks { .. } | Self::ListSummaries { .. } => None,
         }
     }
@@ -319,6 +336,28 @@ pub async fn is_summarized(sink: &dyn SummarySink, week: IsoWeek) -> Result<bool
     Ok(sink.read_object(week, MANIFEST_JSON).await?.is_some())
 }
 
+/// Refuses ([`SummarizeError::Pruned`]) to summarize `week` again once the
+/// retention pruned it: its manifest counts records, but the store no longer
+/// knows the week (a week's marker goes only with `delete_week`; erasing
+/// every record keeps it). Every run checks this before it removes anything,
+/// whatever started it: the schedule, a refresh request, an operator's
+/// `tally summarize`, a share of a fanned-out run. A week summarized empty,
+/// or whose manifest is unreadable, may run again.
+pub async fn ensure_not_pruned(
+    store: &dyn RecordStore,
+    sink: &dyn SummarySink,
+    week: IsoWeek,
+) -> Result<(), SummarizeError> {
+    let manifest =
+        sink.read_object(week, MANIFEST_JSON).await.map_err(|source| SummarizeError::ReadManifest { week, source })?;
+    let records = match manifest.map(|bytes| serde_json::from_slice::<Manifest>(&bytes)) {
+        Some(Ok(manifest)) if manifest.records > 0 => manifest.records,
+        _ => return Ok(()),
+    };
+    let weeks = store.weeks().await.map_err(|source| SummarizeError::ListWeeks { source })?;
+    if weeks.contains(&week) { Ok(()) } else { Err(SummarizeError::Pruned { week, records }) }
+}
+
 /// `week`'s `summary.json`, if its summary is complete.
 pub async fn read_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Option<Bytes>, SinkError> {
     if !is_summarized(sink, week).await? {
@@ -363,6 +402,7 @@ async fn run(
     options: &SummaryOptions,
     progress: &dyn Progress,
 ) -> Result<WeekReport, SummarizeError> {
+    ensure_not_pruned(store, sink, week).await?;
     let write_err = |object| move |source| SummarizeError::Write { week, object, source };
     sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
     let mut upload =

@@ -49,6 +49,10 @@ impl Clock for FixedClock {
 struct Inner {
     records: BTreeMap<RecordId, Record>,
     keys: HashMap<String, IdempotencyEntry>,
+    /// Week markers, as the SQLite `weeks` table and DynamoDB's `W` items:
+    /// set by every write, removed only by `delete_week` (the retention), so
+    /// erasing every record of a week keeps it known.
+    weeks: std::collections::BTreeSet<IsoWeek>,
 }
 
 /// A [`RecordStore`] in memory: the reference the other adapters are held to.
@@ -93,6 +97,7 @@ impl RecordStore for MemoryRecordStore {
             inner.keys.insert(entry.key.as_str().to_owned(), entry.clone());
         }
         for r in records {
+            inner.weeks.insert(IsoWeek::containing(r.id.timestamp()));
             inner.records.insert(r.id, r.clone());
         }
         Ok(InsertOutcome::Inserted)
@@ -118,10 +123,7 @@ impl RecordStore for MemoryRecordStore {
     }
 
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
-        let mut weeks: Vec<IsoWeek> =
-            self.lock().records.keys().map(|id| IsoWeek::containing(id.timestamp())).collect();
-        weeks.dedup();
-        Ok(weeks)
+        Ok(self.lock().weeks.iter().copied().collect())
     }
 }
 
@@ -134,6 +136,7 @@ impl RecordLifecycle for MemoryRecordStore {
         }
         let before = inner.records.len();
         for r in records {
+            inner.weeks.insert(IsoWeek::containing(r.id.timestamp()));
             inner.records.entry(r.id).or_insert_with(|| r.clone());
         }
         let inserted = inner.records.len() - before;
@@ -151,6 +154,7 @@ impl RecordLifecycle for MemoryRecordStore {
         for id in &doomed {
             inner.records.remove(id);
         }
+        inner.weeks.remove(&week);
         Ok(doomed.len() as u64)
     }
 }

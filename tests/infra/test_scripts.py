@@ -246,7 +246,13 @@ def test_deploy_rejects_bad_names_before_calling_aws():
 # change set, the stack states before and after executing it); `aws`
 # evaluates the script's real --query with jmespath and prints it the way
 # the AWS CLI's text output does. cargo, cargo-lambda and rustup only need
-# to exist.
+# to exist. The stack's parameters are the scenario's, updated by the
+# overrides sam was given once the change set is executed (as CloudFormation
+# would). For the first-deploy verification the stand-in plays EventBridge
+# Scheduler and Step Functions: the one-time schedule "starts" an execution
+# (with the schedule's Input) on the first list-executions after it was
+# created, unless the scenario says it never starts; that execution then
+# reports the scenario's statuses, one per describe-execution status query.
 AWS_STUB = r'''#!@PYTHON@
 import json, os, sys
 import jmespath
@@ -277,8 +283,73 @@ def answer(doc):
     print(json.dumps(value) if opt("--output") == "json" else text(value))
     sys.exit(0)
 
-executed = os.path.exists(os.path.join(state_dir, "executed"))
+def path(name):
+    return os.path.join(state_dir, name)
+
+def load(name, default):
+    return json.load(open(path(name))) if os.path.exists(path(name)) else default
+
+def save(name, value):
+    json.dump(value, open(path(name), "w"))
+
+executed = os.path.exists(path("executed"))
+verify = dict({"starts": True, "statuses": ["RUNNING", "SUCCEEDED"], "error": None, "cause": None,
+               "history": [], "dlq_messages": "0", "create_fails": False}, **scenario.get("verify", {}))
 cmd = " ".join(args[:2])
+STACK = "arn:aws:states:us-east-1:123456789012:stateMachine:tally-weekly"
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:tally-weekly:"
+OLD_EXECUTION = EXECUTION + "0ld-verify-of-the-same-week"
+if cmd == "lambda get-account-settings":
+    if scenario.get("lambda") is None:
+        sys.stderr.write("An error occurred (AccessDeniedException) when calling the GetAccountSettings operation\n")
+        sys.exit(254)
+    answer({"AccountLimit": scenario["lambda"]})
+if cmd == "scheduler create-schedule":
+    if verify["create_fails"]:
+        sys.stderr.write("An error occurred (AccessDeniedException) when calling the CreateSchedule operation: "
+                         "not authorized to perform: iam:PassRole\n")
+        sys.exit(254)
+    save("schedule.json", args)
+    save("list_calls_after_schedule", 0)
+    answer({"ScheduleArn": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/" + opt("--name")})
+if cmd in ("scheduler get-schedule", "scheduler delete-schedule"):
+    if not os.path.exists(path("schedule.json")) or os.path.exists(path("schedule_gone")):
+        sys.stderr.write("An error occurred (ResourceNotFoundException): Schedule not found\n")
+        sys.exit(254)
+    if cmd == "scheduler delete-schedule":
+        open(path("schedule_gone"), "w").close()
+    answer({"Name": opt("--name")})
+def schedule_input():
+    target = json.loads(opt_of(load("schedule.json", []), "--target"))
+    return target["Input"]
+def opt_of(argv, name):
+    return argv[argv.index(name) + 1]
+def started():
+    return os.path.exists(path("started"))
+if cmd == "stepfunctions list-executions":
+    executions = [{"executionArn": OLD_EXECUTION, "status": "SUCCEEDED"}]
+    if os.path.exists(path("schedule.json")) and not os.path.exists(path("schedule_gone")) and verify["starts"]:
+        open(path("started"), "w").close()
+        schedule = load("schedule.json", [])
+        if opt_of(schedule, "--action-after-completion") == "DELETE":
+            open(path("schedule_gone"), "w").close()
+    if started():
+        executions.insert(0, {"executionArn": EXECUTION + "f1r5t-run", "status": "RUNNING"})
+    answer({"executions": executions})
+if cmd == "stepfunctions describe-execution":
+    arn = opt("--execution-arn")
+    if arn == OLD_EXECUTION:
+        answer({"executionArn": arn, "status": "SUCCEEDED", "input": schedule_input()})
+    polls = load("status_polls", 0)
+    if opt("--query") == "status":
+        save("status_polls", polls + 1)
+    status = verify["statuses"][min(polls, len(verify["statuses"]) - 1)]
+    answer({"executionArn": arn, "status": status, "input": schedule_input(),
+            "error": verify["error"], "cause": verify["cause"]})
+if cmd == "stepfunctions get-execution-history":
+    answer({"events": verify["history"]})
+if cmd == "sqs get-queue-attributes":
+    answer({"Attributes": {"ApproximateNumberOfMessages": verify["dlq_messages"]}})
 if cmd == "sts get-caller-identity":
     answer({"Account": "123456789012"})
 if cmd == "configure get":
@@ -294,7 +365,7 @@ if cmd == "cloudformation describe-change-set":
 if cmd == "cloudformation list-change-sets":
     answer({"Summaries": [{"ChangeSetId": scenario["changeset"], "ExecutionStatus": "AVAILABLE", "CreationTime": "2026-01-01"}]})
 if cmd == "cloudformation execute-change-set":
-    open(os.path.join(state_dir, "executed"), "w").close()
+    open(path("executed"), "w").close()
     sys.exit(0)
 if cmd == "cloudformation describe-stacks":
     status = scenario["after"] if executed else scenario["before"]
@@ -303,8 +374,18 @@ if cmd == "cloudformation describe-stacks":
     outputs = [{"OutputKey": k, "OutputValue": v} for k, v in {
         "ApiUrl": "https://abc.execute-api.us-east-1.amazonaws.com/Prod/", "ApiKeyId": "key1",
         "GetApiKeyCommand": "aws apigateway get-api-key --api-key key1", "SummaryBucketName": "tally-summarybucket-1",
-        "RecordsTableName": "tally-RecordsTable-1", "RecordsTableRetained": "true"}.items()]
-    answer({"Stacks": [{"StackStatus": status, "Outputs": outputs}]})
+        "RecordsTableName": "tally-RecordsTable-1", "RecordsTableRetained": "true",
+        "WeeklyStateMachineArn": STACK,
+        "WeeklyScheduleRoleArn": "arn:aws:iam::123456789012:role/tally-WeeklyScheduleRole-ABC",
+        "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/tally-WeeklyDeadLetterQueue-XYZ",
+        "DeadLetterQueueArn": "arn:aws:sqs:us-east-1:123456789012:tally-WeeklyDeadLetterQueue-XYZ",
+        "WeeklyFunctionLogGroupName": "tally-WeeklyFunctionLogGroup-LOG",
+        "RerunWeekCommand": "aws stepfunctions start-execution --state-machine-arn " + STACK}.items()]
+    params = dict(scenario["params"])
+    if executed:
+        params.update(load("overrides.json", {}))
+    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()]
+    answer({"Stacks": [{"StackStatus": status, "Outputs": outputs, "Parameters": parameters}]})
 if cmd == "cloudformation describe-stack-events":
     answer({"StackEvents": [
         {"LogicalResourceId": "ApiFunction", "ResourceStatus": "UPDATE_FAILED", "ResourceStatusReason": "Resource handler returned message: boom"},
@@ -314,12 +395,15 @@ sys.exit(2)
 '''
 
 SAM_STUB = r'''#!@PYTHON@
-import json, os, sys
+import json, os, shlex, sys
 state_dir = os.environ["STUB_DIR"]
 scenario = json.load(open(os.path.join(state_dir, "scenario.json")))
 with open(os.path.join(state_dir, "calls.log"), "a") as log:
     log.write("sam " + " ".join(sys.argv[1:]) + "\n")
 if sys.argv[1] == "deploy":
+    overrides = sys.argv[sys.argv.index("--parameter-overrides") + 1]
+    json.dump(dict(kv.split("=", 1) for kv in shlex.split(overrides)),
+              open(os.path.join(state_dir, "overrides.json"), "w"))
     if scenario["changeset"] is None:
         print("No changes to deploy. Stack tally is up to date")
     elif scenario.get("print_arn", True):
@@ -332,6 +416,7 @@ BUCKET_REMOVED = {"Action": "Remove", "LogicalResourceId": "SummaryBucket", "Res
 TABLE_MAYBE_REPLACED = dict(TABLE_REPLACED, Replacement="Conditional")
 FUNCTION_CHANGED = {"Action": "Modify", "LogicalResourceId": "ApiFunction", "ResourceType": "AWS::Lambda::Function", "Replacement": "False"}
 TABLE_POLICY_ONLY = dict(TABLE_REPLACED, Replacement="False")
+LAMBDA_LIMITS = {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 1000}
 
 
 @pytest.fixture
@@ -350,10 +435,18 @@ def stubs(tmp_path):
     env["PATH"] = f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
     env["STUB_DIR"] = str(tmp_path)
     env["TALLY_DEPLOY_POLL_SECONDS"] = "0"
+    env["TALLY_VERIFY_POLL_SECONDS"] = "0"
+    env["TALLY_VERIFY_TIMEOUT_SECONDS"] = "5"
 
-    def scenario(changes=(), before="UPDATE_COMPLETE", after="UPDATE_COMPLETE", changeset=CHANGESET, print_arn=True):
+    def scenario(changes=(), before="UPDATE_COMPLETE", after="UPDATE_COMPLETE", changeset=CHANGESET, print_arn=True,
+                 params=None, lambda_limits=LAMBDA_LIMITS, verify=None):
+        """The stack's parameters default to an existing stack that has an
+        alarm recipient; verify overrides the verification's defaults (the
+        execution starts and succeeds)."""
         (tmp_path / "scenario.json").write_text(json.dumps(
-            {"changes": list(changes), "before": before, "after": after, "changeset": changeset, "print_arn": print_arn}))
+            {"changes": list(changes), "before": before, "after": after, "changeset": changeset, "print_arn": print_arn,
+             "params": {"AlarmEmail": "ops@example.com"} if params is None else params,
+             "lambda": lambda_limits, "verify": verify or {}}))
 
     def calls() -> list[str]:
         log = tmp_path / "calls.log"

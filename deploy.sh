@@ -395,8 +395,8 @@ check_concurrency() {
     say "         API requests may be throttled (429/5xx) during the weekly run. Kept as given; $cap would leave half to the API."
   else
     overrides+=" WeeklyPartsConcurrency=\"$cap\""
-    say "Lowered WeeklyPartsConcurrency from $parts to $cap for this deploy: half of the $unreserved unreserved concurrent executions stays free for the API function."
-    say "  (Give --parameter-overrides 'WeeklyPartsConcurrency=\"N\"' to choose yourself.)"
+    say "Lowered WeeklyPartsConcurrency from $parts to $cap: half of the $unreserved unreserved concurrent executions stays free for the API function."
+    say "  (The stack keeps $cap on later deploys; give --parameter-overrides 'WeeklyPartsConcurrency=\"N\"' to choose yourself.)"
   fi
   if ((total < 100)); then
     say "  This account's Lambda limit is $total (new accounts start at 10): ask for more in the Service Quotas console (AWS Lambda, Concurrent executions)."

@@ -53,6 +53,10 @@ Usage: ./deploy.sh [options]
 Builds the tally Lambdas (sam build --beta-features, cargo-lambda, arm64) and
 deploys template.yaml with sam deploy. Values not given as options are asked
 for when run in a terminal; with --yes (or no terminal) defaults are used.
+Then it runs the weekly job once through the schedule's own role and waits
+for it (at most 10 minutes), and warns when no alarm has a recipient.
+Exit status: 0 deployed (and verified), 1 not deployed, 3 deployed but the
+verification run failed or did not start.
 
 Options:
   --stack-name NAME        CloudFormation stack name (default: tally)

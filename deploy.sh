@@ -6,7 +6,11 @@
 #   ./deploy.sh --stack-name tally --region eu-west-1 --yes
 #   ./deploy.sh --dry-run               # validate + build only, no AWS account needed
 #   ./deploy.sh --config-env prod       # samconfig.toml's [prod] stack and parameters
+#   ./deploy.sh --no-verify             # skip the weekly run that proves the deploy
 #
+# After deploying it runs the weekly job once through the schedule's own role
+# (a one-time EventBridge Scheduler schedule) and waits for it: success prints
+# the report's URL, a failure the failing step, its error and what to do.
 # It never executes a change set that replaces or deletes the records table
 # or the summary bucket unless --allow-replacement is given: it lists them
 # and stops, with or without a terminal and with --yes.
@@ -40,6 +44,7 @@ guided=false
 dry_run=false
 allow_replacement=false
 config_env=""
+verify=true
 
 usage() {
   cat <<'EOF'
@@ -48,6 +53,10 @@ Usage: ./deploy.sh [options]
 Builds the tally Lambdas (sam build --beta-features, cargo-lambda, arm64) and
 deploys template.yaml with sam deploy. Values not given as options are asked
 for when run in a terminal; with --yes (or no terminal) defaults are used.
+Then it runs the weekly job once through the schedule's own role and waits
+for it (at most 10 minutes), and warns when no alarm has a recipient.
+Exit status: 0 deployed (and verified), 1 not deployed, 3 deployed but the
+verification run failed or did not start.
 
 Options:
   --stack-name NAME        CloudFormation stack name (default: tally)
@@ -70,6 +79,9 @@ Options:
                            (still never one that replaces the table or bucket)
   --guided                 run `sam deploy --guided` (asks for every parameter
                            and can save the answers to samconfig.toml)
+  --no-verify              do not run the weekly job once after deploying
+                           (by default a one-time schedule starts it with the
+                           schedule's role and deploy.sh waits for the result)
   --dry-run                validate the template and build the Lambdas only;
                            needs no AWS account or credentials
   -h, --help               show this help
@@ -95,6 +107,7 @@ while [[ $# -gt 0 ]]; do
     -y | --yes) assume_yes=true; shift ;;
     --guided) guided=true; shift ;;
     --dry-run) dry_run=true; shift ;;
+    --no-verify) verify=false; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown option: $1" "run ./deploy.sh --help for the list of options" ;;
   esac
@@ -137,6 +150,9 @@ validate_names() {
   if [[ -n "$artifact_bucket" && ! "$artifact_bucket" =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]]; then
     die "invalid bucket name '$artifact_bucket'" "use 3-63 lower-case letters, digits, dots and hyphens, or leave it empty to let SAM manage one"
   fi
+  if [[ -n "$alarm_email" && ! "$alarm_email" =~ $EMAIL_PATTERN ]]; then
+    die "invalid --alarm-email '$alarm_email'" "give one e-mail address, e.g. --alarm-email ops@example.com"
+  fi
 }
 
 # A value of samconfig.toml: samconfig_value SECTION KEY, e.g.
@@ -162,6 +178,54 @@ stack_output() {
   aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
     --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue | [0]" --output text 2>/dev/null || true
 }
+
+# A parameter of the deployed stack ("" when there is no stack or no such
+# parameter). sam deploy keeps the previous value of every parameter it is
+# not given (UsePreviousValue), so this is what an update keeps.
+stack_param() {
+  local value
+  value="$(aws cloudformation describe-stacks --stack-name "$stack_name" --region "$region" \
+    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue | [0]" --output text 2>/dev/null || true)"
+  [[ "$value" != "None" ]] || value=""
+  printf '%s' "$value"
+}
+
+# override_value NAME "K=\"v\" NAME=\"w\"": prints NAME's value in a
+# parameter_overrides string (the last one given wins, as with sam) and
+# succeeds, or fails when NAME is not there. NAME="" is there, and empty.
+override_value() {
+  local rest="$2" value="" found=false
+  local re="(^|[[:space:]])$1=(\"([^\"]*)\"|([^[:space:]\"]*))"
+  while [[ "$rest" =~ $re ]]; do
+    value="${BASH_REMATCH[3]}${BASH_REMATCH[4]}"
+    found=true
+    rest="${rest#*"${BASH_REMATCH[0]}"}"
+  done
+  [[ "$found" == true ]] && printf '%s' "$value"
+}
+
+# The template's Default of parameter $1 (template.yaml is flat YAML here).
+template_default() {
+  awk -v want="  $1:" '
+    /^Parameters:/ { in_params = 1; next }
+    /^[^[:space:]#]/ { in_params = 0 }
+    in_params && $0 == want { found = 1; next }
+    in_params && found && /^  [^[:space:]]/ { exit }
+    in_params && found && /^    Default:/ { sub(/^    Default:[[:space:]]*/, ""); gsub(/"/, ""); print; exit }
+  ' "$ROOT/template.yaml"
+}
+
+# Logical ids of the template's CloudWatch alarms, one per line.
+template_alarms() {
+  awk '
+    /^Resources:/ { in_res = 1; next }
+    /^[^[:space:]#]/ { in_res = 0 }
+    in_res && /^  [A-Za-z0-9]+:[[:space:]]*$/ { name = $1; sub(/:$/, "", name) }
+    in_res && /^    Type:[[:space:]]*"?AWS::CloudWatch::Alarm"?[[:space:]]*$/ { print name }
+  ' "$ROOT/template.yaml"
+}
+
+readonly EMAIL_PATTERN='^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'
 
 cd "$ROOT"
 
@@ -258,10 +322,91 @@ if [[ -n "$artifact_bucket" ]]; then
   fi
 fi
 
+# ------------------------------------------------------ alarm recipient
+# Every alarm e-mails AlarmEmail (the AlarmTopic exists only with one). The
+# recipient comes from --alarm-email, then --parameter-overrides, then
+# samconfig.toml's section (--config-env prod: [prod.deploy.parameters]),
+# then the stack's current value (an update keeps it); in a terminal,
+# deploy.sh asks when none of them has one. The end of the deploy warns,
+# naming the alarms, when the stack has no recipient.
+alarm_source=""
+if [[ -n "$alarm_email" ]]; then
+  alarm_source="--alarm-email"
+elif value="$(override_value AlarmEmail "$extra_overrides")"; then
+  alarm_email="$value" alarm_source="--parameter-overrides"
+elif value="$(override_value AlarmEmail "$(samconfig_overrides)")"; then
+  alarm_email="$value" alarm_source="samconfig.toml [${config_env:-default}.deploy.parameters]"
+else
+  alarm_email="$(stack_param AlarmEmail)"
+  [[ -z "$alarm_email" ]] || alarm_source="the stack's current AlarmEmail"
+fi
+# --guided: sam deploy --guided asks for AlarmEmail with the other parameters.
+if [[ -z "$alarm_email" && -z "$alarm_source" && "$interactive" == true && "$guided" == false ]]; then
+  while :; do
+    ask alarm_email "Which e-mail address should receive the alarms? Leave empty for none (nobody is told when the weekly run fails)." "ops@example.com" ""
+    [[ -z "$alarm_email" || "$alarm_email" =~ $EMAIL_PATTERN ]] && break
+    say "'$alarm_email' is not an e-mail address."
+  done
+  [[ -z "$alarm_email" ]] || alarm_source="your answer"
+fi
+if [[ -n "$alarm_email" ]]; then
+  say "Alarms notify $alarm_email (from $alarm_source)."
+fi
+
 overrides="$(samconfig_overrides)"
 overrides="${overrides:+$overrides }ConfigureApiGatewayAccount=\"$configure_apigw\""
 [[ -z "$alarm_email" ]] || overrides+=" AlarmEmail=\"$alarm_email\""
 [[ -z "$extra_overrides" ]] || overrides+=" $extra_overrides"
+
+# ---------------------------------------------------- Lambda concurrency
+# The weekly run invokes WeeklyPartsConcurrency parts of a week at once, from
+# the account's unreserved Lambda concurrency, which the API function shares
+# (new accounts have 10). When the parts would take more than half of it,
+# deploy.sh lowers WeeklyPartsConcurrency to half (at least 1), so the API
+# keeps the other half; a value given with --parameter-overrides is kept,
+# with a warning. Throttled parts are retried by the state machine.
+check_concurrency() {
+  local limits total unreserved parts parts_from cap
+  if ! limits="$(aws lambda get-account-settings --region "$region" \
+    --query 'AccountLimit.[ConcurrentExecutions, UnreservedConcurrentExecutions]' --output text 2>/dev/null)"; then
+    say "note: could not read the account's Lambda concurrency (lambda:GetAccountSettings); WeeklyPartsConcurrency left as configured."
+    return 0
+  fi
+  read -r total unreserved <<<"$limits"
+  if ! [[ "$total" =~ ^[0-9]+$ && "$unreserved" =~ ^[0-9]+$ ]]; then
+    say "note: unexpected Lambda account settings '$limits'; WeeklyPartsConcurrency left as configured."
+    return 0
+  fi
+  if parts="$(override_value WeeklyPartsConcurrency "$extra_overrides")"; then
+    parts_from="--parameter-overrides"
+  elif parts="$(override_value WeeklyPartsConcurrency "$(samconfig_overrides)")"; then
+    parts_from="samconfig.toml"
+  else
+    parts="$(stack_param WeeklyPartsConcurrency)"
+    parts_from="the stack's current value"
+    if [[ -z "$parts" ]]; then
+      parts="$(template_default WeeklyPartsConcurrency)"
+      parts_from="the template default"
+    fi
+  fi
+  [[ "$parts" =~ ^[0-9]+$ ]] || return 0
+  cap=$((unreserved / 2))
+  ((cap >= 1)) || cap=1
+  say "Lambda concurrency in $region: account limit $total, unreserved $unreserved; the weekly run invokes up to $parts parts at once (WeeklyPartsConcurrency, $parts_from)."
+  ((parts > cap)) || return 0
+  if [[ "$parts_from" == "--parameter-overrides" ]]; then
+    say "warning: WeeklyPartsConcurrency=$parts leaves $((unreserved > parts ? unreserved - parts : 0)) of $unreserved concurrent executions to the API function while the weekly run's parts run:"
+    say "         API requests may be throttled (429/5xx) during the weekly run. Kept as given; $cap would leave half to the API."
+  else
+    overrides+=" WeeklyPartsConcurrency=\"$cap\""
+    say "Lowered WeeklyPartsConcurrency from $parts to $cap: half of the $unreserved unreserved concurrent executions stays free for the API function."
+    say "  (The stack keeps $cap on later deploys; give --parameter-overrides 'WeeklyPartsConcurrency=\"N\"' to choose yourself.)"
+  fi
+  if ((total < 100)); then
+    say "  This account's Lambda limit is $total (new accounts start at 10): ask for more in the Service Quotas console (AWS Lambda, Concurrent executions)."
+  fi
+}
+check_concurrency
 
 banner "Building (sam build --beta-features)"
 sam build --beta-features --template-file template.yaml ||
@@ -282,7 +427,17 @@ else
 fi
 [[ "$guided" == false ]] || deploy_args+=(--guided)
 sam_log="$(mktemp)"
-trap 'rm -f "$sam_log"' EXIT
+verify_schedule=""   # the verification schedule's name while it may exist
+cleanup() {
+  rm -f "$sam_log"
+  if [[ -n "$verify_schedule" ]]; then
+    aws scheduler delete-schedule --name "$verify_schedule" --group-name default --region "$region" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+# Ctrl-C or a kill still runs cleanup (the EXIT trap).
+trap 'exit 130' INT
+trap 'exit 143' TERM
 sam deploy "${deploy_args[@]}" 2>&1 | tee "$sam_log" ||
   die "sam deploy could not create the change set" "the messages above say why; see docs/DEPLOY.md#troubleshooting. A stack left in ROLLBACK_COMPLETE must be removed with ./clean.sh --stack-name $stack_name --region $region before re-deploying"
 
@@ -398,3 +553,225 @@ Try it (a new key can take a minute to become active):
 Weekly summaries are written to s3://${bucket}/summaries/<week>/ every Monday 03:00 UTC.
 Remove everything with: ./clean.sh --stack-name ${stack_name} --region ${region}
 EOF
+
+# ------------------------------------------------------- alarm recipient
+alarm_ids="$(template_alarms)"
+alarm_count="$(grep -c . <<<"$alarm_ids" || true)"
+recipient="$(stack_param AlarmEmail)"
+say ""
+if [[ -n "$recipient" ]]; then
+  say "Alarms: all $alarm_count e-mail $recipient (confirm the subscription e-mail AWS sent, once)."
+else
+  say "warning: no alarm recipient: the stack's AlarmEmail is empty, so nobody hears these $alarm_count alarms:"
+  while IFS= read -r alarm; do
+    [[ -z "$alarm" ]] || say "  $alarm"
+  done <<<"$alarm_ids"
+  say "  next: re-run with --alarm-email you@example.com, or add AlarmEmail=\"you@example.com\" to parameter_overrides"
+  say "        in samconfig.toml's [${config_env:-default}.deploy.parameters] (docs/DEPLOY.md#alarms-and-who-hears-them)."
+fi
+
+# --------------------------------------------- first-deploy verification
+# The weekly path runs once, the way the schedule runs it: a one-time
+# EventBridge Scheduler schedule in the default group (the group the
+# scheduler role's trust policy names) with the weekly schedule's target
+# and role starts the state machine with the last complete ISO week
+# ({"week":..}: an empty week is fine). deploy.sh waits for that
+# execution, bounded, and reports. Exit status 3: the stack is deployed but
+# the weekly run did not work.
+
+# utc EPOCH FORMAT (GNU date, then BSD date).
+utc() { date -u -d "@$1" "+$2" 2>/dev/null || date -u -r "$1" "+$2"; }
+
+# verify_fail "what went wrong" "what to do next": like die, exit status 3.
+verify_fail() {
+  printf 'error: %s\n' "$1" >&2
+  printf '  next: %s\n' "$2" >&2
+  exit 3
+}
+
+# The state the execution failed in: walk back (previousEventId) from its
+# last failed task, or from the execution's own failure, to the state
+# entered; else the state entered last.
+failing_state() {
+  aws stepfunctions get-execution-history --execution-arn "$1" --region "$region" \
+    --query 'events[].[id, previousEventId, type, stateEnteredEventDetails.name]' --output text 2>/dev/null |
+    awk -F'\t' '
+      { prev[$1] = $2; type[$1] = $3; name[$1] = ($4 == "None" ? "" : $4); ids[++n] = $1 }
+      END {
+        for (i = n; i >= 1 && start == ""; i--)
+          if (type[ids[i]] ~ /^(Task|LambdaFunction|Activity)(Failed|TimedOut|StartFailed|ScheduleFailed|SubmitFailed)$/) start = ids[i]
+        for (i = n; i >= 1 && start == ""; i--)
+          if (type[ids[i]] ~ /^Execution(Failed|TimedOut|Aborted)$/) start = ids[i]
+        for (id = start; id != "" && (id in type) && hops++ < 100000; id = prev[id])
+          if (name[id] != "") { print name[id]; exit }
+        for (i = n; i >= 1; i--)
+          if (name[ids[i]] != "") { print name[ids[i]]; exit }
+      }' || true
+}
+
+verify_weekly_run() {
+  local sm role dlq_arn dlq_url log_group partition now week at input target before output
+  local timeout poll started elapsed exec_arn="" status="" arns arn exec_input
+  sm="$(stack_output WeeklyStateMachineArn)"
+  role="$(stack_output WeeklyScheduleRoleArn)"
+  dlq_arn="$(stack_output DeadLetterQueueArn)"
+  dlq_url="$(stack_output DeadLetterQueueUrl)"
+  log_group="$(stack_output WeeklyFunctionLogGroupName)"
+  for output in sm role dlq_arn; do
+    [[ -n "${!output}" && "${!output}" != "None" ]] ||
+      verify_fail "the stack has no WeeklyStateMachineArn / WeeklyScheduleRoleArn / DeadLetterQueueArn output: cannot verify the weekly run" \
+        "deploy this template.yaml (it has them), or skip the check with --no-verify"
+  done
+  partition="${sm#arn:}"
+  partition="${partition%%:*}"
+  timeout="${TALLY_VERIFY_TIMEOUT_SECONDS:-600}"
+  poll="${TALLY_VERIFY_POLL_SECONDS:-15}"
+
+  now="$(date -u +%s)"
+  week="$(utc "$((now - 7 * 86400))" '%G-W%V')"
+  at="$(utc "$((now + 60))" '%Y-%m-%dT%H:%M:%S')"
+  input="{\"week\":\"$week\"}"
+  # The weekly schedule's target, but retried for at most 5 minutes (not 6
+  # hours), so an undeliverable start reaches the dead-letter queue while
+  # deploy.sh is still waiting.
+  printf -v target '{"Arn":"%s","RoleArn":"%s","Input":"{\\"week\\":\\"%s\\"}","RetryPolicy":{"MaximumRetryAttempts":2,"MaximumEventAgeInSeconds":300},"DeadLetterConfig":{"Arn":"%s"}}' \
+    "$sm" "$role" "$week" "$dlq_arn"
+
+  banner "Verifying the weekly run: week $week through the schedule's role"
+  # Executions that exist already (newest first): the new one is not among them.
+  before="$(aws stepfunctions list-executions --state-machine-arn "$sm" --region "$region" --max-items 50 \
+    --query 'executions[].executionArn' --output text)" ||
+    verify_fail "could not list the weekly state machine's executions" \
+      "the deploying identity needs states:ListExecutions, states:DescribeExecution and states:GetExecutionHistory (docs/DEPLOY.md#first-deploy-verification); or skip the check with --no-verify"
+  before=" ${before//[[:space:]]/ } "
+
+  verify_schedule="${stack_name}-verify"
+  # A left-over from an interrupted run would make the name taken.
+  aws scheduler delete-schedule --name "$verify_schedule" --group-name default --region "$region" >/dev/null 2>&1 || true
+  say "Creating the one-time schedule $verify_schedule: at($at) UTC, target $sm, role $role"
+  if ! aws scheduler create-schedule --name "$verify_schedule" --group-name default --region "$region" \
+    --schedule-expression "at($at)" --schedule-expression-timezone UTC \
+    --flexible-time-window Mode=OFF --action-after-completion DELETE \
+    --description "tally deploy.sh: run the weekly job once to verify the deploy (deleted after it ran)" \
+    --target "$target" >/dev/null; then
+    verify_schedule=""
+    verify_fail "could not create the verification schedule (the message above says why)" \
+      "the deploying identity needs scheduler:CreateSchedule and scheduler:DeleteSchedule on schedule/default/$stack_name-verify and iam:PassRole on $role (docs/DEPLOY.md#first-deploy-verification); or skip the check with --no-verify. The stack itself is deployed."
+  fi
+
+  started=$SECONDS
+  while :; do
+    elapsed=$((SECONDS - started))
+    if [[ -z "$exec_arn" ]]; then
+      arns="$(aws stepfunctions list-executions --state-machine-arn "$sm" --region "$region" --max-items 20 \
+        --query 'executions[].executionArn' --output text 2>/dev/null || true)"
+      for arn in $arns; do
+        [[ "$arn" != "None" && "$before" != *" $arn "* ]] || continue
+        exec_input="$(aws stepfunctions describe-execution --execution-arn "$arn" --region "$region" \
+          --query input --output text 2>/dev/null || true)"
+        if [[ "${exec_input//[[:space:]]/}" == "$input" ]]; then
+          exec_arn="$arn"
+          say "  execution started: $exec_arn"
+          break
+        fi
+      done
+    fi
+    if [[ -n "$exec_arn" ]]; then
+      status="$(aws stepfunctions describe-execution --execution-arn "$exec_arn" --region "$region" \
+        --query status --output text 2>/dev/null || true)"
+      case "$status" in SUCCEEDED | FAILED | TIMED_OUT | ABORTED) break ;; esac
+    fi
+    ((elapsed < timeout)) || break
+    if [[ -z "$exec_arn" ]]; then
+      say "  waiting for the schedule to start it (due at $at UTC; ${elapsed} s)..."
+    else
+      say "  ${status:-RUNNING} (${elapsed} s)..."
+    fi
+    sleep "$poll"
+  done
+
+  # ActionAfterCompletion DELETE removes the schedule once it has run; it is
+  # still there when it has not (yet).
+  if aws scheduler get-schedule --name "$verify_schedule" --group-name default --region "$region" >/dev/null 2>&1; then
+    if aws scheduler delete-schedule --name "$verify_schedule" --group-name default --region "$region" >/dev/null; then
+      say "Deleted the verification schedule $verify_schedule."
+    else
+      say "warning: could not delete the verification schedule: aws scheduler delete-schedule --name $verify_schedule --region $region"
+    fi
+  fi
+  verify_schedule=""
+
+  local console="https://${region}.console.aws.amazon.com/states/home?region=${region}#/v2/executions/details/${exec_arn}"
+  local rerun="aws stepfunctions start-execution --state-machine-arn $sm --input '$input' --region $region"
+  local logs="aws logs tail ${log_group:-<WeeklyFunctionLogGroupName>} --since 1h --region $region"
+  case "$status" in
+    SUCCEEDED)
+      banner "Verified: the schedule's role started the weekly run and it succeeded (week $week)"
+      cat <<EOF
+
+  Execution  $exec_arn
+  Report     ${api_url}summaries/$week
+
+Read the report (with the API key as above):
+  curl -sS '${api_url}summaries/$week' -H "x-api-key: \$API_KEY"
+EOF
+      ;;
+    FAILED | TIMED_OUT | ABORTED)
+      local state error cause hint=""
+      state="$(failing_state "$exec_arn")"
+      error="$(aws stepfunctions describe-execution --execution-arn "$exec_arn" --region "$region" --query error --output text 2>/dev/null || true)"
+      cause="$(aws stepfunctions describe-execution --execution-arn "$exec_arn" --region "$region" --query cause --output text 2>/dev/null || true)"
+      [[ "$error" != "None" ]] || error=""
+      [[ "$cause" != "None" ]] || cause=""
+      ((${#cause} <= 800)) || cause="${cause:0:800}..."
+      case "$error $cause" in
+        *TooManyRequests* | *Throttl* | *"Rate exceeded"*)
+          hint="Lambda throttled the step: lower WeeklyPartsConcurrency (--parameter-overrides) or raise the account's Lambda concurrency. " ;;
+        *AccessDenied* | *"not authorized"*)
+          hint="A role lacks a permission (the cause names the action and the role; template.yaml grants each role's actions). " ;;
+        *States.Timeout* | *Sandbox.Timedout* | *"timed out"*)
+          hint="A step ran out of time: the weekly function's log shows how far it got. " ;;
+      esac
+      say ""
+      say "The weekly run (week $week) started through the schedule's role, but the execution ended $status."
+      say "  Failed state  ${state:-unknown}"
+      say "  Error         ${error:-(none recorded)}"
+      say "  Cause         ${cause:-(none recorded)}"
+      say "  Execution     $console"
+      say "  Function log  $logs"
+      verify_fail "the weekly run of week $week $status in state ${state:-unknown}: ${error:-no error recorded}" \
+        "${hint}Read the function log and the execution (both above), fix the cause, then re-run ./deploy.sh (it verifies again) or re-run the week: $rerun. The stack itself is deployed."
+      ;;
+    *)
+      if [[ -n "$exec_arn" ]]; then
+        verify_fail "the weekly run of week $week is still ${status:-RUNNING} after $timeout s" \
+          "follow it: aws stepfunctions describe-execution --execution-arn $exec_arn --region $region (or $console); its log: $logs. The stack itself is deployed."
+      fi
+      local queued
+      queued="$(aws sqs get-queue-attributes --queue-url "$dlq_url" --region "$region" \
+        --attribute-names ApproximateNumberOfMessages --query Attributes.ApproximateNumberOfMessages --output text 2>/dev/null || true)"
+      say ""
+      say "No execution of $sm started within $timeout s (the schedule was due at $at UTC)."
+      if [[ "$queued" =~ ^[0-9]+$ ]] && ((queued > 0)); then
+        say "The dead-letter queue $dlq_url holds $queued message(s): the scheduler assumed the role but could not start the execution."
+        say "  Read why (ERROR_CODE, ERROR_MESSAGE): aws sqs receive-message --queue-url $dlq_url --attribute-names All --message-attribute-names All --region $region"
+      else
+        say "The dead-letter queue $dlq_url is empty (or unreadable). The scheduler writes it with the same role,"
+        say "  so an empty queue means it could not even assume WeeklyScheduleRole."
+      fi
+      say "Check WeeklyScheduleRole's trust policy: aws iam get-role --role-name ${role##*/} --query Role.AssumeRolePolicyDocument"
+      say "  it must let scheduler.amazonaws.com assume it with aws:SourceAccount $account and"
+      say "  aws:SourceArn arn:$partition:scheduler:$region:$account:schedule-group/default (a schedule group: a schedule's own ARN is refused)."
+      say "Also check this computer's clock: the schedule's time ($at UTC) was computed from it."
+      verify_fail "no weekly run started within $timeout s: the schedule's role or target does not work" \
+        "read the dead-letter queue $dlq_url and check WeeklyScheduleRole's trust policy (above), fix, then re-run ./deploy.sh. The stack itself is deployed."
+      ;;
+  esac
+}
+
+if [[ "$verify" == true ]]; then
+  verify_weekly_run
+else
+  say ""
+  say "Verification skipped (--no-verify). Run the weekly job once with: $(stack_output RerunWeekCommand)"
+fi

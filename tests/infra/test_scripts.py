@@ -246,7 +246,13 @@ def test_deploy_rejects_bad_names_before_calling_aws():
 # change set, the stack states before and after executing it); `aws`
 # evaluates the script's real --query with jmespath and prints it the way
 # the AWS CLI's text output does. cargo, cargo-lambda and rustup only need
-# to exist.
+# to exist. The stack's parameters are the scenario's, updated by the
+# overrides sam was given once the change set is executed (as CloudFormation
+# would). For the first-deploy verification the stand-in plays EventBridge
+# Scheduler and Step Functions: the one-time schedule "starts" an execution
+# (with the schedule's Input) on the first list-executions after it was
+# created, unless the scenario says it never starts; that execution then
+# reports the scenario's statuses, one per describe-execution status query.
 AWS_STUB = r'''#!@PYTHON@
 import json, os, sys
 import jmespath
@@ -277,8 +283,73 @@ def answer(doc):
     print(json.dumps(value) if opt("--output") == "json" else text(value))
     sys.exit(0)
 
-executed = os.path.exists(os.path.join(state_dir, "executed"))
+def path(name):
+    return os.path.join(state_dir, name)
+
+def load(name, default):
+    return json.load(open(path(name))) if os.path.exists(path(name)) else default
+
+def save(name, value):
+    json.dump(value, open(path(name), "w"))
+
+executed = os.path.exists(path("executed"))
+verify = dict({"starts": True, "statuses": ["RUNNING", "SUCCEEDED"], "error": None, "cause": None,
+               "history": [], "dlq_messages": "0", "create_fails": False}, **scenario.get("verify", {}))
 cmd = " ".join(args[:2])
+STACK = "arn:aws:states:us-east-1:123456789012:stateMachine:tally-weekly"
+EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:tally-weekly:"
+OLD_EXECUTION = EXECUTION + "0ld-verify-of-the-same-week"
+if cmd == "lambda get-account-settings":
+    if scenario.get("lambda") is None:
+        sys.stderr.write("An error occurred (AccessDeniedException) when calling the GetAccountSettings operation\n")
+        sys.exit(254)
+    answer({"AccountLimit": scenario["lambda"]})
+if cmd == "scheduler create-schedule":
+    if verify["create_fails"]:
+        sys.stderr.write("An error occurred (AccessDeniedException) when calling the CreateSchedule operation: "
+                         "not authorized to perform: iam:PassRole\n")
+        sys.exit(254)
+    save("schedule.json", args)
+    save("list_calls_after_schedule", 0)
+    answer({"ScheduleArn": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/" + opt("--name")})
+if cmd in ("scheduler get-schedule", "scheduler delete-schedule"):
+    if not os.path.exists(path("schedule.json")) or os.path.exists(path("schedule_gone")):
+        sys.stderr.write("An error occurred (ResourceNotFoundException): Schedule not found\n")
+        sys.exit(254)
+    if cmd == "scheduler delete-schedule":
+        open(path("schedule_gone"), "w").close()
+    answer({"Name": opt("--name")})
+def schedule_input():
+    target = json.loads(opt_of(load("schedule.json", []), "--target"))
+    return target["Input"]
+def opt_of(argv, name):
+    return argv[argv.index(name) + 1]
+def started():
+    return os.path.exists(path("started"))
+if cmd == "stepfunctions list-executions":
+    executions = [{"executionArn": OLD_EXECUTION, "status": "SUCCEEDED"}]
+    if os.path.exists(path("schedule.json")) and not os.path.exists(path("schedule_gone")) and verify["starts"]:
+        open(path("started"), "w").close()
+        schedule = load("schedule.json", [])
+        if opt_of(schedule, "--action-after-completion") == "DELETE":
+            open(path("schedule_gone"), "w").close()
+    if started():
+        executions.insert(0, {"executionArn": EXECUTION + "f1r5t-run", "status": "RUNNING"})
+    answer({"executions": executions})
+if cmd == "stepfunctions describe-execution":
+    arn = opt("--execution-arn")
+    if arn == OLD_EXECUTION:
+        answer({"executionArn": arn, "status": "SUCCEEDED", "input": schedule_input()})
+    polls = load("status_polls", 0)
+    if opt("--query") == "status":
+        save("status_polls", polls + 1)
+    status = verify["statuses"][min(polls, len(verify["statuses"]) - 1)]
+    answer({"executionArn": arn, "status": status, "input": schedule_input(),
+            "error": verify["error"], "cause": verify["cause"]})
+if cmd == "stepfunctions get-execution-history":
+    answer({"events": verify["history"]})
+if cmd == "sqs get-queue-attributes":
+    answer({"Attributes": {"ApproximateNumberOfMessages": verify["dlq_messages"]}})
 if cmd == "sts get-caller-identity":
     answer({"Account": "123456789012"})
 if cmd == "configure get":
@@ -294,7 +365,7 @@ if cmd == "cloudformation describe-change-set":
 if cmd == "cloudformation list-change-sets":
     answer({"Summaries": [{"ChangeSetId": scenario["changeset"], "ExecutionStatus": "AVAILABLE", "CreationTime": "2026-01-01"}]})
 if cmd == "cloudformation execute-change-set":
-    open(os.path.join(state_dir, "executed"), "w").close()
+    open(path("executed"), "w").close()
     sys.exit(0)
 if cmd == "cloudformation describe-stacks":
     status = scenario["after"] if executed else scenario["before"]
@@ -303,8 +374,18 @@ if cmd == "cloudformation describe-stacks":
     outputs = [{"OutputKey": k, "OutputValue": v} for k, v in {
         "ApiUrl": "https://abc.execute-api.us-east-1.amazonaws.com/Prod/", "ApiKeyId": "key1",
         "GetApiKeyCommand": "aws apigateway get-api-key --api-key key1", "SummaryBucketName": "tally-summarybucket-1",
-        "RecordsTableName": "tally-RecordsTable-1", "RecordsTableRetained": "true"}.items()]
-    answer({"Stacks": [{"StackStatus": status, "Outputs": outputs}]})
+        "RecordsTableName": "tally-RecordsTable-1", "RecordsTableRetained": "true",
+        "WeeklyStateMachineArn": STACK,
+        "WeeklyScheduleRoleArn": "arn:aws:iam::123456789012:role/tally-WeeklyScheduleRole-ABC",
+        "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/tally-WeeklyDeadLetterQueue-XYZ",
+        "DeadLetterQueueArn": "arn:aws:sqs:us-east-1:123456789012:tally-WeeklyDeadLetterQueue-XYZ",
+        "WeeklyFunctionLogGroupName": "tally-WeeklyFunctionLogGroup-LOG",
+        "RerunWeekCommand": "aws stepfunctions start-execution --state-machine-arn " + STACK}.items()]
+    params = dict(scenario["params"])
+    if executed:
+        params.update(load("overrides.json", {}))
+    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()]
+    answer({"Stacks": [{"StackStatus": status, "Outputs": outputs, "Parameters": parameters}]})
 if cmd == "cloudformation describe-stack-events":
     answer({"StackEvents": [
         {"LogicalResourceId": "ApiFunction", "ResourceStatus": "UPDATE_FAILED", "ResourceStatusReason": "Resource handler returned message: boom"},
@@ -314,12 +395,15 @@ sys.exit(2)
 '''
 
 SAM_STUB = r'''#!@PYTHON@
-import json, os, sys
+import json, os, shlex, sys
 state_dir = os.environ["STUB_DIR"]
 scenario = json.load(open(os.path.join(state_dir, "scenario.json")))
 with open(os.path.join(state_dir, "calls.log"), "a") as log:
     log.write("sam " + " ".join(sys.argv[1:]) + "\n")
 if sys.argv[1] == "deploy":
+    overrides = sys.argv[sys.argv.index("--parameter-overrides") + 1]
+    json.dump(dict(kv.split("=", 1) for kv in shlex.split(overrides)),
+              open(os.path.join(state_dir, "overrides.json"), "w"))
     if scenario["changeset"] is None:
         print("No changes to deploy. Stack tally is up to date")
     elif scenario.get("print_arn", True):
@@ -332,6 +416,7 @@ BUCKET_REMOVED = {"Action": "Remove", "LogicalResourceId": "SummaryBucket", "Res
 TABLE_MAYBE_REPLACED = dict(TABLE_REPLACED, Replacement="Conditional")
 FUNCTION_CHANGED = {"Action": "Modify", "LogicalResourceId": "ApiFunction", "ResourceType": "AWS::Lambda::Function", "Replacement": "False"}
 TABLE_POLICY_ONLY = dict(TABLE_REPLACED, Replacement="False")
+LAMBDA_LIMITS = {"ConcurrentExecutions": 1000, "UnreservedConcurrentExecutions": 1000}
 
 
 @pytest.fixture
@@ -350,10 +435,18 @@ def stubs(tmp_path):
     env["PATH"] = f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
     env["STUB_DIR"] = str(tmp_path)
     env["TALLY_DEPLOY_POLL_SECONDS"] = "0"
+    env["TALLY_VERIFY_POLL_SECONDS"] = "0"
+    env["TALLY_VERIFY_TIMEOUT_SECONDS"] = "5"
 
-    def scenario(changes=(), before="UPDATE_COMPLETE", after="UPDATE_COMPLETE", changeset=CHANGESET, print_arn=True):
+    def scenario(changes=(), before="UPDATE_COMPLETE", after="UPDATE_COMPLETE", changeset=CHANGESET, print_arn=True,
+                 params=None, lambda_limits=LAMBDA_LIMITS, verify=None):
+        """The stack's parameters default to an existing stack that has an
+        alarm recipient; verify overrides the verification's defaults (the
+        execution starts and succeeds)."""
         (tmp_path / "scenario.json").write_text(json.dumps(
-            {"changes": list(changes), "before": before, "after": after, "changeset": changeset, "print_arn": print_arn}))
+            {"changes": list(changes), "before": before, "after": after, "changeset": changeset, "print_arn": print_arn,
+             "params": {"AlarmEmail": "ops@example.com"} if params is None else params,
+             "lambda": lambda_limits, "verify": verify or {}}))
 
     def calls() -> list[str]:
         log = tmp_path / "calls.log"
@@ -509,3 +602,316 @@ def test_config_env_takes_stack_name_and_parameters_from_samconfig(stubs, config
     assert f'RetainTable="{retain}"' in deploy
     res = run("deploy.sh", "--config-env", "staging", "--region", "us-east-1", "--yes", env=env)
     assert res.returncode == 1 and "no [staging.deploy.parameters]" in res.stderr
+
+
+# ------------------------------------------- first-deploy verification
+# deploy.sh runs the weekly job once through the weekly schedule's own role
+# and target (a one-time schedule) and waits for the execution.
+STATE_MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:tally-weekly"
+SCHEDULE_ROLE = "arn:aws:iam::123456789012:role/tally-WeeklyScheduleRole-ABC"
+DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/tally-WeeklyDeadLetterQueue-XYZ"
+DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:tally-WeeklyDeadLetterQueue-XYZ"
+API_URL = "https://abc.execute-api.us-east-1.amazonaws.com/Prod/"
+NEW_EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:tally-weekly:f1r5t-run"
+
+
+def _last_complete_weeks(before: float, after: float) -> set[str]:
+    """The ISO week that ended last, as of any moment of the run."""
+    from datetime import datetime, timedelta, timezone
+
+    weeks = set()
+    for t in (before, after):
+        year, week, _ = (datetime.fromtimestamp(t, timezone.utc) - timedelta(days=7)).isocalendar()
+        weeks.add(f"{year}-W{week:02d}")
+    return weeks
+
+
+def _schedule_args(stub_dir: Path) -> dict[str, str]:
+    args = json.loads((stub_dir / "schedule.json").read_text())
+    return {args[i]: args[i + 1] for i in range(2, len(args) - 1) if args[i].startswith("--")}
+
+
+def _stub_dir(env: dict[str, str]) -> Path:
+    return Path(env["STUB_DIR"])
+
+
+@pytest.mark.parametrize("changeset", [CHANGESET, None], ids=["deployed", "up-to-date"])
+def test_verification_runs_the_weekly_job_through_the_schedule_role_and_prints_the_report_url(stubs, changeset):
+    from datetime import datetime, timezone
+
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], changeset=changeset, verify={"statuses": ["RUNNING", "RUNNING", "SUCCEEDED"]})
+    t0 = time.time()
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    t1 = time.time()
+    assert res.returncode == 0, res.stdout + res.stderr
+    # A one-time schedule in the default group (the one the role's trust
+    # names), about a minute out, in UTC, deleted after it ran...
+    sched = _schedule_args(_stub_dir(env))
+    assert sched["--name"] == "tally-verify" and sched["--group-name"] == "default"
+    expr = sched["--schedule-expression"]
+    import re
+
+    m = re.fullmatch(r"at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)", expr)
+    assert m, expr
+    due = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    assert t0 + 30 <= due <= t1 + 120, (t0, due)
+    assert sched["--schedule-expression-timezone"] == "UTC"
+    assert sched["--flexible-time-window"] == "Mode=OFF"
+    assert sched["--action-after-completion"] == "DELETE"
+    # ...whose target is the weekly schedule's: the state machine, started
+    # with the schedule role, dead-lettering to the same queue, for the
+    # last complete ISO week.
+    target = json.loads(sched["--target"])
+    assert target["Arn"] == STATE_MACHINE and target["RoleArn"] == SCHEDULE_ROLE
+    assert target["DeadLetterConfig"]["Arn"] == DLQ_ARN
+    week = json.loads(target["Input"])["week"]
+    assert set(json.loads(target["Input"])) == {"week"} and week in _last_complete_weeks(t0, t1)
+    # It waited for the new execution (not the earlier one with the same
+    # input), showing progress, and printed success with the report's URL.
+    assert f"execution started: {NEW_EXECUTION}" in res.stdout
+    assert "0ld-verify" not in res.stdout
+    assert res.stdout.count("  RUNNING (") == 2
+    assert f"Verified: the schedule's role started the weekly run and it succeeded (week {week})" in res.stdout
+    assert f"Report     {API_URL}summaries/{week}" in res.stdout
+    # The schedule deleted itself after running; deploy.sh checked.
+    assert (_stub_dir(env) / "schedule_gone").exists()
+    log = calls()
+    created = next(i for i, c in enumerate(log) if c.startswith("aws scheduler create-schedule"))
+    assert any(c.startswith("aws scheduler get-schedule --name tally-verify") for c in log[created:])
+
+
+# A weekly run whose Plan step failed once (retried, then fine) and whose
+# Part step failed for good: the failing state is Part, not Plan.
+PART_FAILED_HISTORY = [
+    {"id": 1, "previousEventId": 0, "type": "ExecutionStarted"},
+    {"id": 2, "previousEventId": 1, "type": "TaskStateEntered", "stateEnteredEventDetails": {"name": "Plan"}},
+    {"id": 3, "previousEventId": 2, "type": "TaskScheduled"},
+    {"id": 4, "previousEventId": 3, "type": "TaskStarted"},
+    {"id": 5, "previousEventId": 4, "type": "TaskFailed", "taskFailedEventDetails": {"error": "Lambda.ServiceException"}},
+    {"id": 6, "previousEventId": 5, "type": "TaskScheduled"},
+    {"id": 7, "previousEventId": 6, "type": "TaskStarted"},
+    {"id": 8, "previousEventId": 7, "type": "TaskSucceeded"},
+    {"id": 9, "previousEventId": 8, "type": "TaskStateExited"},
+    {"id": 10, "previousEventId": 9, "type": "MapStateEntered", "stateEnteredEventDetails": {"name": "Weeks"}},
+    {"id": 11, "previousEventId": 10, "type": "MapStateStarted"},
+    {"id": 12, "previousEventId": 11, "type": "MapIterationStarted"},
+    {"id": 13, "previousEventId": 12, "type": "MapStateEntered", "stateEnteredEventDetails": {"name": "Parts"}},
+    {"id": 14, "previousEventId": 13, "type": "MapStateStarted"},
+    {"id": 15, "previousEventId": 14, "type": "MapIterationStarted"},
+    {"id": 16, "previousEventId": 15, "type": "TaskStateEntered", "stateEnteredEventDetails": {"name": "Part"}},
+    {"id": 17, "previousEventId": 16, "type": "TaskScheduled"},
+    {"id": 18, "previousEventId": 17, "type": "TaskStarted"},
+    {"id": 19, "previousEventId": 18, "type": "TaskFailed", "taskFailedEventDetails": {"error": "Summarize"}},
+    {"id": 20, "previousEventId": 19, "type": "TaskScheduled"},
+    {"id": 21, "previousEventId": 20, "type": "TaskStarted"},
+    {"id": 22, "previousEventId": 21, "type": "TaskFailed", "taskFailedEventDetails": {"error": "Summarize"}},
+    {"id": 23, "previousEventId": 22, "type": "MapIterationFailed"},
+    {"id": 24, "previousEventId": 23, "type": "MapStateFailed"},
+    {"id": 25, "previousEventId": 24, "type": "MapIterationFailed"},
+    {"id": 26, "previousEventId": 25, "type": "MapStateFailed"},
+    {"id": 27, "previousEventId": 26, "type": "ExecutionFailed",
+     "executionFailedEventDetails": {"error": "Summarize", "cause": "..."}},
+]
+PART_FAILED_CAUSE = json.dumps({
+    "errorType": "Summarize",
+    "errorMessage": "reading part 3/7: AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/"
+                    "tally-WeeklyFunctionRole-1/tally-weekly is not authorized to perform: dynamodb:Query"})
+
+
+def test_a_failed_verification_run_names_the_failing_state_its_error_and_what_to_do(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], verify={"statuses": ["RUNNING", "FAILED"], "history": PART_FAILED_HISTORY,
+                                         "error": "Summarize", "cause": PART_FAILED_CAUSE})
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    # Exit 3: deployed, but the weekly run does not work.
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "tally is deployed" in res.stdout and "Verified" not in res.stdout
+    assert "Failed state  Part" in res.stdout
+    assert "Error         Summarize" in res.stdout
+    assert "not authorized to perform: dynamodb:Query" in res.stdout
+    # Where to look: the execution in the console, the function's log group.
+    assert f"#/v2/executions/details/{NEW_EXECUTION}" in res.stdout
+    assert "aws logs tail tally-WeeklyFunctionLogGroup-LOG" in res.stdout
+    assert "FAILED in state Part: Summarize" in res.stderr
+    assert "lacks a permission" in res.stderr and "re-run ./deploy.sh" in res.stderr
+    assert "aws stepfunctions start-execution" in res.stderr
+
+
+@pytest.mark.parametrize("queued", ["0", "2"])
+def test_no_execution_within_the_bound_exits_non_zero_naming_the_dead_letter_queue_and_the_trust_policy(stubs, queued):
+    env, scenario, calls = stubs
+    env.update(TALLY_VERIFY_POLL_SECONDS="1", TALLY_VERIFY_TIMEOUT_SECONDS="2")
+    scenario([FUNCTION_CHANGED], verify={"starts": False, "dlq_messages": queued})
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "waiting for the schedule to start it" in res.stdout
+    assert "No execution of" in res.stdout and "within 2 s" in res.stdout
+    assert DLQ_URL in res.stderr and "trust policy" in res.stderr
+    assert "aws iam get-role --role-name tally-WeeklyScheduleRole-ABC" in res.stdout
+    assert "schedule-group/default" in res.stdout
+    if queued == "2":
+        assert "holds 2 message(s)" in res.stdout and f"aws sqs receive-message --queue-url {DLQ_URL}" in res.stdout
+    else:
+        assert "could not even assume WeeklyScheduleRole" in res.stdout
+    # The schedule that never ran was deleted, so it cannot start later.
+    log = calls()
+    created = next(i for i, c in enumerate(log) if c.startswith("aws scheduler create-schedule"))
+    assert any(c.startswith("aws scheduler delete-schedule --name tally-verify") for c in log[created:])
+    assert (_stub_dir(env) / "schedule_gone").exists()
+
+
+def test_a_run_still_going_at_the_bound_exits_non_zero_and_says_how_to_follow_it(stubs):
+    env, scenario, calls = stubs
+    env.update(TALLY_VERIFY_POLL_SECONDS="1", TALLY_VERIFY_TIMEOUT_SECONDS="1")
+    scenario([FUNCTION_CHANGED], verify={"statuses": ["RUNNING"]})
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "is still RUNNING after 1 s" in res.stderr
+    assert f"describe-execution --execution-arn {NEW_EXECUTION}" in res.stderr
+
+
+def test_a_verification_schedule_that_cannot_be_created_names_the_permissions(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], verify={"create_fails": True})
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "scheduler:CreateSchedule" in res.stderr and f"iam:PassRole on {SCHEDULE_ROLE}" in res.stderr
+    assert "--no-verify" in res.stderr
+
+
+def test_no_verify_creates_no_schedule(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED])
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", "--no-verify", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert executed(calls()) and "tally is deployed" in res.stdout
+    assert not [c for c in calls() if c.startswith(("aws scheduler", "aws stepfunctions"))]
+    assert "Verification skipped (--no-verify)" in res.stdout
+
+
+# ------------------------------------------------------ alarm recipients
+def _alarm_ids(sam_template) -> list[str]:
+    return [name for name, r in sam_template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+
+
+def test_a_deploy_without_an_alarm_recipient_warns_naming_every_alarm(stubs, sam_template):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], params={"AlarmEmail": ""})
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    alarms = _alarm_ids(sam_template)
+    assert len(alarms) >= 6
+    warning = res.stdout.split("warning: no alarm recipient")[1].split("next:")[0]
+    assert f"nobody hears these {len(alarms)} alarms" in warning
+    for alarm in alarms:
+        assert f"\n  {alarm}\n" in warning, alarm
+    assert "--alarm-email" in res.stdout.split("warning: no alarm recipient")[1]
+
+
+@pytest.mark.parametrize("how", ["option", "stack"])
+def test_a_deploy_with_an_alarm_recipient_names_it_and_does_not_warn(stubs, how):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], params={"AlarmEmail": "" if how == "option" else "ops@example.com"})
+    extra = ["--alarm-email", "ops@example.com"] if how == "option" else []
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", *extra, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no alarm recipient" not in res.stdout
+    assert "Alarms: all 6 e-mail ops@example.com" in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert 'AlarmEmail="ops@example.com"' in deploy
+
+
+@pytest.mark.parametrize("answer, email", [("oncall@example.com\ny\n", "oncall@example.com"),
+                                           ("not-an-address\noncall@example.com\ny\n", "oncall@example.com"),
+                                           ("\ny\n", None)], ids=["given", "retyped", "none"])
+def test_a_terminal_deploy_asks_for_the_alarm_recipient_when_there_is_none(stubs, answer, email):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], params={"AlarmEmail": ""})
+    res = run_in_terminal("deploy.sh", *DEPLOY_ARGS, env=env, answer=answer)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Which e-mail address should receive the alarms?" in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    if email:
+        assert f'AlarmEmail="{email}"' in deploy
+        assert "no alarm recipient" not in res.stdout
+    else:
+        assert "AlarmEmail" not in deploy
+        assert "warning: no alarm recipient" in res.stdout
+
+
+def test_the_prod_alarm_recipient_comes_from_samconfig_without_a_question(stubs, tmp_path):
+    """--config-env prod takes AlarmEmail from [prod.deploy.parameters]."""
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], params={"AlarmEmail": ""})
+    tree = tmp_path / "repo"
+    (tree / "scripts" / "lib").mkdir(parents=True)
+    for rel in ("deploy.sh", "template.yaml", "scripts/lib/cli.sh"):
+        shutil.copy2(ROOT / rel, tree / rel)
+    lines, section = [], ""
+    for line in (ROOT / "samconfig.toml").read_text().splitlines():
+        if line.startswith("["):
+            section = line
+        if section == "[prod.deploy.parameters]" and line.startswith("parameter_overrides = "):
+            line = line[:-1] + ' AlarmEmail=\\"oncall@example.com\\""'
+        lines.append(line)
+    (tree / "samconfig.toml").write_text("\n".join(lines) + "\n")
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"y\n")
+        res = subprocess.run([str(tree / "deploy.sh"), "--config-env", "prod", "--region", "us-east-1",
+                              "--s3-bucket", "my-artifacts"],
+                             cwd=tree, env=env, stdin=slave, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Which e-mail address" not in res.stdout
+    assert "Alarms notify oncall@example.com (from samconfig.toml [prod.deploy.parameters])" in res.stdout
+    assert "Alarms: all 6 e-mail oncall@example.com" in res.stdout and "no alarm recipient" not in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert 'AlarmEmail="oncall@example.com"' in deploy and "--stack-name tally-prod" in deploy
+
+
+# ---------------------------------------------------- Lambda concurrency
+NEW_ACCOUNT = {"ConcurrentExecutions": 10, "UnreservedConcurrentExecutions": 10}
+
+
+def test_a_low_lambda_concurrency_limit_lowers_the_weekly_parts_concurrency(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], lambda_limits=NEW_ACCOUNT)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "account limit 10, unreserved 10" in res.stdout
+    assert "Lowered WeeklyPartsConcurrency from 7 to 5" in res.stdout
+    assert "Service Quotas" in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert 'WeeklyPartsConcurrency="5"' in deploy
+
+
+def test_an_explicit_weekly_parts_concurrency_is_kept_with_a_warning(stubs):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], lambda_limits=NEW_ACCOUNT)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", "--parameter-overrides", 'WeeklyPartsConcurrency="7"', env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning: WeeklyPartsConcurrency=7 leaves 3 of 10 concurrent executions to the API function" in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert 'WeeklyPartsConcurrency="7"' in deploy and 'WeeklyPartsConcurrency="5"' not in deploy
+
+
+@pytest.mark.parametrize("limits, params, expect", [
+    (LAMBDA_LIMITS, None, "account limit 1000, unreserved 1000; the weekly run invokes up to 7 parts at once (WeeklyPartsConcurrency, the template default)"),
+    (NEW_ACCOUNT, {"AlarmEmail": "ops@example.com", "WeeklyPartsConcurrency": "3"},
+     "up to 3 parts at once (WeeklyPartsConcurrency, the stack's current value)"),
+    (None, None, "note: could not read the account's Lambda concurrency (lambda:GetAccountSettings)"),
+], ids=["large-account", "already-low", "unreadable"])
+def test_enough_lambda_concurrency_leaves_the_weekly_parts_concurrency_alone(stubs, limits, params, expect):
+    env, scenario, calls = stubs
+    scenario([FUNCTION_CHANGED], lambda_limits=limits, params=params)
+    res = run("deploy.sh", *DEPLOY_ARGS, "--yes", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert expect in res.stdout
+    (deploy,) = [c for c in calls() if c.startswith("sam deploy")]
+    assert "WeeklyPartsConcurrency" not in deploy

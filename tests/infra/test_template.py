@@ -407,6 +407,19 @@ def test_outputs_describe_the_deployment(cfn_template):
         "--input '{\"week\":\"2026-W47\"}' --region ${AWS::Region}")}
 
 
+def test_outputs_give_deploy_sh_verification_the_schedule_role_queue_and_log_group(cfn_template):
+    """deploy.sh's first-deploy verification builds a one-time schedule with
+    the weekly schedule's role and dead-letter queue, and points at the log."""
+    outputs = resolve(cfn_template)["Outputs"]
+    assert outputs["WeeklyScheduleRoleArn"]["Value"] == {"Fn::GetAtt": ["WeeklyScheduleRole", "Arn"]}
+    assert outputs["DeadLetterQueueArn"]["Value"] == {"Fn::GetAtt": ["WeeklyDeadLetterQueue", "Arn"]}
+    assert outputs["WeeklyFunctionLogGroupName"]["Value"] == {"Ref": "WeeklyFunctionLogGroup"}
+    # The schedule it creates uses this very role and target.
+    schedule = resolve(cfn_template)["Resources"]["WeeklyFunctionWeekly"]["Properties"]["Target"]
+    assert schedule["RoleArn"] == outputs["WeeklyScheduleRoleArn"]["Value"]
+    assert schedule["DeadLetterConfig"]["Arn"] == outputs["DeadLetterQueueArn"]["Value"]
+
+
 def test_weekly_parts_reach_the_weekly_function_only(sam_template, resources):
     param = sam_template["Parameters"]["WeeklyParts"]
     # tally-weekly accepts TALLY_WEEKLY_PARTS 1..=28 (default 7).

@@ -17,11 +17,56 @@ from conftest import ROOT, resolve
 
 # (action, resource, condition) triples. Resources are written the way
 # _render() prints intrinsics: "X.Arn" for GetAtt, "Ref:X", Sub strings as-is.
-# The week leases (tally_aws::lease, partition keys L#<week>) and nothing else.
-LEASE_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["L#*"]}}
+#
+# Writes to the table are limited to tally's key shapes with
+# dynamodb:LeadingKeys. Each condition below was checked against the AWS
+# documentation that defines it:
+# - dynamodb:LeadingKeys: DynamoDB Developer Guide, "Using IAM policy
+#   conditions for fine-grained access control"
+#   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/specifying-conditions.html):
+#   "Represents the first key attribute of a table—in other words, the
+#   partition key. The key name LeadingKeys is plural, even if the key is used
+#   with single-item actions. In addition, you must use the ForAllValues
+#   modifier when using LeadingKeys in a condition." Its example policy
+#   limits dynamodb:BatchWriteItem (with PutItem, DeleteItem, ...) with
+#   ForAllValues on LeadingKeys: a BatchWriteItem's request carries the
+#   partition key of every item in it, and ForAllValues requires each of
+#   them to match - one item outside tally's shapes refuses the whole batch.
+# - ForAllValues: IAM User Guide, "Creating a condition with multiple context
+#   keys or values"
+#   (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_multi-value-conditions.html):
+#   "The condition returns true if every key value in the request matches at
+#   least one value in the policy. It also returns true if there are no keys
+#   in the request, or if the key values resolve to a null data set, such as
+#   an empty string." - hence the Null guard next to each of them.
+# - Null: IAM User Guide, "IAM JSON policy elements: Condition operators",
+#   Condition operator to check existence of condition keys
+#   (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html#Conditions_Null):
+#   "false (the key exists and its value is not null)".
+# - TransactWriteItems: DynamoDB Developer Guide, "Using IAM with DynamoDB
+#   transactions"
+#   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html):
+#   "Permissions for Put, Update, Delete, and Get actions are governed by
+#   the permissions used for the underlying PutItem, UpdateItem, DeleteItem,
+#   and GetItem operations" - each Put of a transaction needs PutItem on its
+#   own partition key.
+
+
+def leading_keys(*patterns: str) -> str:
+    """The condition of a grant limited to these partition-key patterns."""
+    return json.dumps({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(patterns)},
+                       "Null": {"dynamodb:LeadingKeys": "false"}}, sort_keys=True)
+
+
+# tally_aws's key shapes (partition keys): records D#<day>#<shard>, the week
+# markers' partition W, idempotency entries I#<key>, leases L#<week>, staged
+# batches' markers B#<batch id>.
+RECORDS = leading_keys("D#*")
+# The week leases (tally_aws::lease) and nothing else.
+LEASE_KEYS = leading_keys("L#*")
+# The batch markers of staged batches (tally_aws::batch).
+BATCH_MARKER_KEYS = leading_keys("B#*")
 REFRESH_REQUESTS = "${SummaryBucket.Arn}/summaries/*/refresh.request"
-# The batch markers of staged batches (tally_aws::batch, partition keys B#<batch id>).
-BATCH_MARKER_KEYS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["B#*"]}}
 
 API_GRANTS = {
     ("logs:CreateLogStream", "ApiFunctionLogGroup.Arn", None),
@@ -29,15 +74,15 @@ API_GRANTS = {
     # Records, week markers (W), idempotency entries (claim, take_over) and
     # staged batches' markers (commit, abort); PutItem also covers the Put
     # items of TransactWriteItems (records, the entry, the commit marker).
-    ("dynamodb:PutItem", "{table}.Arn", None),
+    ("dynamodb:PutItem", "{table}.Arn", leading_keys("D#*", "W", "I#*", "B#*")),
     # GET /records/{id}, idempotency entries, and the marker of a staged record's batch.
     ("dynamodb:GetItem", "{table}.Arn", None),
     # The staged items of a batch too large for one transaction, 25 at a time.
-    ("dynamodb:BatchWriteItem", "{table}.Arn", None),
+    ("dynamodb:BatchWriteItem", "{table}.Arn", RECORDS),
     # GET /records: RecordStore::scan_range queries the range's day-shard partitions (never Scan).
     ("dynamodb:Query", "{table}.Arn", None),
     # DELETE /records/{id}: RecordLifecycle::delete is one DeleteItem (ReturnValues ALL_OLD).
-    ("dynamodb:DeleteItem", "{table}.Arn", None),
+    ("dynamodb:DeleteItem", "{table}.Arn", RECORDS),
     # GET /summaries/{week}: read the week's objects; GET /summaries: list weeks.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     # Unconditioned: see MISSING_KEY_404 below.
@@ -52,17 +97,17 @@ WEEKLY_GRANTS = {
     # summarize_week / pending_weeks: a week's day-shard partitions and the
     # week markers; sweep_week and retention (delete_week) too, for the keys.
     ("dynamodb:Query", "{table}.Arn", None),
-    # Retention: delete_week deletes the keys it queried, 25 per BatchWriteItem...
-    ("dynamodb:BatchWriteItem", "{table}.Arn", None),
+    # Retention: delete_week deletes the records it queried, 25 per BatchWriteItem...
+    ("dynamodb:BatchWriteItem", "{table}.Arn", RECORDS),
     # ...then the markers of the batches within the week and the week's
     # marker (pk "W"); sweep_week deletes the staged items of aborted batches.
-    ("dynamodb:DeleteItem", "{table}.Arn", None),
+    ("dynamodb:DeleteItem", "{table}.Arn", leading_keys("D#*", "W", "B#*")),
     # DynamoDbWeekLease::try_acquire / release: one run per week at a time.
-    ("dynamodb:UpdateItem", "{table}.Arn", json.dumps(LEASE_KEYS, sort_keys=True)),
+    ("dynamodb:UpdateItem", "{table}.Arn", LEASE_KEYS),
     # Scans and delete_week read the markers of staged batches; sweep_week
     # aborts abandoned ones (a conditional PutItem of the marker).
-    ("dynamodb:GetItem", "{table}.Arn", json.dumps(BATCH_MARKER_KEYS, sort_keys=True)),
-    ("dynamodb:PutItem", "{table}.Arn", json.dumps(BATCH_MARKER_KEYS, sort_keys=True)),
+    ("dynamodb:GetItem", "{table}.Arn", BATCH_MARKER_KEYS),
+    ("dynamodb:PutItem", "{table}.Arn", BATCH_MARKER_KEYS),
     # PutObject also authorises Create/UploadPart/CompleteMultipartUpload.
     ("s3:PutObject", "${SummaryBucket.Arn}/summaries/*", None),
     ("s3:AbortMultipartUpload", "${SummaryBucket.Arn}/summaries/*", None),
@@ -313,7 +358,7 @@ def test_no_role_can_scan_or_drop_the_table_and_updates_touch_only_leases(deploy
         for action, _, cond in grants(resources, name):
             assert not action.startswith(forbidden_prefixes), f"{name} may {action}"
             if action == "dynamodb:UpdateItem":
-                assert cond == json.dumps(LEASE_KEYS, sort_keys=True), f"{name} may update records: {cond}"
+                assert cond == LEASE_KEYS, f"{name} may update records: {cond}"
 
 
 # Which function may delete items from the table, and the code path that needs it.
@@ -334,6 +379,104 @@ def test_only_the_intended_functions_may_delete_items(deployed):
         if any(a == "dynamodb:DeleteItem" for a, _, _ in grants(resources, function_role(resources, function)))
     }
     assert deleters == TABLE_DELETERS
+
+
+# ------------------------------------------------------- the table's key shapes
+# One partition key of each shape tally_aws writes, and one it never writes.
+SHAPES = {
+    "record": "D#2026-11-23#07",
+    "week marker": "W",
+    "idempotency entry": "I#order-4711",
+    "lease": "L#2026-W47",
+    "batch marker": "B#01KAQ6ZP3B5Y2N0V4H8Q1C7R9S",
+    "anything else": "X#2026",
+}
+# What each function may write, by action: these shapes and nothing else.
+TABLE_WRITES = {
+    ("ApiFunction", "dynamodb:PutItem"): {"record", "week marker", "idempotency entry", "batch marker"},
+    ("ApiFunction", "dynamodb:BatchWriteItem"): {"record"},
+    ("ApiFunction", "dynamodb:DeleteItem"): {"record"},
+    ("WeeklyFunction", "dynamodb:BatchWriteItem"): {"record"},
+    ("WeeklyFunction", "dynamodb:DeleteItem"): {"record", "week marker", "batch marker"},
+    ("WeeklyFunction", "dynamodb:PutItem"): {"batch marker"},
+    ("WeeklyFunction", "dynamodb:UpdateItem"): {"lease"},
+}
+# Where the key design allows no narrower grant than the one above (or none
+# at all), and why.
+NO_NARROWER = {
+    ("ApiFunction", "dynamodb:PutItem"):
+        "D#* is every day-shard partition (a record's key is its receipt day and a shard, not its sender) "
+        "and I#* every idempotency key (the client's own string): nothing in the key narrows them further",
+    ("ApiFunction", "dynamodb:BatchWriteItem"):
+        "a staged batch's records land in whichever day-shard partitions their ids fall in: any D# partition",
+    ("ApiFunction", "dynamodb:DeleteItem"):
+        "erasure deletes any record by its id (the IAM-signed route decides who may): any D# partition",
+    ("WeeklyFunction", "dynamodb:BatchWriteItem"):
+        "retention deletes only weeks older than RetentionWeeks, but LeadingKeys patterns are string "
+        "wildcards and cannot compare a partition's day with a date: any D# partition",
+    ("WeeklyFunction", "dynamodb:DeleteItem"):
+        "the sweep deletes only the staged records of aborted batches, but staged and committed records share "
+        "the D# partitions (the batch is an attribute, not part of the key): IAM cannot tell them apart, the "
+        "DeleteItem's condition expression (#batch = :batch) does",
+    ("ApiFunction", "dynamodb:GetItem"):
+        "not conditioned: reads change nothing, and GET /records/{id}, the idempotency look-up and the marker "
+        "check read D#, I# and B# items - every shape but the leases and the week markers",
+    ("ApiFunction", "dynamodb:Query"):
+        "not conditioned: GET /records queries any D# partition, the only shape it could be limited to",
+    ("WeeklyFunction", "dynamodb:Query"):
+        "not conditioned: a week's D# partitions and the W partition, i.e. all of the records' shapes",
+}
+
+
+def _table_grants(resources: dict[str, Any], function: str) -> dict[str, set[str | None]]:
+    out: dict[str, set[str | None]] = {}
+    for action, resource, cond in grants(resources, function_role(resources, function)):
+        if action.startswith("dynamodb:"):
+            out.setdefault(action, set()).add(cond)
+    return out
+
+
+def test_table_writes_are_limited_to_tallys_key_shapes(deployed):
+    resources, table = deployed
+    resource = f"{table}.Arn"
+    problems = []
+    for (function, action), shapes in TABLE_WRITES.items():
+        role = function_role(resources, function)
+        for shape, key in SHAPES.items():
+            allowed = _allowed(resources, role, action, resource, {"dynamodb:LeadingKeys": key})
+            if allowed != (shape in shapes):
+                problems.append(f"{function} {action} on a {shape} ({key}): {'allowed' if allowed else 'denied'}")
+        # A request without a partition key (ForAllValues alone would hold).
+        if _allowed(resources, role, action, resource, {}):
+            problems.append(f"{function} {action} without dynamodb:LeadingKeys: allowed")
+        # BatchWriteItem names every item's key: one foreign item refuses the batch.
+        if action == "dynamodb:BatchWriteItem":
+            mixed = {"dynamodb:LeadingKeys": [SHAPES["record"], "D#2026-11-24#01", SHAPES["lease"]]}
+            if _allowed(resources, role, action, resource, mixed):
+                problems.append(f"{function} BatchWriteItem of records and a lease: allowed")
+            if not _allowed(resources, role, action, resource,
+                            {"dynamodb:LeadingKeys": [SHAPES["record"], "D#2026-11-24#01"]}):
+                problems.append(f"{function} BatchWriteItem of two records' partitions: denied")
+    assert problems == []
+
+
+def test_every_table_grant_is_limited_by_key_shape_or_says_why_not(deployed):
+    resources, _ = deployed
+    writes = {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"}
+    granted = set()
+    for function in ("ApiFunction", "WeeklyFunction"):
+        for action, conditions in _table_grants(resources, function).items():
+            granted.add((function, action))
+            limited = all(c and "dynamodb:LeadingKeys" in c for c in conditions)
+            if action in writes:
+                assert limited and (function, action) in TABLE_WRITES, (
+                    f"{function} {action} is not limited to tally's key shapes: {conditions}")
+            # Unconditioned, or open to any record or idempotency key: say why.
+            if not limited or any("D#*" in c or "I#*" in c for c in conditions if c):
+                assert NO_NARROWER.get((function, action)), (
+                    f"{function} {action}: say in NO_NARROWER why the key design allows nothing narrower")
+    assert set(TABLE_WRITES) <= granted
+    assert set(NO_NARROWER) <= granted, "NO_NARROWER explains grants that no longer exist"
 
 
 def test_bucket_writes_are_confined_to_the_summaries_prefix(deployed):
@@ -680,16 +823,29 @@ def _iam_match(pattern: str, value: str) -> bool:
     return re.fullmatch(".*".join(re.escape(p).replace(r"\?", ".") for p in pattern.split("*")), value) is not None
 
 
-def _allowed(resources: dict[str, Any], role: str, action: str, resource: str, context: dict[str, str]) -> bool:
+def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, Any]) -> bool:
+    """One condition of a grant against a request context, as IAM evaluates
+    it (see the documentation cited at the top): a multivalued key's value is
+    a list (a BatchWriteItem names every item's partition key)."""
+    value = context.get(key)
+    values = [v for v in _as_list(value) if v not in ("", None)] if value is not None else []
+    if operator == "Null":
+        return (not values) == (expected == "true")
+    if operator == "ForAllValues:StringLike":
+        # Every value matches some pattern - vacuously true without values.
+        return all(any(_iam_match(p, v) for p in _as_list(expected)) for v in values)
+    if operator == "StringLike":
+        return len(values) == 1 and any(_iam_match(p, values[0]) for p in _as_list(expected))
+    raise AssertionError(f"teach the rehearsal {operator}")
+
+
+def _allowed(resources: dict[str, Any], role: str, action: str, resource: str, context: dict[str, Any]) -> bool:
     def applies(grant_resource: str, cond: str | None) -> bool:
         if not _iam_match(grant_resource, resource):
             return False
-        for operator, tests in (json.loads(cond) if cond else {}).items():
-            assert operator in ("StringLike", "ForAllValues:StringLike"), f"teach the rehearsal {operator}"
-            for key, patterns in tests.items():
-                if key not in context or not any(_iam_match(p, context[key]) for p in _as_list(patterns)):
-                    return False
-        return True
+        return all(_condition_holds(operator, key, expected, context)
+                   for operator, tests in (json.loads(cond) if cond else {}).items()
+                   for key, expected in tests.items())
 
     allowed = any(a == action and applies(r, c) for a, r, c in grants(resources, role))
     denied = any(a == action and _iam_match(r, resource) for a, r, _ in grants(resources, role, "Deny"))

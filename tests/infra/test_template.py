@@ -299,60 +299,6 @@ def test_the_weekly_schedule_starts_the_state_machine_in_utc_retries_and_dead_le
     assert resources["WeeklyDeadLetterQueue"]["Properties"]["SqsManagedSseEnabled"] is True
 
 
-def _watched(alarm: dict[str, Any]) -> set[tuple[str, str]]:
-    """(metric, first dimension value) of an alarm: its one metric, or every
-    metric of its metric math."""
-    props = alarm["Properties"]
-    metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
-    return {(m["MetricName"], str(m["Dimensions"][0]["Value"])) for m in metrics}
-
-
-def test_alarms_watch_both_functions_the_api_the_state_machine_and_the_dead_letter_queue(cfn_template):
-    for overrides, notified in (({}, False), ({"AlarmEmail": "ops@example.com"}, True)):
-        resources = resolve(cfn_template, overrides)["Resources"]
-        alarms = of_type(resources, "AWS::CloudWatch::Alarm")
-        watched = set().union(*(_watched(a) for a in alarms.values()))
-        assert ("Errors", str({"Ref": "ApiFunction"})) in watched
-        # The refresh path invokes the function directly.
-        assert ("Errors", str({"Ref": "WeeklyFunction"})) in watched
-        assert ("ApproximateNumberOfMessagesVisible", str({"Fn::GetAtt": ["WeeklyDeadLetterQueue", "QueueName"]})) in watched
-        for name, alarm in alarms.items():
-            assert ("AlarmActions" in alarm["Properties"]) == notified, name
-            # Every alarm that notifies also says when it is over.
-            assert alarm["Properties"].get("OKActions") == alarm["Properties"].get("AlarmActions"), name
-        assert ("AlarmTopic" in resources) == notified
-
-
-def test_an_alarm_fires_when_a_weekly_run_fails_times_out_or_is_aborted(resources):
-    props = resources["WeeklyRunFailedAlarm"]["Properties"]
-    machine = [{"Name": "StateMachineArn", "Value": {"Ref": "WeeklyStateMachine"}}]
-    stats = {m["Id"]: m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m}
-    assert {s["Metric"]["MetricName"] for s in stats.values()} == {
-        "ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
-    for stat in stats.values():
-        assert stat["Metric"]["Namespace"] == "AWS/States" and stat["Metric"]["Dimensions"] == machine
-        assert stat["Stat"] == "Sum"
-    (expression,) = [m for m in props["Metrics"] if "Expression" in m]
-    assert expression["ReturnData"] is True
-    # Each metric counts even when the others have no datapoint.
-    assert sorted(re.findall(r"FILL\((\w+), 0\)", expression["Expression"])) == sorted(stats)
-    assert [m["ReturnData"] for m in props["Metrics"] if "MetricStat" in m] == [False] * 3
-    assert props["Threshold"] == 1 and props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-
-
-def test_an_alarm_fires_when_the_weekly_run_did_not_happen(resources):
-    """No execution started for the longest range CloudWatch allows (7 whole
-    days, Period x EvaluationPeriods <= 604,800 s) is breaching, and so is no data."""
-    props = resources["WeeklyRunMissingAlarm"]["Properties"]
-    assert (props["Namespace"], props["MetricName"]) == ("AWS/States", "ExecutionsStarted")
-    assert props["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": "WeeklyStateMachine"}}]
-    assert props["Statistic"] == "Sum" and props["Threshold"] == 1
-    assert props["ComparisonOperator"] == "LessThanThreshold"
-    assert props["TreatMissingData"] == "breaching"
-    assert props["Period"] == 86400 and props["EvaluationPeriods"] == props["DatapointsToAlarm"] == 7
-    assert props["Period"] * props["EvaluationPeriods"] <= 604_800
-
-
 def test_the_schedule_name_fits_64_characters_for_the_longest_stack_name_deploy_accepts(resources):
     (schedule,) = of_type(resources, "AWS::Scheduler::Schedule").values()
     name = schedule["Properties"]["Name"]["Fn::Sub"]

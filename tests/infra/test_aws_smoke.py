@@ -152,9 +152,12 @@ class FakeAws:
         name = args[args.index("--stack-name") + 1]
         overrides = args[args.index("--parameter-overrides") + 1]
         self.parts = int(re.search(r'WeeklyParts="(\d+)"', overrides).group(1))
-        if self.faults.get("deploy_fails"):
-            self.stack = {"name": name, "status": "ROLLBACK_COMPLETE"}
-            return 1, "", "error: stack is in state ROLLBACK_COMPLETE: the deploy did not complete\n"
+        if "deploy_fails" in self.faults:
+            # The stack it leaves: None (never created), or a status, which
+            # settles (an *_IN_PROGRESS becomes *_COMPLETE) after two reads.
+            left = self.faults["deploy_fails"]
+            self.stack = left and {"name": name, "status": left, "reads": 0}
+            return 1, "", f"error: the deploy did not complete (stack: {left})\n"
         self.stack = {"name": name, "status": "CREATE_COMPLETE"}
         return 0, f"tally is deployed: stack {name} in {REGION}\n", ""
 
@@ -191,6 +194,9 @@ class FakeAws:
             if stack is None or stack["name"] != name:
                 return 254, "", f"An error occurred (ValidationError) when calling the DescribeStacks operation: Stack with id {name} does not exist\n"
             if cmd == "cloudformation describe-stacks":
+                stack["reads"] = stack.get("reads", 0) + 1
+                if stack["status"] in ("ROLLBACK_IN_PROGRESS", "CREATE_IN_PROGRESS") and stack["reads"] > 2:
+                    stack["status"] = stack["status"].replace("IN_PROGRESS", "COMPLETE")
                 outputs = {
                     "ApiUrl": API, "ApiId": "abc123defg", "ApiKeyId": KEY_ID,
                     "GetApiKeyCommand": f"aws apigateway get-api-key --api-key {KEY_ID} --include-value --query value --output text --region {REGION}",
@@ -714,17 +720,27 @@ def test_a_wrong_answer_fails_its_step_exits_non_zero_and_still_tears_down(smoke
     assert_torn_down(run)
 
 
-def test_a_failed_deploy_skips_the_rest_and_removes_the_rolled_back_stack(smoke, deploy_help):
-    run = smoke("--deploy-verify", deploy_fails=True, help_text=deploy_help + "  --no-verify     skip it\n")
+@pytest.mark.parametrize("left", ["ROLLBACK_IN_PROGRESS", "REVIEW_IN_PROGRESS", None])
+def test_a_failed_deploy_skips_the_rest_and_removes_what_it_left(smoke, deploy_help, left):
+    """A rollback is waited for; a change set never executed (REVIEW_IN_PROGRESS) is not."""
+    run = smoke("--deploy-verify", deploy_fails=left, help_text=deploy_help + "  --no-verify     skip it\n")
     assert run.proc.returncode == 1
     (deploy,) = [c["args"] for c in run.calls("deploy") if "--help" not in c["args"]]
     assert "--no-verify" not in deploy, "--deploy-verify lets deploy.sh verify"
     assert run.line("deploy").startswith("FAIL deploy: deploy.sh exited with status 1")
     for step in STEPS[2:-1]:
         assert run.line(step) == f"SKIP {step}: the deploy failed"
-    assert "ROLLBACK_COMPLETE" in run.proc.stderr, "deploy.sh's output is shown"
+    assert f"the deploy did not complete (stack: {left})" in run.proc.stderr, "deploy.sh's output is shown"
     assert not run.calls("curl") or all(c["url"] is None for c in run.calls("curl"))
+    if left is None:
+        assert not run.calls("clean")
+        assert run.line("clean.sh") == "PASS clean.sh (nothing to remove: the stack was never created)"
+        return
     assert_torn_down(run)
+    if left == "ROLLBACK_IN_PROGRESS":
+        assert "stack tally-smoke-" in run.proc.stderr and "is ROLLBACK_IN_PROGRESS; waiting before clean.sh" in run.proc.stderr
+    else:
+        assert "waiting before clean.sh" not in run.proc.stderr
 
 
 def test_keep_skips_the_teardown_and_says_how_to_remove_the_stack(smoke, deploy_help):
@@ -745,7 +761,7 @@ def test_an_existing_stack_is_refused_and_left_alone(smoke):
     assert run.proc.returncode == 1
     assert run.line("prerequisites").startswith("FAIL prerequisites: stack tally already exists in us-east-1 (UPDATE_COMPLETE)")
     assert not [c for c in run.calls("deploy") if "--help" not in c["args"]] and not run.calls("clean")
-    assert run.fake.stack == {"name": "tally", "status": "UPDATE_COMPLETE"}
+    assert run.fake.stack["status"] == "UPDATE_COMPLETE"
     assert [l.split(" ")[0] for l in run.lines] == ["FAIL"]
 
 

@@ -207,12 +207,12 @@ class FakeAws:
                     outputs.pop(missing)
                 return answer({"Stacks": [{"StackName": name, "StackStatus": stack["status"],
                                            "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]}]})
-            if cmd == "cloudformation describe-stack-resources":
+            if cmd == "cloudformation list-stack-resources":
                 resources = [{"LogicalResourceId": a, "PhysicalResourceId": f"{name}-{a}-ABC123",
                               "ResourceType": "AWS::CloudWatch::Alarm"} for a in self.alarm_ids]
                 resources.append({"LogicalResourceId": "ApiFunction", "PhysicalResourceId": f"{name}-ApiFunction-1",
                                   "ResourceType": "AWS::Lambda::Function"})
-                return answer({"StackResources": resources})
+                return answer({"StackResourceSummaries": resources})
         if cmd == "apigateway get-api-key":
             assert opt("--api-key") == KEY_ID and "--include-value" in args
             return answer({"id": KEY_ID, "value": KEY, "enabled": True})

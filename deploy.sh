@@ -574,8 +574,9 @@ fi
 # The weekly path runs once, the way the schedule runs it: a one-time
 # EventBridge Scheduler schedule in the default group (the group the
 # scheduler role's trust policy names) with the weekly schedule's target
-# and role starts the state machine with the last complete ISO week
-# ({"week":..}: an empty week is fine). deploy.sh waits for that
+# and role starts the state machine with the schedule's own input, {} (the
+# last complete ISO week, plus any catch-up; an empty week is fine, and a
+# week the retention already pruned is left as it is). deploy.sh waits for that
 # execution, bounded, and reports. Exit status 3: the stack is deployed but
 # the weekly run did not work.
 
@@ -630,12 +631,12 @@ verify_weekly_run() {
   now="$(date -u +%s)"
   week="$(utc "$((now - 7 * 86400))" '%G-W%V')"
   at="$(utc "$((now + 60))" '%Y-%m-%dT%H:%M:%S')"
-  input="{\"week\":\"$week\"}"
+  input="{}"
   # The weekly schedule's target, but retried for at most 5 minutes (not 6
   # hours), so an undeliverable start reaches the dead-letter queue while
   # deploy.sh is still waiting.
-  printf -v target '{"Arn":"%s","RoleArn":"%s","Input":"{\\"week\\":\\"%s\\"}","RetryPolicy":{"MaximumRetryAttempts":2,"MaximumEventAgeInSeconds":300},"DeadLetterConfig":{"Arn":"%s"}}' \
-    "$sm" "$role" "$week" "$dlq_arn"
+  printf -v target '{"Arn":"%s","RoleArn":"%s","Input":"{}","RetryPolicy":{"MaximumRetryAttempts":2,"MaximumEventAgeInSeconds":300},"DeadLetterConfig":{"Arn":"%s"}}' \
+    "$sm" "$role" "$dlq_arn"
 
   banner "Verifying the weekly run: week $week through the schedule's role"
   # Executions that exist already (newest first): the new one is not among them.

@@ -151,6 +151,8 @@ def test_no_alarm_pages_for_a_weekly_step_error_that_its_retry_fixes(resources):
             f"{name} reads the weekly function's Errors, which include step errors the state machine retries")
     # The state machine: every step retries its own failures and throttling...
     for name, task in _tasks(_asl()["States"]):
+        if task["Resource"] != "arn:aws:states:::lambda:invoke":
+            continue  # Continue starts the next execution: no function runs
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
         assert {"States.TaskFailed", "Lambda.TooManyRequestsException"} <= retried, name
     # ...and what still fails, fails the execution: WeeklyRunFailedAlarm.
@@ -370,7 +372,7 @@ def test_a_sliding_window_would_raise_a_false_alarm_every_week(resources):
 # ------------------------------------------------------------ documentation
 def test_docs_deploy_lists_every_alarm_with_the_missing_run_rule(resources):
     text = (ROOT / "docs" / "DEPLOY.md").read_text()
-    section = re.search(r"^### Alarms\b.*?(?=^#{2,3} )", text, re.M | re.S)
+    section = re.search(r"^### Alarms\n.*?(?=^#{2,3} )", text, re.M | re.S)
     assert section, "docs/DEPLOY.md has no '### Alarms' section"
     body = section.group(0)
     missing = [name for name in _alarms(resources) if f"`{name}`" not in body]

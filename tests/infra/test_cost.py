@@ -59,10 +59,11 @@ def test_every_alarm_is_priced_as_billed(cfn_template, cost_md):
 
 
 def test_the_weekly_runs_state_transitions_are_counted(sam_template, cost_md):
-    """Plan, Weeks, Finish once per run; Parts, each Part, Merge per week
-    (an Inline Map's iterations are not billed, the states in them are)."""
+    """Plan, Weeks, Finish, More (the choice to continue a catch-up) and
+    Done once per run; Parts, each Part, Merge per week (an Inline Map's
+    iterations are not billed, the states in them are)."""
     parts = int(sam_template["Parameters"]["WeeklyParts"]["Default"])
-    transitions = 3 + (1 + parts + 1)
+    transitions = 5 + (1 + parts + 1)
     assert f"× {transitions} state transitions" in cost_md
     assert f"{transitions} with the default {parts} parts" in _flat((ROOT / "docs" / "DEPLOY.md").read_text())
     # The week is read twice (the parts, the merge's sweep), and it says so.

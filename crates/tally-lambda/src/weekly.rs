@@ -30,7 +30,9 @@ use tally_core::summary::notify::announce;
 /// catch-up continues in the next run beyond it.
 pub use tally_core::summary::plan::MAX_WEEKS_PER_RUN;
 use tally_core::summary::plan::plan_scheduled;
-use tally_core::summary::{SummarizeError, SummaryOptions, WeekReport, pending_weeks, summarize_week};
+use tally_core::summary::{
+    SummarizeError, SummaryOptions, WeekReport, ensure_not_pruned, pending_weeks, summarize_week,
+};
 use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
 
 use crate::s3_event::{self, S3Event};
@@ -232,6 +234,9 @@ pub struct WeeklyDeps {
     /// Shares per week when the state machine fans the run out
     /// (`TALLY_WEEKLY_PARTS`, 1–28).
     pub shares: u8,
+    /// Most weeks one run builds: [`MAX_WEEKS_PER_RUN`], which Step
+    /// Functions' limits were measured against; tests lower it.
+    pub max_weeks: usize,
 }
 
 impl WeeklyDeps {
@@ -250,6 +255,7 @@ impl WeeklyDeps {
             notifiers: Vec::new(),
             notify_policy: RetryPolicy::NOTIFICATION,
             shares: DEFAULT_SHARES,
+            max_weeks: MAX_WEEKS_PER_RUN,
         }
     }
 }
@@ -437,8 +443,20 @@ pub async fn plan_weeks(deps: &WeeklyDeps, request: &WeeklyRequest) -> Result<Pl
     // Rebuild the previous week even when it already has a summary or no
     // records: the schedule promises that week, and reruns converge. A
     // continuation of a catch-up does not rebuild it again.
-    let scheduled = (!request.catch_up).then(|| IsoWeek::last_complete(now));
-    let plan = plan_scheduled(scheduled, &requested, &pending, MAX_WEEKS_PER_RUN);
+    let mut scheduled = (!request.catch_up).then(|| IsoWeek::last_complete(now));
+    if let Some(week) = scheduled {
+        // A retention of 0 weeks prunes the previous week right after its
+        // run: a rerun of the schedule (a retry, deploy.sh's verification)
+        // keeps its summary instead of refusing the whole run.
+        match ensure_not_pruned(deps.store.as_ref(), deps.sink.as_ref(), week).await {
+            Err(SummarizeError::Pruned { .. }) => {
+                tracing::info!(%week, "the previous week is summarized and pruned already: its summary stands");
+                scheduled = None;
+            }
+            other => other?,
+        }
+    }
+    let plan = plan_scheduled(scheduled, &requested, &pending, deps.max_weeks);
     if plan.more() {
         tracing::warn!(
             weeks = plan.weeks.len(),

@@ -294,7 +294,7 @@ pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
     /// The server's crate version.
-    #[schema(example = "0.3.0")]
+    #[schema(example = "0.4.0")]
     pub version: &'static str,
 }
 

@@ -127,7 +127,7 @@ pub fn spawn_refresher(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut weeks = BTreeSet::from([first]);
+            let mut weeks: BTreeSet<IsoWeek> = BTreeSet::from([first]);
             let gather = tokio::time::sleep(REFRESH_GATHER);
             tokio::pin!(gather);
             loop {
@@ -137,6 +137,7 @@ pub fn spawn_refresher(
                 }
             }
             for week in weeks {
+                let options = options.for_rewrite(week, Timestamp::now());
                 with_retries("summary refresh", || async {
                     summarize_week(
                         store.as_ref(),

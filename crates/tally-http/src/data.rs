@@ -200,7 +200,7 @@ pub async fn delete_record(
     let Path(id) = id.map_err(|e| ApiError::BadRequest(format!("the record id in the path is unreadable: {e}")))?;
     let id = RecordId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = state.ingest.clock().now();
-    let erased = within(&state, erase(erasure.store.as_ref(), erasure.refresh.as_ref(), now, id))
+    let erased = within(&state, erase(erasure.store.as_ref(), state.sink.as_ref(), erasure.refresh.as_ref(), now, id))
         .await?
         .map_err(|e| match e {
             tally_core::lifecycle::EraseError::Store(s) => ApiError::Store(s),

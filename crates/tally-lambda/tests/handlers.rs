@@ -335,7 +335,8 @@ async fn summarized_then_erased(env: &Env) -> RecordId {
     let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[1].id;
     assert!(export_holds(env, w47(), victim).await);
     let refresh = S3WeekRefresh::new(&env.s3);
-    let erased = erase(env.lifecycle.as_ref(), &refresh, env.clock.now(), victim).await.unwrap().unwrap();
+    let erased =
+        erase(env.lifecycle.as_ref(), env.sink.as_ref(), &refresh, env.clock.now(), victim).await.unwrap().unwrap();
     assert_eq!(erased.summary, SummaryState::Regenerating);
     assert!(request_exists(env, w47()).await);
     // The event reaches the function a little later.
@@ -623,7 +624,10 @@ async fn scheduled_and_operator_runs_announce_their_weeks_and_refresh_rewrites_d
 
     // WHEN another erasure leaves a request the schedule picks up, with W48 due
     let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[0].id;
-    erase(env.lifecycle.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim).await.unwrap().unwrap();
+    erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim)
+        .await
+        .unwrap()
+        .unwrap();
     let out = handle_weekly(&deps, weekly_event(event!("schedule-weekly.json"))).await.unwrap();
     assert_eq!(out.weeks.iter().map(|w| w.week).collect::<Vec<_>>(), vec![w47(), w48]);
     assert_eq!(out.notifications_failed, 0);
@@ -911,7 +915,9 @@ async fn an_erasure_during_a_fanned_out_run_is_never_undone_whichever_commits_fi
         // object is created at 12:00, the fixture's event time).
         let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[2].id;
         env.clock.set(at("2026-11-30T12:00:00Z"));
-        let erased = erase(env.lifecycle.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim).await;
+        let erased =
+            erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim)
+                .await;
         assert_eq!(erased.unwrap().unwrap().summary, SummaryState::Regenerating);
         env.clock.set(at("2026-11-30T12:00:30Z"));
         let rewrite = || handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json")));

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::clock::Timestamp;
 use crate::id::RecordId;
-use crate::ports::{RecordLifecycle, SinkError, StoreError, WeekRefresh};
+use crate::ports::{RecordLifecycle, SinkError, StoreError, SummarySink, WeekRefresh};
+use crate::summary::is_summarized;
 use crate::week::IsoWeek;
 
 /// What happens to the summary of an erased record's week.
@@ -16,8 +17,8 @@ pub enum SummaryState {
     /// by a run that may have read the record before it went — is rewritten
     /// without the record (a refresh request is queued).
     Regenerating,
-    /// The week has not ended: no summary holds the record, and the week's
-    /// run will not see it.
+    /// The week has not ended and has no (partial) summary: nothing holds
+    /// the record, and the week's run will not see it.
     None,
     /// The week's summary may still hold the record: asking for it to be
     /// rewritten failed (logged); the next weekly run or `tally summarize
@@ -51,6 +52,7 @@ pub enum EraseError {
 /// record had that id.
 pub async fn erase(
     store: &dyn RecordLifecycle,
+    sink: &dyn SummarySink,
     refresh: &dyn WeekRefresh,
     now: Timestamp,
     id: RecordId,
@@ -59,9 +61,9 @@ pub async fn erase(
         return Ok(None);
     }
     let week = IsoWeek::containing(id.timestamp());
-    let summary = if week.end() > now {
-        // Ids are minted from the receive time: a week that has not ended
-        // has had no run (a `--partial` one is replaced by the scheduled run).
+    // A week that has not ended has had no run, unless a `--partial` one
+    // (whose manifest exists). Every other case may hold the record.
+    let summary = if week.end() > now && !is_summarized(sink, week).await? {
         SummaryState::None
     } else if let Err(e) = refresh.request(week).await {
         tracing::warn!(%week, error = %crate::error_chain(&e), "the record is erased, but its week's summary could not be queued for rewriting");
@@ -75,10 +77,10 @@ pub async fn erase(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RecordStore;
     use crate::record::Record;
     use crate::summary::{NoProgress, SummaryOptions, summarize_week};
     use crate::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, RecordedRefresh};
-    use crate::{RecordStore, SummarySink};
 
     #[tokio::test]
     async fn erasing_a_record_of_an_ended_week_always_asks_for_its_week_again() {
@@ -96,20 +98,20 @@ mod tests {
             .unwrap();
 
         // A summarized week: rewritten.
-        let erased = erase(&store, &requests, after, a.id).await.unwrap().unwrap();
+        let erased = erase(&store, &sink, &requests, after, a.id).await.unwrap().unwrap();
         assert_eq!(erased, Erased { id: a.id, week, summary: SummaryState::Regenerating });
         assert_eq!(store.get(a.id).await.unwrap(), None);
-        assert_eq!(erase(&store, &requests, after, a.id).await.unwrap(), None, "a second erase finds nothing");
+        assert_eq!(erase(&store, &sink, &requests, after, a.id).await.unwrap(), None, "a second erase finds nothing");
 
         // An ended week with no manifest at this moment (a run under way has
         // removed it, or the week was never summarized): rewritten all the same.
         sink.begin_week(week).await.unwrap();
-        let erased = erase(&store, &requests, after, b.id).await.unwrap().unwrap();
+        let erased = erase(&store, &sink, &requests, after, b.id).await.unwrap().unwrap();
         assert_eq!(erased.summary, SummaryState::Regenerating);
         assert_eq!(requests.weeks(), vec![week, week]);
 
         // A week not yet over: nothing to rewrite.
-        let unended = erase(&store, &requests, after, c.id).await.unwrap().unwrap();
+        let unended = erase(&store, &sink, &requests, after, c.id).await.unwrap().unwrap();
         assert_eq!(unended.summary, SummaryState::None);
         assert_eq!(requests.weeks(), vec![week, week]);
     }

@@ -32,24 +32,20 @@ fn bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
 }
 
 /// `tally export`: the records of a range as NDJSON export lines, to a file
-/// (gzip when it ends in `.gz`, written to `FILE.partial` and renamed when
+/// (gzip when it ends in `.gz`, zstd when `.zst`; written to `FILE.partial` and renamed when
 /// complete) or to stdout.
 pub async fn export(storage: &Storage, params: RangeParams, out: &Path, settle: Duration) -> anyhow::Result<()> {
     let reader = RecordReader::new(storage.store.clone(), Arc::new(SystemClock), settle);
     let query = reader.parse(&params, ReadMode::Streamed).map_err(|e| anyhow::anyhow!("{e}"))?;
     let to_stdout = out == Path::new("-");
     let partial = PathBuf::from(format!("{}.partial", out.display()));
-    let mut sink: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
+    let mut sink = if to_stdout {
+        ExportWriter::Plain(Box::new(std::io::stdout().lock()))
     } else {
         let file = File::create(&partial).with_context(|| {
             format!("cannot create {}; check the directory exists and is writable", partial.display())
         })?;
-        if out.extension().is_some_and(|e| e == "gz") {
-            Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::fast()))
-        } else {
-            Box::new(std::io::BufWriter::new(file))
-        }
+        ExportWriter::for_path(out, std::io::BufWriter::new(file)).context("cannot start the zstd stream")?
     };
     let progress = bar(None, "{spinner} [{elapsed_precise}] {pos} records exported");
     let mut pages = reader.stream(query.range);
@@ -62,8 +58,8 @@ pub async fn export(storage: &Storage, params: RangeParams, out: &Path, settle: 
             bar.set_position(records);
         }
     }
-    sink.flush().context("writing the export failed")?;
-    drop(sink); // finishes the gzip stream
+    // Ends the gzip or zstd stream: its errors are the export's.
+    sink.finish().context("writing the export failed")?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -73,6 +69,41 @@ pub async fn export(storage: &Storage, params: RangeParams, out: &Path, settle: 
         eprintln!("exported {records} records to {}", out.display());
     }
     Ok(())
+}
+
+/// Where `tally export` writes: plain, gzip (`.gz`, level 1 as the weekly
+/// export) or zstd (`.zst`, level 3: zstd's default), each finished
+/// explicitly so that a failed final write fails the export.
+enum ExportWriter {
+    Plain(Box<dyn Write>),
+    Gzip(flate2::write::GzEncoder<std::io::BufWriter<File>>),
+    Zstd(zstd::Encoder<'static, std::io::BufWriter<File>>),
+}
+
+impl ExportWriter {
+    fn for_path(path: &Path, file: std::io::BufWriter<File>) -> std::io::Result<Self> {
+        Ok(match path.extension().and_then(|e| e.to_str()) {
+            Some("gz") => Self::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
+            Some("zst") => Self::Zstd(zstd::Encoder::new(file, zstd::DEFAULT_COMPRESSION_LEVEL)?),
+            _ => Self::Plain(Box::new(file)),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::Plain(w) => w.write_all(bytes),
+            Self::Gzip(w) => w.write_all(bytes),
+            Self::Zstd(w) => w.write_all(bytes),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(mut w) => w.flush(),
+            Self::Gzip(w) => w.finish()?.flush(),
+            Self::Zstd(w) => w.finish()?.flush(),
+        }
+    }
 }
 
 /// Counts the bytes read from a file, for the progress bar.
@@ -92,7 +123,7 @@ impl<R: Read> Read for Counting<R> {
 /// Lines per message from the reading thread.
 const LINES_PER_CHUNK: usize = 2048;
 
-/// Reads `path` (`-` is stdin; `.gz` is decompressed) line by line on a
+/// Reads `path` (`-` is stdin; `.gz` and `.zst` are decompressed) line by line on a
 /// blocking thread, handing chunks of lines to the async side.
 fn read_lines(
     path: &Path,
@@ -104,10 +135,13 @@ fn read_lines(
         Box::new(File::open(path).with_context(|| format!("cannot open {}; check the path", path.display()))?)
     };
     let counted = Counting { inner: raw, read };
-    let source: Box<dyn Read + Send> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
-    } else {
-        Box::new(counted)
+    let source: Box<dyn Read + Send> = match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted))),
+        // Every frame, concatenated ones included (as `zstd -d` reads them).
+        Some("zst") => Box::new(
+            zstd::Decoder::new(counted).with_context(|| format!("cannot start reading {} as zstd", path.display()))?,
+        ),
+        _ => Box::new(counted),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::Builder::new().name("tally-import-read".into()).spawn(move || {

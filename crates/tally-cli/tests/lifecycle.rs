@@ -110,6 +110,39 @@ fn a_week_restored_from_its_export_summarizes_byte_for_byte_the_same() {
     assert_eq!(std::fs::read(week_file(&second, WEEK, "records.ndjson.gz")).unwrap(), records);
 }
 
+/// Issue 24, item 4: `tally export` writes zstd when the file name ends in
+/// `.zst`, and `tally import` reads it back (any number of frames).
+#[test]
+fn a_zst_export_holds_the_weeks_lines_and_imports_back() {
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let plain = work.path().join("history.ndjson");
+    std::fs::write(&plain, plain_records(500, 3)).unwrap();
+    ok(&first, &["import", plain.to_str().unwrap(), "--time-field", "meta.ts"]);
+    ok(&first, &["summarize", "--week", WEEK]);
+
+    let zst = work.path().join("w40.ndjson.zst");
+    ok(&first, &["export", "--week", WEEK, "--out", zst.to_str().unwrap()]);
+    let lines = String::from_utf8(zstd::decode_all(std::fs::File::open(&zst).unwrap()).unwrap()).unwrap();
+    assert_eq!(lines, gunzip(&week_file(&first, WEEK, "records.ndjson.gz")));
+
+    // Two frames back to back (as `cat a.zst b.zst` makes) import as one file.
+    let half = lines.len() / 2;
+    let cut = lines[..half].rfind('\n').unwrap() + 1;
+    let mut two = zstd::encode_all(lines[..cut].as_bytes(), 3).unwrap();
+    two.extend(zstd::encode_all(lines[cut..].as_bytes(), 3).unwrap());
+    let framed = work.path().join("two.ndjson.zst");
+    std::fs::write(&framed, two).unwrap();
+    let second = work.path().join("second");
+    let out = ok(&second, &["import", framed.to_str().unwrap()]);
+    assert!(out.contains("imported 500, already present 0"), "{out}");
+    ok(&second, &["summarize", "--week", WEEK]);
+    assert_eq!(
+        std::fs::read(week_file(&second, WEEK, "summary.json")).unwrap(),
+        std::fs::read(week_file(&first, WEEK, "summary.json")).unwrap()
+    );
+}
+
 #[test]
 fn a_bad_line_stops_the_import_and_a_rerun_resumes_without_duplicates() {
     let work = tempfile::tempdir().unwrap();

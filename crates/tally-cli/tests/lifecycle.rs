@@ -129,8 +129,8 @@ fn a_zst_export_holds_the_weeks_lines_and_imports_back() {
     // Two frames back to back (as `cat a.zst b.zst` makes) import as one file.
     let half = lines.len() / 2;
     let cut = lines[..half].rfind('\n').unwrap() + 1;
-    let mut two = zstd::encode_all(lines[..cut].as_bytes(), 3).unwrap();
-    two.extend(zstd::encode_all(lines[cut..].as_bytes(), 3).unwrap());
+    let mut two = zstd::encode_all(&lines.as_bytes()[..cut], 3).unwrap();
+    two.extend(zstd::encode_all(&lines.as_bytes()[cut..], 3).unwrap());
     let framed = work.path().join("two.ndjson.zst");
     std::fs::write(&framed, two).unwrap();
     let second = work.path().join("second");

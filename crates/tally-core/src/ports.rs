@@ -137,13 +137,27 @@ pub trait RecordLifecycle: RecordStore {
 }
 
 /// Asks for a week's summary to be rewritten soon (after an erasure changed
-/// its records): locally a queue the server's refresher drains, on AWS an
-/// object whose creation starts the weekly function. It returns once the
-/// request is durable (or queued), not when the summary is rewritten; a week
-/// asked for twice may be rewritten once.
+/// its records), and remembers the request until the rewrite is done:
+/// locally a queue the server's refresher drains, on AWS an object whose
+/// creation starts the weekly function. `testing::refresh_contract`
+/// (feature `testing`) is the behaviour every adapter shows.
 #[async_trait]
 pub trait WeekRefresh: Send + Sync + std::fmt::Debug {
+    /// Asks for `week` to be rewritten. Returns once the request is durable
+    /// (or queued), not when the summary is rewritten. A week asked for
+    /// again before it is done is still one pending request (and may be
+    /// rewritten once).
     async fn request(&self, week: IsoWeek) -> Result<(), SinkError>;
+
+    /// Weeks asked for and not yet [`done`](Self::done), ascending, each once.
+    async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError>;
+
+    /// Withdraws `week`'s request once the week is rewritten; nothing
+    /// happens when it has none. A request made while that rewrite ran is
+    /// withdrawn with it: what keeps such a request from being lost is the
+    /// trigger each request makes (the S3 object's event, the local queue's
+    /// message), not `pending`.
+    async fn done(&self, week: IsoWeek) -> Result<(), SinkError>;
 }
 
 /// Why a sink operation failed.
@@ -179,12 +193,33 @@ pub struct ObjectInfo {
     pub sha256: String,
 }
 
+/// Checks that `name` is an object name a [`SummarySink`] accepts: one path
+/// component of ASCII letters, digits, `.`, `-` and `_` that does not start
+/// with `.` (the folder sink's temp files do). Every adapter refuses any
+/// other name with [`SinkError::Internal`] before touching anything: object
+/// names are chosen by tally, so a bad one is a bug, and refusing it keeps a
+/// key from escaping its week (`..`, `/`) or colliding with a temp file.
+pub fn check_object_name(name: &str) -> Result<(), SinkError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SinkError::Internal { message: format!("invalid object name {name:?}"), source: None })
+    }
+}
+
 /// Where weekly summaries go: a folder locally, an S3 bucket in AWS. Objects
 /// of week `W` live under `summaries/W/`.
 ///
 /// A run calls [`begin_week`](Self::begin_week), writes its objects, then
 /// [`commit_week`](Self::commit_week) with the manifest. Readers trust only
 /// weeks with a manifest; a failed run leaves none and no partial object.
+///
+/// Object names (`name`) must pass [`check_object_name`]; every method
+/// taking one refuses any other. `testing::sink_contract` (feature `testing`) is the
+/// behaviour every adapter shows.
 #[async_trait]
 pub trait SummarySink: Send + Sync + std::fmt::Debug {
     /// Marks the week as being (re)written: removes its manifest, if any.

@@ -25,7 +25,9 @@ use serde_json::Value;
 use tally_core::fault::{Fault, FaultPlan, FaultySink, FaultyStore, Op};
 use tally_core::summary::{MANIFEST_JSON, NoProgress, summarize_week};
 use tally_core::testing::{FixedClock, MemorySummarySink};
-use tally_core::{IngestService, IsoWeek, Limits, RecordStore, SummaryOptions, SummarySink, SystemClock, Timestamp};
+use tally_core::{
+    IngestService, IsoWeek, Limits, RecordLifecycle, RecordStore, SummaryOptions, SummarySink, SystemClock, Timestamp,
+};
 use tally_http::{AppState, Auth, HttpOptions, router};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
 use tower::ServiceExt;
@@ -48,6 +50,14 @@ fn app(store_timeout: Duration) -> App {
     let sink: Arc<dyn SummarySink> = Arc::new(FaultySink::new(Arc::new(MemorySummarySink::default()), plan.clone()));
     let state = AppState::new(ingest, sink, Auth::key(KEY)).with_store_timeout(store_timeout);
     App { router: router(state, HttpOptions::default()), store, plan, _dir: dir }
+}
+
+/// Waits until the SQLite writer has dealt with every write queued so far
+/// (committed it, or dropped it because its caller stopped waiting): its
+/// queue is first in, first out, so once an empty restore queued now is
+/// answered, every earlier insert is behind it.
+async fn writer_drained(store: &SqliteRecordStore) {
+    store.restore(&[]).await.unwrap();
 }
 
 struct Reply {
@@ -131,9 +141,10 @@ async fn a_hanging_store_gives_503_not_408_and_stores_nothing_behind_the_clients
     // THEN the client gets 503 + Retry-After promptly
     assert_503(&r, "hanging insert");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    // AND the abandoned write never lands
+    // AND the abandoned write never lands: not once its delay is over, nor once the writer drained its queue
     app.plan.clear();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    app.plan.settled().await;
+    writer_drained(&app.store).await;
     assert_eq!(app.store.count().await.unwrap(), 0);
     // Reads that hang are 503 too.
     app.plan.fail(Op::Get, Fault::Delay(Duration::from_secs(3)));
@@ -179,8 +190,10 @@ async fn under_intermittent_faults_acknowledged_ids_are_exactly_the_stored_ones(
         let r = send(&app, post(&body, None)).await;
         tasks.push((i, r));
     }
+    // Every hanging insert is over, and the writer has dealt with every write that reached it.
     app.plan.clear();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.plan.settled().await;
+    writer_drained(&app.store).await;
     let mut acked = BTreeSet::new();
     let (mut ok, mut refused) = (0, 0);
     for (i, r) in &tasks {
@@ -461,7 +474,8 @@ async fn uploads_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after(
         let r = app.router.clone();
         async move { r.oneshot(post(r#"{"first":1}"#, None)).await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (It holds the slot once its insert has started hanging.)
+    app.plan.injected_at_least(1).await;
     // WHEN another upload arrives, it is shed at once; reads are not
     let r = send(&app, post(r#"{"second":1}"#, None)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);

@@ -17,11 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::Either;
 
 use crate::id::RecordId;
 use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::ports::{
-    InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RecordStore, SinkError, StoreError, SummarySink,
+    GiveUp, InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RecordStore, SinkError, StoreError, SummarySink,
 };
 use crate::record::Record;
 use crate::week::IsoWeek;
@@ -76,6 +77,8 @@ struct PlanInner {
     /// Calls in progress through a decorator (fault applied or not,
     /// forwarded call included).
     in_flight: u64,
+    /// Times a caller's time limit passed during a call ([`RecordStore::insert_until`]).
+    gave_up: u64,
 }
 
 /// The faults to inject, shared by decorators and changed while they run.
@@ -135,6 +138,19 @@ impl FaultPlan {
     /// left — a queued write — is the adapter's to wait for.)
     pub async fn settled(&self) {
         self.until(|p| p.in_flight == 0).await;
+    }
+
+    /// Waits until callers gave up `n` times in all during calls through the
+    /// decorators: their time limit passed while the fault (a delay) ran, or
+    /// while the adapter they forward to still had the call
+    /// ([`RecordStore::insert_until`]).
+    pub async fn gave_up_at_least(&self, n: u64) {
+        self.until(|p| p.gave_up >= n).await;
+    }
+
+    fn note_gave_up(&self) {
+        self.lock().gave_up += 1;
+        self.changed.notify_waiters();
     }
 
     fn enter(&self) -> InFlight {
@@ -244,6 +260,31 @@ impl RecordStore for FaultyStore {
     ) -> Result<InsertOutcome, StoreError> {
         let _call = self.plan.store(Op::Insert).await?;
         self.inner.insert(records, idempotency).await
+    }
+
+    /// The fault (a delay included) comes before the write, so giving up
+    /// during it withdraws the write; after it, giving up is the inner
+    /// adapter's to handle. Either way the plan counts it.
+    async fn insert_until(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+        mut give_up: GiveUp<'_>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let fault = std::pin::pin!(self.plan.store(Op::Insert));
+        let _call = match futures::future::select(fault, &mut give_up).await {
+            Either::Left((call, _)) => call?,
+            Either::Right(((), _)) => {
+                self.plan.note_gave_up();
+                return Err(StoreError::gave_up());
+            }
+        };
+        let plan = self.plan.clone();
+        let observed: GiveUp<'_> = Box::pin(async move {
+            give_up.await;
+            plan.note_gave_up();
+        });
+        self.inner.insert_until(records, idempotency, observed).await
     }
 
     async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {

@@ -48,7 +48,21 @@ impl StoreError {
     pub fn internal(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Internal { message: message.into(), source: Some(source.into()) }
     }
+
+    /// What [`RecordStore::insert_until`] answers when its caller gave up
+    /// before the write started committing.
+    pub fn gave_up() -> Self {
+        Self::Unavailable {
+            message: "no answer within the caller's time limit; the write was withdrawn before it was committed".into(),
+            retry_after: Duration::from_secs(1),
+            source: None,
+        }
+    }
 }
+
+/// Completes when a caller stops waiting (its time limit is up): see
+/// [`RecordStore::insert_until`].
+pub type GiveUp<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// What [`RecordStore::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +93,33 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         records: &[Record],
         idempotency: Option<&IdempotencyEntry>,
     ) -> Result<InsertOutcome, StoreError>;
+
+    /// [`insert`](Self::insert) for a caller with a time limit, which
+    /// `give_up` completes. An error then always means that nothing of the
+    /// call is stored, ever, so the caller may say so (an HTTP 503):
+    /// - `give_up` completing before the write has started committing
+    ///   withdraws it: nothing is written, and the answer is
+    ///   [`StoreError::gave_up`];
+    /// - once the write is committing, `give_up` is ignored and the answer is
+    ///   the commit's, however long it takes: a caller never reports as
+    ///   failed a write that is stored.
+    ///
+    /// The default races [`insert`](Self::insert) against `give_up` and drops
+    /// it when `give_up` wins: right only for an adapter whose insert, once
+    /// dropped, stores nothing (memory: it completes on its first poll; a
+    /// decorator forwarding to an adapter that overrides this method must
+    /// override it too). The SQLite store overrides it.
+    async fn insert_until(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+        give_up: GiveUp<'_>,
+    ) -> Result<InsertOutcome, StoreError> {
+        match futures::future::select(self.insert(records, idempotency), give_up).await {
+            futures::future::Either::Left((outcome, _)) => outcome,
+            futures::future::Either::Right(((), _)) => Err(StoreError::gave_up()),
+        }
+    }
 
     /// The entry stored for `key`, if it exists and has not expired.
     async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError>;

@@ -14,4 +14,6 @@ pub mod sqlite;
 
 pub use dir::DirSummarySink;
 pub use refresh::ChannelWeekRefresh;
+#[cfg(feature = "fault-injection")]
+pub use sqlite::CommitHook;
 pub use sqlite::{SqliteOptions, SqliteRecordStore};

@@ -339,6 +339,13 @@ pub struct SummarizeArgs {
           value_parser = parse_part)]
     pub part: Option<(u8, u8)>,
 
+    /// Summarize a week that has not ended yet (its records so far): the
+    /// manifest says "partial", days not yet over raise no quiet_day, and
+    /// the scheduled run after the week ends replaces it. Without it such a
+    /// week is refused.
+    #[arg(long)]
+    pub partial: bool,
+
     /// The part state file --part writes (replaced whole on success).
     #[arg(long, value_name = "FILE", requires = "part")]
     pub state_out: Option<PathBuf>,

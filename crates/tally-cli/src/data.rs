@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::lifecycle::{
     ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson, prune,
 };
-use tally_core::summary::{SummaryOptions, summarize_weeks};
+use tally_core::summary::{SummaryOptions, summarize_week};
 use tally_core::{Clock, IsoWeek, Limits, SystemClock, Timestamp};
 
 use crate::Storage;
@@ -228,8 +228,16 @@ async fn resummarize(
     }
     eprintln!("summarizing again {} week(s) that gained records: {}", stale.len(), join(&stale));
     let progress = CliProgress::new(stale.len() as u64, false);
-    let result =
-        summarize_weeks(storage.store.as_ref(), storage.sink.as_ref(), &SystemClock, stale, summary, &progress).await;
+    let mut result = Ok(());
+    for week in stale {
+        let options = summary.for_rewrite(week, Timestamp::now());
+        result = summarize_week(storage.store.as_ref(), storage.sink.as_ref(), &SystemClock, week, &options, &progress)
+            .await
+            .map(drop);
+        if result.is_err() {
+            break;
+        }
+    }
     progress.finish();
     result.context("the records are imported, but summarizing their weeks again failed; run `tally summarize --week W` for each week above")?;
     Ok(())

@@ -19,7 +19,7 @@ use tally_core::lifecycle::{ImportOptions, RangeParams};
 use tally_core::ports::Notifier;
 use tally_core::retry::RetryPolicy;
 use tally_core::summary::notify::announce;
-use tally_core::summary::{WeeklySchedule, summarize_week};
+use tally_core::summary::{SummaryOptions, WeeklySchedule, summarize_week};
 use tally_core::{IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
@@ -240,7 +240,7 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
     let notifiers = notifiers(&args.notify)?;
     let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
-    let options = args.summary.options();
+    let options = SummaryOptions { partial_until: args.partial.then(Timestamp::now), ..args.summary.options() };
     let mut reports = Vec::with_capacity(weeks.len());
     let mut result = Ok(());
     for week in weeks {

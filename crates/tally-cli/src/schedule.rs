@@ -114,7 +114,7 @@ pub fn spawn_refresher(
     let (queue, mut inbox) = tally_local::refresh::channel();
     let task = tokio::spawn(async move {
         while let Some(first) = inbox.recv().await {
-            let mut weeks = BTreeSet::from([first]);
+            let mut weeks: BTreeSet<IsoWeek> = BTreeSet::from([first]);
             let gather = tokio::time::sleep(REFRESH_GATHER);
             tokio::pin!(gather);
             loop {
@@ -124,6 +124,7 @@ pub fn spawn_refresher(
                 }
             }
             for week in weeks {
+                let options = options.for_rewrite(week, Timestamp::now());
                 with_retries("summary refresh", || async {
                     summarize_week(
                         store.as_ref(),

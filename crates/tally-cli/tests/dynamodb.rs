@@ -50,7 +50,7 @@ async fn serve_and_summarize_work_the_same_on_dynamodb_and_s3() {
     // The weekly run writes to S3 and the API serves it.
     let week = IsoWeek::containing(Timestamp::now()).to_string();
     let out = tally()
-        .args(["summarize", "--week", &week])
+        .args(["summarize", "--partial", "--week", &week])
         .args(&flags)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")

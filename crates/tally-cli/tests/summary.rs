@@ -52,7 +52,7 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
     assert_eq!(r.status(), 404);
 
     // WHEN the user summarizes the current week (the server may keep running: WAL readers are fine)
-    let out = summarize(dir.path(), &["--week", &week]);
+    let out = summarize(dir.path(), &["--partial", "--week", &week]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&week));
 
@@ -97,7 +97,7 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
         .iter()
         .map(|n| std::fs::read(wd.join(n)).unwrap())
         .collect();
-    let out = summarize(dir.path(), &["--week", &week]);
+    let out = summarize(dir.path(), &["--partial", "--week", &week]);
     assert!(out.status.success());
     let after: Vec<Vec<u8>> = ["summary.json", "summary.html", "records.ndjson.gz"]
         .iter()
@@ -110,9 +110,9 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
 #[test]
 fn a_backfill_writes_every_week_including_empty_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let out = summarize(dir.path(), &["--from", "2026-W50", "--to", "2027-W02"]);
+    let out = summarize(dir.path(), &["--from", "2020-W50", "--to", "2021-W02"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for week in ["2026-W50", "2026-W51", "2026-W52", "2026-W53", "2027-W01", "2027-W02"] {
+    for week in ["2020-W50", "2020-W51", "2020-W52", "2020-W53", "2021-W01", "2021-W02"] {
         let wd = week_dir(dir.path(), week);
         for name in ["summary.json", "summary.html", "records.ndjson.gz", "manifest.json"] {
             assert!(wd.join(name).is_file(), "{week}/{name} missing");
@@ -159,4 +159,25 @@ async fn serve_catches_up_past_weeks_without_a_summary_on_start() {
     let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(m["records"], 5);
     assert!(server.terminate().success());
+}
+
+/// Issue 22, item 4: `tally summarize` refuses a week that has not ended,
+/// saying when it ends; with `--partial` it writes the week so far, its
+/// manifest marked partial.
+#[test]
+fn a_week_not_yet_over_is_refused_unless_partial_and_then_marked_partial() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let week = IsoWeek::containing(Timestamp::now()).to_string();
+    let out = tally().args(["summarize", "--week", &week, "--data-dir"]).arg(&data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{week} has not ended")) && stderr.contains("--partial"), "{stderr}");
+    let manifest = data.join("bucket").join("summaries").join(&week).join("manifest.json");
+    assert!(!manifest.exists(), "a refused run writes nothing");
+
+    let out = tally().args(["summarize", "--partial", "--week", &week, "--data-dir"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(manifest["partial"], true);
 }

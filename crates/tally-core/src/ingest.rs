@@ -74,6 +74,11 @@ impl IngestService {
         &self.store
     }
 
+    /// The clock that stamps `received_at` (and dates erasures).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Validates `body` and stores its records all-or-nothing. Returns only
     /// once they are durable.
     pub async fn ingest(

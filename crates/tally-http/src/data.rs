@@ -156,9 +156,10 @@ async fn stream_range(state: AppState, params: &RangeParams) -> Result<Response,
 
 /// `DELETE /records/{id}` — erase one record (admin key).
 ///
-/// The record is deleted at once; if its week already has a summary, that
-/// week is summarized again within a minute, so the export stops holding it
-/// (`"summary": "regenerating"`). `"none"`: the week has no summary yet;
+/// The record is deleted at once; if its week has ended, that week is
+/// summarized again within a minute, so the export stops holding it
+/// (`"summary": "regenerating"`) — also when a run of the week is under way.
+/// `"none"`: the week has not ended (no summary holds the record);
 /// `"stale"`: the rewrite could not be queued (see the server log; the next
 /// `tally summarize --week W` rewrites it).
 #[utoipa::path(
@@ -198,7 +199,8 @@ pub async fn delete_record(
     erasure.admit(headers.get(API_KEY).map(|v| v.as_bytes()))?;
     let Path(id) = id.map_err(|e| ApiError::BadRequest(format!("the record id in the path is unreadable: {e}")))?;
     let id = RecordId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let erased = within(&state, erase(erasure.store.as_ref(), state.sink.as_ref(), erasure.refresh.as_ref(), id))
+    let now = state.ingest.clock().now();
+    let erased = within(&state, erase(erasure.store.as_ref(), state.sink.as_ref(), erasure.refresh.as_ref(), now, id))
         .await?
         .map_err(|e| match e {
             tally_core::lifecycle::EraseError::Store(s) => ApiError::Store(s),

@@ -162,12 +162,22 @@ async fn only_the_admin_key_erases_and_a_summarized_week_is_rewritten() {
     assert_eq!(send(&app, get(&format!("/records/{id}"))).await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(&app, delete(&id, Some(ADMIN))).await.0, StatusCode::NOT_FOUND);
 
-    // A record of a week with no summary: nothing to rewrite.
+    // A record of an ended week with no manifest (never summarized, or a run
+    // under way that may have read it): rewritten all the same.
     let at = Timestamp::from_millis(week.end().as_millis() + 1000);
     let later = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
     app.store.insert(std::slice::from_ref(&later), None).await.unwrap();
     let (_, _, body) = send(&app, delete(&later.id.to_string(), Some(ADMIN))).await;
+    assert!(body.contains(r#""summary":"regenerating""#), "{body}");
+    assert_eq!(app.refresh.weeks(), vec![week, week.next()]);
+
+    // A record of the week under way: no run has seen it, nothing to rewrite.
+    let now = Timestamp::now();
+    let current = Record { id: RecordId::generate(now), received_at: now, data: "{}".into() };
+    app.store.insert(std::slice::from_ref(&current), None).await.unwrap();
+    let (_, _, body) = send(&app, delete(&current.id.to_string(), Some(ADMIN))).await;
     assert!(body.contains(r#""summary":"none""#), "{body}");
+    assert_eq!(app.refresh.weeks().len(), 2);
 }
 
 #[tokio::test]

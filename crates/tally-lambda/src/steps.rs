@@ -42,7 +42,7 @@ use tally_core::{IsoWeek, Timestamp};
 
 use crate::weekly::{
     WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, plan_weeks,
-    prune_after_run, release, sweep, take_lease,
+    prune_after_run, release, summarize_leased, sweep, take_lease,
 };
 
 /// Most shares a week may be cut into: one per canonical part.
@@ -212,11 +212,22 @@ async fn part_step(deps: &WeeklyDeps, week: IsoWeek, share: &str) -> Result<Part
 async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, WeeklyError> {
     let week = merge.week;
     let lease = take_lease(deps, week).await?;
-    sweep(deps, week, deps.clock.now()).await;
-    let result = merge_parts(deps.sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await;
-    let started = Timestamp::from_millis(merge.started_ms);
-    release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-    let report = result?;
+    let report = if lease.done_from.is_some_and(|from| from.as_millis() > merge.started_ms) {
+        // A run of this week that started after this run's plan — before or
+        // while its shares read the store — has completed since: typically
+        // the rewrite an erasure asked for. Its summary may lack a record
+        // the part states still hold, so merging them could undo the
+        // erasure: the week is summarized again from the store instead.
+        tracing::warn!(%week, plan_started_ms = merge.started_ms, "a newer run of the week completed after the shares read the store (an erasure's rewrite): summarizing the week again from the store instead of merging the shares' states");
+        discard_part_states(deps, week).await;
+        summarize_leased(deps, lease).await?
+    } else {
+        sweep(deps, week, deps.clock.now()).await;
+        let result = merge_parts(deps.sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await;
+        let started = Timestamp::from_millis(merge.started_ms);
+        release(deps, lease, result.as_ref().ok().map(|_| started)).await;
+        result?
+    };
     let mut done = MergeDone::from(WeekDone::from(&report));
     if merge.refresh {
         finish_request(deps, week).await;
@@ -232,6 +243,16 @@ async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, W
 impl From<WeekDone> for MergeDone {
     fn from(w: WeekDone) -> Self {
         Self { week: w.week, records: w.records, manifest: w.manifest, notifications_failed: w.notifications_failed }
+    }
+}
+
+/// Deletes the part states of `week` that a merge will not use (a failed
+/// delete costs storage only: the next run of the week overwrites them).
+async fn discard_part_states(deps: &WeeklyDeps, week: IsoWeek) {
+    for part in tally_core::summary::Part::all() {
+        if let Err(e) = deps.sink.delete_object(week, &tally_core::summary::fanout::part_object(part)).await {
+            tracing::warn!(%week, %part, error = %crate::weekly::error_chain(&e), "could not delete a stale part state");
+        }
     }
 }
 

@@ -513,7 +513,7 @@ async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, Week
     summarize_leased(deps, lease).await
 }
 
-async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
+pub(crate) async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
     let started = deps.clock.now();
     sweep(deps, lease.week, started).await;
     let result = summarize_week(

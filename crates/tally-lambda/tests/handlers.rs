@@ -336,7 +336,8 @@ async fn summarized_then_erased(env: &Env) -> RecordId {
     let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[1].id;
     assert!(export_holds(env, w47(), victim).await);
     let refresh = S3WeekRefresh::new(&env.s3);
-    let erased = erase(env.lifecycle.as_ref(), env.sink.as_ref(), &refresh, victim).await.unwrap().unwrap();
+    let erased =
+        erase(env.lifecycle.as_ref(), env.sink.as_ref(), &refresh, env.clock.now(), victim).await.unwrap().unwrap();
     assert_eq!(erased.summary, SummaryState::Regenerating);
     assert!(request_exists(env, w47()).await);
     // The event reaches the function a little later.
@@ -624,7 +625,10 @@ async fn scheduled_and_operator_runs_announce_their_weeks_and_refresh_rewrites_d
 
     // WHEN another erasure leaves a request the schedule picks up, with W48 due
     let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[0].id;
-    erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), victim).await.unwrap().unwrap();
+    erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim)
+        .await
+        .unwrap()
+        .unwrap();
     let out = handle_weekly(&deps, weekly_event(event!("schedule-weekly.json"))).await.unwrap();
     assert_eq!(out.weeks.iter().map(|w| w.week).collect::<Vec<_>>(), vec![w47(), w48]);
     assert_eq!(out.notifications_failed, 0);
@@ -871,4 +875,66 @@ async fn the_schedule_run_again_after_a_zero_week_retention_keeps_the_pruned_wee
     let again = handle_weekly(&with_retention(&env, 0), weekly_event(event!("schedule-weekly.json"))).await.unwrap();
     assert!(again.weeks.is_empty(), "{again:?}");
     assert_eq!(week_objects(&env, previous).await, before);
+}
+
+/// Every object a week's manifest lists has the bytes and SHA-256 it says.
+async fn manifest_matches_objects(env: &Env, week: IsoWeek) {
+    use sha2::Digest;
+    let manifest: Value =
+        serde_json::from_slice(&env.sink.read_object(week, MANIFEST_JSON).await.unwrap().unwrap()).unwrap();
+    for object in manifest["objects"].as_array().unwrap() {
+        let key = object["key"].as_str().unwrap();
+        let name = key.rsplit('/').next().unwrap();
+        let body = env.sink.read_object(week, name).await.unwrap().unwrap();
+        assert_eq!(object["bytes"].as_u64(), Some(body.len() as u64), "{key}");
+        assert_eq!(object["sha256"].as_str(), Some(hex::encode(sha2::Sha256::digest(&body)).as_str()), "{key}");
+    }
+}
+
+/// Issue 22, item 3 on AWS: a record erased while a fanned-out run of its
+/// week is under way — after the shares read it, before the merge — never
+/// comes back, whichever of the merge and the erasure's rewrite takes the
+/// week's lease first. Rewrite first: the merge sees that a newer run has
+/// completed and summarizes the week from the store instead of merging the
+/// stale states. Merge first: its run started before the request, so it does
+/// not cover it, and the rewrite follows.
+#[tokio::test]
+async fn an_erasure_during_a_fanned_out_run_is_never_undone_whichever_commits_first() {
+    for rewrite_first in [true, false] {
+        let env = env_at(at("2026-11-30T11:00:00Z")).await;
+        seed_week(&env, w47(), 6).await;
+        let deps = WeeklyDeps { shares: 2, ..weekly_deps(&env) };
+        let plan =
+            handle_weekly_event(&deps, step(serde_json::json!({"tally": "plan", "input": {"week": "2026-W47"}})))
+                .await
+                .unwrap();
+        let week = plan["weeks"][0].clone();
+        for part in week["parts"].as_array().unwrap() {
+            handle_weekly_event(&deps, step(part.clone())).await.unwrap();
+        }
+        // The shares have read every record; now one is erased (its request
+        // object is created at 12:00, the fixture's event time).
+        let victim = tally_core::testing::collect_week(env.store.as_ref(), w47(), 10).await[2].id;
+        env.clock.set(at("2026-11-30T12:00:00Z"));
+        let erased =
+            erase(env.lifecycle.as_ref(), env.sink.as_ref(), &S3WeekRefresh::new(&env.s3), env.clock.now(), victim)
+                .await;
+        assert_eq!(erased.unwrap().unwrap().summary, SummaryState::Regenerating);
+        env.clock.set(at("2026-11-30T12:00:30Z"));
+        let rewrite = || handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json")));
+        let merge = || handle_weekly_event(&deps, step(week["merge"].clone()));
+        if rewrite_first {
+            rewrite().await.unwrap();
+            merge().await.unwrap();
+        } else {
+            merge().await.unwrap();
+            assert!(export_holds(&env, w47(), victim).await, "the merge alone still holds it");
+            let out = rewrite().await.unwrap();
+            assert!(out.covered.is_empty(), "a run that started before the erasure does not cover it");
+        }
+        assert!(!export_holds(&env, w47(), victim).await, "rewrite first: {rewrite_first}");
+        assert_eq!(manifest_records(&env, w47()).await, Some(5));
+        manifest_matches_objects(&env, w47()).await;
+        assert!(part_states_left(&env, w47()).await.is_empty());
+    }
 }

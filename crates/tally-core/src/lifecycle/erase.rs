@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::clock::Timestamp;
 use crate::id::RecordId;
 use crate::ports::{RecordLifecycle, SinkError, StoreError, SummarySink, WeekRefresh};
 use crate::summary::is_summarized;
@@ -12,11 +13,14 @@ use crate::week::IsoWeek;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SummaryState {
-    /// The week had a summary, which holds the record: it is being rewritten.
+    /// The week has ended: its summary — written already, or being written
+    /// by a run that may have read the record before it went — is rewritten
+    /// without the record (a refresh request is queued).
     Regenerating,
-    /// The week has no summary yet: nothing holds the record any more.
+    /// The week has not ended and has no (partial) summary: nothing holds
+    /// the record, and the week's run will not see it.
     None,
-    /// The week's summary still holds the record: asking for it to be
+    /// The week's summary may still hold the record: asking for it to be
     /// rewritten failed (logged); the next weekly run or `tally summarize
     /// --week W` rewrites it.
     Stale,
@@ -38,23 +42,31 @@ pub enum EraseError {
     Sink(#[from] SinkError),
 }
 
-/// Deletes record `id`; if its week already has a summary, asks `refresh` to
-/// rewrite that week (so the export stops holding the record). `None` when
-/// no record had that id.
+/// Deletes record `id` and, if its week has ended by `now`, asks `refresh`
+/// to rewrite that week — **whether or not a manifest exists at this
+/// moment**: a run of the week may be under way and have read the record
+/// already (every run removes the manifest first, so its absence proves
+/// nothing). The request outlives that run, and a run only covers a request
+/// when it *started* after it (see the refresh handling), so the week is
+/// rewritten without the record: an erasure is never undone. `None` when no
+/// record had that id.
 pub async fn erase(
     store: &dyn RecordLifecycle,
     sink: &dyn SummarySink,
     refresh: &dyn WeekRefresh,
+    now: Timestamp,
     id: RecordId,
 ) -> Result<Option<Erased>, EraseError> {
     if !store.delete(id).await? {
         return Ok(None);
     }
     let week = IsoWeek::containing(id.timestamp());
-    let summary = if !is_summarized(sink, week).await? {
+    // A week that has not ended has had no run, unless a `--partial` one
+    // (whose manifest exists). Every other case may hold the record.
+    let summary = if week.end() > now && !is_summarized(sink, week).await? {
         SummaryState::None
     } else if let Err(e) = refresh.request(week).await {
-        tracing::warn!(%week, error = %e, "the record is erased, but its week's summary could not be queued for rewriting");
+        tracing::warn!(%week, error = %crate::error_chain(&e), "the record is erased, but its week's summary could not be queued for rewriting");
         SummaryState::Stale
     } else {
         SummaryState::Regenerating
@@ -66,33 +78,41 @@ pub async fn erase(
 mod tests {
     use super::*;
     use crate::RecordStore;
-    use crate::clock::Timestamp;
     use crate::record::Record;
     use crate::summary::{NoProgress, SummaryOptions, summarize_week};
     use crate::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, RecordedRefresh};
 
     #[tokio::test]
-    async fn erasing_a_summarized_record_asks_for_its_week_again() {
+    async fn erasing_a_record_of_an_ended_week_always_asks_for_its_week_again() {
         let store = MemoryRecordStore::default();
         let sink = MemorySummarySink::default();
         let requests = RecordedRefresh::default();
         let week = IsoWeek::parse("2026-W47").unwrap();
         let at = week.start();
-        let a = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
-        let later = Timestamp::from_millis(week.end().as_millis() + 1);
-        let b = Record { id: RecordId::generate(later), received_at: later, data: "{}".into() };
-        store.insert(&[a.clone(), b.clone()], None).await.unwrap();
-        summarize_week(&store, &sink, &FixedClock::at(later), week, &SummaryOptions::default(), &NoProgress)
+        let rec = |at: Timestamp| Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
+        let (a, b, c) = (rec(at), rec(Timestamp::from_millis(at.as_millis() + 1)), rec(week.next().start()));
+        store.insert(&[a.clone(), b.clone(), c.clone()], None).await.unwrap();
+        let after = Timestamp::from_millis(week.end().as_millis() + 1);
+        summarize_week(&store, &sink, &FixedClock::at(after), week, &SummaryOptions::default(), &NoProgress)
             .await
             .unwrap();
 
-        let erased = erase(&store, &sink, &requests, a.id).await.unwrap().unwrap();
+        // A summarized week: rewritten.
+        let erased = erase(&store, &sink, &requests, after, a.id).await.unwrap().unwrap();
         assert_eq!(erased, Erased { id: a.id, week, summary: SummaryState::Regenerating });
         assert_eq!(store.get(a.id).await.unwrap(), None);
-        assert_eq!(erase(&store, &sink, &requests, a.id).await.unwrap(), None, "a second erase finds nothing");
+        assert_eq!(erase(&store, &sink, &requests, after, a.id).await.unwrap(), None, "a second erase finds nothing");
 
-        let unsummarized = erase(&store, &sink, &requests, b.id).await.unwrap().unwrap();
-        assert_eq!(unsummarized.summary, SummaryState::None);
-        assert_eq!(requests.weeks(), vec![week]);
+        // An ended week with no manifest at this moment (a run under way has
+        // removed it, or the week was never summarized): rewritten all the same.
+        sink.begin_week(week).await.unwrap();
+        let erased = erase(&store, &sink, &requests, after, b.id).await.unwrap().unwrap();
+        assert_eq!(erased.summary, SummaryState::Regenerating);
+        assert_eq!(requests.weeks(), vec![week, week]);
+
+        // A week not yet over: nothing to rewrite.
+        let unended = erase(&store, &sink, &requests, after, c.id).await.unwrap().unwrap();
+        assert_eq!(unended.summary, SummaryState::None);
+        assert_eq!(requests.weeks(), vec![week, week]);
     }
 }

@@ -93,11 +93,26 @@ pub struct SummaryOptions {
     /// grows with it (one part aggregator and the compressed export of a
     /// part waiting for its turn, per thread).
     pub threads: usize,
+    /// `Some(now)`: a partial run of a week that has not ended, as of `now`
+    /// (`tally summarize --partial`): its manifest says `"partial": true`,
+    /// days not yet over raise no `quiet_day`, and the scheduled run after
+    /// the week ends replaces it. `None`: the week must have ended, or the
+    /// run is refused ([`SummarizeError::NotEnded`]).
+    pub partial_until: Option<crate::clock::Timestamp>,
 }
 
 /// The default for [`SummaryOptions::threads`]: the cores this process may use.
 pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+impl SummaryOptions {
+    /// These options for a rewrite of `week` at `now` (after an erasure or an
+    /// import): a week not yet over can only hold a `--partial` summary, and
+    /// its rewrite stays partial.
+    pub fn for_rewrite(&self, week: crate::week::IsoWeek, now: crate::clock::Timestamp) -> Self {
+        Self { partial_until: (week.end() > now).then_some(now), ..self.clone() }
+    }
 }
 
 impl Default for SummaryOptions {
@@ -113,6 +128,7 @@ impl Default for SummaryOptions {
             thresholds: Thresholds::default(),
             segment_by: None,
             threads: available_threads(),
+            partial_until: None,
         }
     }
 }

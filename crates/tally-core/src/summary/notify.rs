@@ -208,6 +208,7 @@ mod tests {
             generated_at: week("2026-W47").start(),
             objects: Vec::new(),
             warnings: Some(0),
+            partial: None,
         };
         sink.commit_week(week("2026-W46"), Bytes::from(serde_json::to_vec(&manifest).unwrap())).await.unwrap();
         sink

@@ -115,6 +115,14 @@ pub enum SummarizeError {
          records first: `tally import <that export>`, then run again"
     )]
     Pruned { week: IsoWeek, records: u64 },
+    /// The week has not ended: a run now would mark it complete. See
+    /// [`SummaryOptions::partial_until`](super::SummaryOptions::partial_until).
+    #[error(
+        "{week} has not ended: it ends at {ends} (Monday 00:00 UTC), and summarizing it now would mark an \
+         unfinished week complete. Run it after that, or pass --partial to summarize what it holds so far \
+         (marked partial; the scheduled run after the week ends replaces it)"
+    )]
+    NotEnded { week: IsoWeek, ends: String },
 }
 
 impl SummarizeError {
@@ -127,7 +135,8 @@ impl SummarizeError {
             | Self::State { week, .. }
             | Self::PartState { week, .. }
             | Self::ReadManifest { week, .. }
-            | Self::Pruned { week, .. } => Some(*week),
+            | Self::Pruned { week, .. }
+            | Self::NotEnded { week, .. } => Some(*week),
             Self::ListWeeks { .. } | Self::ListSummaries { .. } => None,
         }
     }
@@ -147,6 +156,10 @@ pub struct Manifest {
     /// manifests written before findings existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<u64>,
+    /// `true` for a partial run of a week not yet over (`--partial`), which
+    /// the scheduled run after the week ends replaces; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
 }
 
 /// What a successful run wrote.
@@ -268,6 +281,7 @@ async fn merge(
     source: &mut dyn PartSource,
     progress: &dyn Progress,
 ) -> Result<WeekReport, SummarizeError> {
+    ensure_ended(week, clock, options)?;
     let write_err = |object| move |source| SummarizeError::Write { week, object, source };
     sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
     let mut upload =
@@ -358,6 +372,15 @@ pub async fn ensure_not_pruned(
     if weeks.contains(&week) { Ok(()) } else { Err(SummarizeError::Pruned { week, records }) }
 }
 
+/// Refuses ([`SummarizeError::NotEnded`]) a run of a week that has not ended
+/// by `clock`'s now, unless the options make it a partial run.
+pub fn ensure_ended(week: IsoWeek, clock: &dyn Clock, options: &SummaryOptions) -> Result<(), SummarizeError> {
+    if options.partial_until.is_none() && week.end() > clock.now() {
+        return Err(SummarizeError::NotEnded { week, ends: week.end().to_rfc3339() });
+    }
+    Ok(())
+}
+
 /// `week`'s `summary.json`, if its summary is complete.
 pub async fn read_summary(sink: &dyn SummarySink, week: IsoWeek) -> Result<Option<Bytes>, SinkError> {
     if !is_summarized(sink, week).await? {
@@ -402,6 +425,7 @@ async fn run(
     options: &SummaryOptions,
     progress: &dyn Progress,
 ) -> Result<WeekReport, SummarizeError> {
+    ensure_ended(week, clock, options)?;
     ensure_not_pruned(store, sink, week).await?;
     let write_err = |object| move |source| SummarizeError::Write { week, object, source };
     sink.begin_week(week).await.map_err(write_err(MANIFEST_JSON))?;
@@ -449,6 +473,14 @@ async fn publish(
         None => None,
     };
     summary.comparison = previous.as_ref().map(|p| compare(p, &summary, &options.thresholds));
+    if let (Some(until), Some(comparison)) = (options.partial_until, summary.comparison.as_mut()) {
+        // A partial run: a day not yet over is not quiet, only unfinished.
+        let today = until.to_rfc3339();
+        let today = today.get(..10).unwrap_or_default();
+        comparison
+            .findings
+            .retain(|f| f.kind != super::FindingKind::QuietDay || f.current.as_str().is_some_and(|day| day < today));
+    }
     let json =
         summary.to_json().map_err(|e| SummarizeError::Encode { week, object: SUMMARY_JSON, source: e.into() })?;
     let html = render_html(&summary, previous.as_ref(), nav);
@@ -471,6 +503,7 @@ async fn publish(
         generated_at: clock.now(),
         objects: objects.clone(),
         warnings: Some(summary.comparison.as_ref().map_or(0, |c| c.warnings() as u64)),
+        partial: options.partial_until.map(|_| true),
     };
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| encode_err(MANIFEST_JSON)(e.into()))?;
     manifest_bytes.push(b'\n');

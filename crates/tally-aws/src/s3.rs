@@ -21,7 +21,7 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tally_core::IsoWeek;
-use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink, WeekRefresh};
+use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink, WeekRefresh, check_object_name};
 use tracing::instrument;
 
 /// How long a [`SummarySink::share_link`] URL is valid: 7 days, the
@@ -102,9 +102,7 @@ impl S3SummarySink {
     }
 
     fn key(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(SinkError::Internal { message: format!("{name:?} is not a valid object name"), source: None });
-        }
+        check_object_name(name)?;
         Ok(format!("{}{week}/{name}", self.weeks_prefix()))
     }
 }
@@ -112,7 +110,7 @@ impl S3SummarySink {
 /// [`WeekRefresh`] on AWS: a request is the empty object
 /// `<prefix>summaries/<week>/refresh.request` in the summary bucket. Its
 /// creation is the event that starts the weekly function, which rewrites the
-/// week and then deletes the object ([`done`](Self::done)). Writing it again
+/// week and then deletes the object ([`done`](WeekRefresh::done)). Writing it again
 /// while one is pending just makes another event, so a request is never lost
 /// to an in-flight run; the weekly function coalesces the extra runs.
 #[derive(Debug, Clone)]
@@ -146,30 +144,6 @@ impl S3WeekRefresh {
         let week = key.strip_prefix(&self.sink.weeks_prefix())?.strip_suffix(REFRESH_REQUEST)?.strip_suffix('/')?;
         IsoWeek::parse(week).ok()
     }
-
-    /// Removes `week`'s request once the week is rewritten. A request written
-    /// in the meantime has made its own event already, so deleting the object
-    /// loses nothing.
-    #[instrument(skip_all, fields(bucket = %self.sink.bucket, week = %week))]
-    pub async fn done(&self, week: IsoWeek) -> Result<(), SinkError> {
-        let sink = &self.sink;
-        sink.client
-            .delete_object()
-            .bucket(&sink.bucket)
-            .key(self.key(week))
-            .send()
-            .await
-            .map_err(|e| classify("DeleteObject", e))?;
-        Ok(())
-    }
-
-    /// Weeks with a request still in the bucket, ascending: requests whose run
-    /// failed for good (dead-lettered) or never came. The scheduled run
-    /// rewrites them too.
-    #[instrument(skip_all, fields(bucket = %self.sink.bucket))]
-    pub async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError> {
-        self.sink.weeks_of_objects(|key| self.week_of(key)).await
-    }
 }
 
 #[async_trait]
@@ -180,6 +154,30 @@ impl WeekRefresh for S3WeekRefresh {
         put_whole(&self.sink.client, &self.sink.bucket, self.key(week), "application/octet-stream", Bytes::new())
             .await
             .map(drop)
+    }
+
+    /// Weeks with a request still in the bucket, ascending: requests whose run
+    /// failed for good (dead-lettered) or never came. The scheduled run
+    /// rewrites them too.
+    #[instrument(skip_all, fields(bucket = %self.sink.bucket))]
+    async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        self.sink.weeks_of_objects(|key| self.week_of(key)).await
+    }
+
+    /// Removes `week`'s request once the week is rewritten. A request written
+    /// in the meantime has made its own event already, so deleting the object
+    /// loses nothing.
+    #[instrument(skip_all, fields(bucket = %self.sink.bucket, week = %week))]
+    async fn done(&self, week: IsoWeek) -> Result<(), SinkError> {
+        let sink = &self.sink;
+        sink.client
+            .delete_object()
+            .bucket(&sink.bucket)
+            .key(self.key(week))
+            .send()
+            .await
+            .map_err(|e| classify("DeleteObject", e))?;
+        Ok(())
     }
 }
 
@@ -202,9 +200,7 @@ impl SummarySink for S3SummarySink {
     }
 
     async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(SinkError::Internal { message: format!("{name:?} is not a valid object name"), source: None });
-        }
+        check_object_name(name)?;
         put_whole(&self.client, &self.bucket, format!("{}{name}", self.weeks_prefix()), content_type, body).await
     }
 

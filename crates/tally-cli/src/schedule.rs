@@ -12,12 +12,12 @@ use std::time::Duration;
 use std::collections::BTreeSet;
 
 use tally_core::lifecycle::prune;
-use tally_core::ports::{Notifier, SinkError, WeekRefresh};
+use tally_core::ports::Notifier;
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::notify::announce;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeeklySchedule, pending_weeks, summarize_week};
 use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
-use tokio::sync::mpsc;
+use tally_local::ChannelWeekRefresh;
 
 use crate::progress::CliProgress;
 
@@ -103,36 +103,23 @@ async fn prune_old_weeks(store: &dyn RecordLifecycle, sink: &dyn SummarySink, ke
 /// erasures in one week rewrites that week once, well within a minute.
 const REFRESH_GATHER: Duration = Duration::from_secs(5);
 
-/// Queues weeks for [`spawn_refresher`]'s task.
-#[derive(Debug, Clone)]
-pub struct RefreshQueue(mpsc::UnboundedSender<IsoWeek>);
-
-#[async_trait::async_trait]
-impl WeekRefresh for RefreshQueue {
-    async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.0.send(week).map_err(|_| SinkError::Unavailable {
-            message: format!("the summary refresher has stopped; run `tally summarize --week {week}`"),
-            source: None,
-        })
-    }
-}
-
 /// Rewrites the summaries of weeks asked for (after erasures), gathering the
-/// requests of [`REFRESH_GATHER`] first, with the schedule's retries.
+/// requests of [`REFRESH_GATHER`] first, with the schedule's retries, and
+/// withdraws each week's request once it is rewritten.
 pub fn spawn_refresher(
     store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     options: SummaryOptions,
-) -> (RefreshQueue, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+) -> (ChannelWeekRefresh, tokio::task::JoinHandle<()>) {
+    let (queue, mut inbox) = tally_local::refresh::channel();
     let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
+        while let Some(first) = inbox.recv().await {
             let mut weeks: BTreeSet<IsoWeek> = BTreeSet::from([first]);
             let gather = tokio::time::sleep(REFRESH_GATHER);
             tokio::pin!(gather);
             loop {
                 tokio::select! {
-                    Some(week) = rx.recv() => { weeks.insert(week); }
+                    Some(week) = inbox.recv() => { weeks.insert(week); }
                     () = &mut gather => break,
                 }
             }
@@ -147,14 +134,15 @@ pub fn spawn_refresher(
                         &options,
                         &CliProgress::new(1, true),
                     )
-                    .await
-                    .map(|_| 1)
+                    .await?;
+                    inbox.done(week);
+                    Ok::<_, SummarizeError>(1)
                 })
                 .await;
             }
         }
     });
-    (RefreshQueue(tx), task)
+    (queue, task)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

@@ -25,8 +25,9 @@ async fn kill_9_mid_load_loses_no_acknowledged_record() {
         let stop = Arc::new(AtomicBool::new(false));
         let before = acked.len();
         let workers = loadgen::spawn(&server.base, KEY, 16, &format!("r{round}"), stop.clone(), acked.clone());
-        // WHEN it is killed with SIGKILL at an arbitrary moment
-        tokio::time::sleep(Duration::from_millis(400 + 277 * round as u64 % 500)).await;
+        // WHEN it is killed with SIGKILL at an arbitrary moment: after a number of
+        // acknowledged records that differs from round to round
+        acked.wait_for(before + 2_000 + 1_777 * round % 5_000, Duration::from_secs(60)).await;
         tokio::task::block_in_place(|| server.kill9());
         stop.store(true, Ordering::SeqCst);
         for w in workers {

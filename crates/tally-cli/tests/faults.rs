@@ -25,9 +25,11 @@ use serde_json::Value;
 use tally_core::fault::{Fault, FaultPlan, FaultySink, FaultyStore, Op};
 use tally_core::summary::{MANIFEST_JSON, NoProgress, summarize_week};
 use tally_core::testing::{FixedClock, MemorySummarySink};
-use tally_core::{IngestService, IsoWeek, Limits, RecordStore, SummaryOptions, SummarySink, SystemClock, Timestamp};
+use tally_core::{
+    IngestService, IsoWeek, Limits, RecordLifecycle, RecordStore, SummaryOptions, SummarySink, SystemClock, Timestamp,
+};
 use tally_http::{AppState, Auth, HttpOptions, router};
-use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
+use tally_local::{CommitHook, DirSummarySink, SqliteOptions, SqliteRecordStore};
 use tower::ServiceExt;
 
 const KEY: &str = "fault-key";
@@ -48,6 +50,14 @@ fn app(store_timeout: Duration) -> App {
     let sink: Arc<dyn SummarySink> = Arc::new(FaultySink::new(Arc::new(MemorySummarySink::default()), plan.clone()));
     let state = AppState::new(ingest, sink, Auth::key(KEY)).with_store_timeout(store_timeout);
     App { router: router(state, HttpOptions::default()), store, plan, _dir: dir }
+}
+
+/// Waits until the SQLite writer has dealt with every write queued so far
+/// (committed it, or dropped it because its caller stopped waiting): its
+/// queue is first in, first out, so once an empty restore queued now is
+/// answered, every earlier insert is behind it.
+async fn writer_drained(store: &SqliteRecordStore) {
+    store.restore(&[]).await.unwrap();
 }
 
 struct Reply {
@@ -131,9 +141,10 @@ async fn a_hanging_store_gives_503_not_408_and_stores_nothing_behind_the_clients
     // THEN the client gets 503 + Retry-After promptly
     assert_503(&r, "hanging insert");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    // AND the abandoned write never lands
+    // AND the abandoned write never lands: not once its delay is over, nor once the writer drained its queue
     app.plan.clear();
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    app.plan.settled().await;
+    writer_drained(&app.store).await;
     assert_eq!(app.store.count().await.unwrap(), 0);
     // Reads that hang are 503 too.
     app.plan.fail(Op::Get, Fault::Delay(Duration::from_secs(3)));
@@ -179,8 +190,10 @@ async fn under_intermittent_faults_acknowledged_ids_are_exactly_the_stored_ones(
         let r = send(&app, post(&body, None)).await;
         tasks.push((i, r));
     }
+    // Every hanging insert is over, and the writer has dealt with every write that reached it.
     app.plan.clear();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.plan.settled().await;
+    writer_drained(&app.store).await;
     let mut acked = BTreeSet::new();
     let (mut ok, mut refused) = (0, 0);
     for (i, r) in &tasks {
@@ -213,6 +226,57 @@ async fn under_intermittent_faults_acknowledged_ids_are_exactly_the_stored_ones(
     };
     assert_eq!(stored, acked, "stored ids must be exactly the acknowledged ones");
     app.store.integrity_check().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_past_the_store_timeout_is_201_if_its_commit_had_started_else_503_with_nothing_stored() {
+    // GIVEN a SQLite writer that stops after claiming its first group, until released
+    let dir = tempfile::tempdir().unwrap();
+    let (claimed_tx, mut claimed) = tokio::sync::mpsc::unbounded_channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(Some(release_rx));
+    let hook = CommitHook(Arc::new(move |_group| {
+        if let Some(rx) = release_rx.lock().unwrap().take() {
+            let _ = claimed_tx.send(());
+            let _ = rx.recv();
+        }
+    }));
+    let options = SqliteOptions { after_claim: Some(hook), ..SqliteOptions::default() };
+    let store = Arc::new(SqliteRecordStore::open(dir.path().join("tally.db"), options).unwrap());
+    // (the fault plan injects nothing: it tells when a caller's time limit passed)
+    let plan = FaultPlan::new();
+    let faulty: Arc<dyn RecordStore> = Arc::new(FaultyStore::new(store.clone(), plan.clone()));
+    let ingest = IngestService::new(faulty, Arc::new(SystemClock), Limits::default());
+    let state = AppState::new(ingest, Arc::new(MemorySummarySink::default()), Auth::key(KEY))
+        .with_store_timeout(Duration::from_millis(50));
+    let app = App { router: router(state, HttpOptions::default()), store, plan, _dir: dir };
+    let post_in_background = |body: &'static str| {
+        let r = app.router.clone();
+        tokio::spawn(async move {
+            let res = r.oneshot(post(body, None)).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        })
+    };
+    // AND request A's records claimed for a commit, request B's queued behind them
+    let a = post_in_background(r#"{"a":1}"#);
+    claimed.recv().await.unwrap();
+    let b = post_in_background(r#"{"b":1}"#);
+    // WHEN both outlive the store timeout before the commit happens
+    app.plan.gave_up_at_least(2).await;
+    release.send(()).unwrap();
+    // THEN A, whose commit had started, gets its 201 and B, still queued, a 503
+    let (a_status, a_body) = a.await.unwrap();
+    assert_eq!(a_status, StatusCode::CREATED, "{a_body}");
+    let (b_status, b_body) = b.await.unwrap();
+    assert_eq!(b_status, StatusCode::SERVICE_UNAVAILABLE, "{b_body}");
+    assert_eq!(b_body["type"], "/problems/store-unavailable");
+    // AND exactly A's record is stored, now and after the writer has drained its queue
+    writer_drained(&app.store).await;
+    let a_id = tally_core::RecordId::parse(a_body["id"].as_str().unwrap()).unwrap();
+    assert_eq!(app.store.get(a_id).await.unwrap().map(|r| r.data), Some(r#"{"a":1}"#.to_owned()));
+    assert_eq!(app.store.count().await.unwrap(), 1, "B's record was stored behind its 503");
 }
 
 /// Objects in the sink directory: (relative path, bytes).
@@ -461,7 +525,8 @@ async fn uploads_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after(
         let r = app.router.clone();
         async move { r.oneshot(post(r#"{"first":1}"#, None)).await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (It holds the slot once its insert has started hanging.)
+    app.plan.injected_at_least(1).await;
     // WHEN another upload arrives, it is shed at once; reads are not
     let r = send(&app, post(r#"{"second":1}"#, None)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);

@@ -23,8 +23,8 @@ async fn sigterm_mid_load_exits_0_and_loses_no_acknowledged_record() {
         let stop = Arc::new(AtomicBool::new(false));
         let before = acked.len();
         let workers = loadgen::spawn(&server.base, KEY, 16, &format!("t{round}"), stop.clone(), acked.clone());
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        // WHEN SIGTERM arrives mid-load
+        // WHEN SIGTERM arrives mid-load (once this round has a few thousand records acknowledged)
+        acked.wait_for(before + 3_000, Duration::from_secs(60)).await;
         let status = tokio::task::block_in_place(|| server.terminate());
         stop.store(true, Ordering::SeqCst);
         for w in workers {

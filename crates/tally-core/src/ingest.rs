@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, Timestamp};
 use crate::id::RecordId;
 use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS, id_seed};
-use crate::ports::{InsertOutcome, RecordStore, StoreError};
+use crate::ports::{GiveUp, InsertOutcome, RecordStore, StoreError};
 use crate::record::Record;
 use crate::validate::{BodyFormat, Limits, Parsed, ValidationError, parse_body};
 
@@ -87,14 +87,35 @@ impl IngestService {
         format: BodyFormat,
         key: Option<IdempotencyKey>,
     ) -> Result<IngestReceipt, IngestError> {
+        self.ingest_until(body, format, key, Box::pin(std::future::pending())).await
+    }
+
+    /// [`ingest`](Self::ingest) for a caller with a time limit, which
+    /// `give_up` completes. A [`IngestError::Store`] error then always means
+    /// that nothing of the request is stored, ever: giving up withdraws the
+    /// write if it has not started committing, and otherwise waits for the
+    /// commit's real answer ([`RecordStore::insert_until`]). So the HTTP
+    /// layer's 503 for a store that is too slow never hides stored records.
+    pub async fn ingest_until(
+        &self,
+        body: &[u8],
+        format: BodyFormat,
+        key: Option<IdempotencyKey>,
+        mut give_up: GiveUp<'_>,
+    ) -> Result<IngestReceipt, IngestError> {
         // Only an idempotent request needs the body's SHA-256 (a whole pass
         // over up to 1 MiB); without a key, nothing reads it.
         let fingerprint = key.as_ref().map(|_| Fingerprint::of(format.tag(), body));
         let request_body = body;
-        if let (Some(key), Some(fingerprint)) = (&key, fingerprint)
-            && let Some(entry) = self.store.idempotency_entry(key).await?
-        {
-            return replay(entry, fingerprint);
+        if let (Some(key), Some(fingerprint)) = (&key, fingerprint) {
+            // A read: dropping it when the caller gives up leaves nothing behind.
+            let lookup = match futures::future::select(self.store.idempotency_entry(key), &mut give_up).await {
+                futures::future::Either::Left((lookup, _)) => lookup?,
+                futures::future::Either::Right(((), _)) => return Err(StoreError::gave_up().into()),
+            };
+            if let Some(entry) = lookup {
+                return replay(entry, fingerprint);
+            }
         }
 
         let parsed = parse_body(body, format, &self.limits)?;
@@ -129,7 +150,7 @@ impl IngestService {
             response: body.clone(),
             expires_at: Timestamp::from_millis(received_at.as_millis() + RETENTION_MS),
         });
-        match self.store.insert(&records, entry.as_ref()).await? {
+        match self.store.insert_until(&records, entry.as_ref(), give_up).await? {
             InsertOutcome::Inserted => Ok(IngestReceipt { status: 201, response, body, replayed: false }),
             InsertOutcome::KeyExists(existing) => {
                 replay(existing, fingerprint.unwrap_or_else(|| Fingerprint::of(format.tag(), request_body)))

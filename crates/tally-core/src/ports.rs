@@ -48,7 +48,21 @@ impl StoreError {
     pub fn internal(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self::Internal { message: message.into(), source: Some(source.into()) }
     }
+
+    /// What [`RecordStore::insert_until`] answers when its caller gave up
+    /// before the write started committing.
+    pub fn gave_up() -> Self {
+        Self::Unavailable {
+            message: "no answer within the caller's time limit; the write was withdrawn before it was committed".into(),
+            retry_after: Duration::from_secs(1),
+            source: None,
+        }
+    }
 }
+
+/// Completes when a caller stops waiting (its time limit is up): see
+/// [`RecordStore::insert_until`].
+pub type GiveUp<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 
 /// What [`RecordStore::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +93,33 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         records: &[Record],
         idempotency: Option<&IdempotencyEntry>,
     ) -> Result<InsertOutcome, StoreError>;
+
+    /// [`insert`](Self::insert) for a caller with a time limit, which
+    /// `give_up` completes. An error then always means that nothing of the
+    /// call is stored, ever, so the caller may say so (an HTTP 503):
+    /// - `give_up` completing before the write has started committing
+    ///   withdraws it: nothing is written, and the answer is
+    ///   [`StoreError::gave_up`];
+    /// - once the write is committing, `give_up` is ignored and the answer is
+    ///   the commit's, however long it takes: a caller never reports as
+    ///   failed a write that is stored.
+    ///
+    /// The default races [`insert`](Self::insert) against `give_up` and drops
+    /// it when `give_up` wins: right only for an adapter whose insert, once
+    /// dropped, stores nothing (memory: it completes on its first poll; a
+    /// decorator forwarding to an adapter that overrides this method must
+    /// override it too). The SQLite store overrides it.
+    async fn insert_until(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+        give_up: GiveUp<'_>,
+    ) -> Result<InsertOutcome, StoreError> {
+        match futures::future::select(self.insert(records, idempotency), give_up).await {
+            futures::future::Either::Left((outcome, _)) => outcome,
+            futures::future::Either::Right(((), _)) => Err(StoreError::gave_up()),
+        }
+    }
 
     /// The entry stored for `key`, if it exists and has not expired.
     async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError>;
@@ -137,13 +178,27 @@ pub trait RecordLifecycle: RecordStore {
 }
 
 /// Asks for a week's summary to be rewritten soon (after an erasure changed
-/// its records): locally a queue the server's refresher drains, on AWS an
-/// object whose creation starts the weekly function. It returns once the
-/// request is durable (or queued), not when the summary is rewritten; a week
-/// asked for twice may be rewritten once.
+/// its records), and remembers the request until the rewrite is done:
+/// locally a queue the server's refresher drains, on AWS an object whose
+/// creation starts the weekly function. `testing::refresh_contract`
+/// (feature `testing`) is the behaviour every adapter shows.
 #[async_trait]
 pub trait WeekRefresh: Send + Sync + std::fmt::Debug {
+    /// Asks for `week` to be rewritten. Returns once the request is durable
+    /// (or queued), not when the summary is rewritten. A week asked for
+    /// again before it is done is still one pending request (and may be
+    /// rewritten once).
     async fn request(&self, week: IsoWeek) -> Result<(), SinkError>;
+
+    /// Weeks asked for and not yet [`done`](Self::done), ascending, each once.
+    async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError>;
+
+    /// Withdraws `week`'s request once the week is rewritten; nothing
+    /// happens when it has none. A request made while that rewrite ran is
+    /// withdrawn with it: what keeps such a request from being lost is the
+    /// trigger each request makes (the S3 object's event, the local queue's
+    /// message), not `pending`.
+    async fn done(&self, week: IsoWeek) -> Result<(), SinkError>;
 }
 
 /// Why a sink operation failed.
@@ -179,12 +234,33 @@ pub struct ObjectInfo {
     pub sha256: String,
 }
 
+/// Checks that `name` is an object name a [`SummarySink`] accepts: one path
+/// component of ASCII letters, digits, `.`, `-` and `_` that does not start
+/// with `.` (the folder sink's temp files do). Every adapter refuses any
+/// other name with [`SinkError::Internal`] before touching anything: object
+/// names are chosen by tally, so a bad one is a bug, and refusing it keeps a
+/// key from escaping its week (`..`, `/`) or colliding with a temp file.
+pub fn check_object_name(name: &str) -> Result<(), SinkError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SinkError::Internal { message: format!("invalid object name {name:?}"), source: None })
+    }
+}
+
 /// Where weekly summaries go: a folder locally, an S3 bucket in AWS. Objects
 /// of week `W` live under `summaries/W/`.
 ///
 /// A run calls [`begin_week`](Self::begin_week), writes its objects, then
 /// [`commit_week`](Self::commit_week) with the manifest. Readers trust only
 /// weeks with a manifest; a failed run leaves none and no partial object.
+///
+/// Object names (`name`) must pass [`check_object_name`]; every method
+/// taking one refuses any other. `testing::sink_contract` (feature `testing`) is the
+/// behaviour every adapter shows.
 #[async_trait]
 pub trait SummarySink: Send + Sync + std::fmt::Debug {
     /// Marks the week as being (re)written: removes its manifest, if any.

@@ -194,7 +194,11 @@ pub async fn create_records(State(state): State<AppState>, request: Request) -> 
     let format = body_format(&parts.headers)?;
     let key = idempotency_key(&parts.headers)?;
     let body = read_body(&parts.headers, body, state.ingest.limits().max_body_bytes).await?;
-    let receipt = within(&state, state.ingest.ingest(&body, format, key)).await??;
+    // The store timeout, kept so that a 503 never hides stored records: past
+    // it, a write still queued is withdrawn (503), one being committed is
+    // waited for (its real answer).
+    let give_up = Box::pin(tokio::time::sleep(state.store_timeout));
+    let receipt = state.ingest.ingest_until(&body, format, key, give_up).await?;
 
     let status = StatusCode::from_u16(receipt.status).unwrap_or(StatusCode::CREATED);
     let mut res = (status, receipt.body).into_response();
@@ -305,7 +309,10 @@ pub async fn get_summary(
 
 /// Runs one store call under the state's store timeout. A store that hangs
 /// (a stuck disk, a lost connection) is the server's problem: 503 with
-/// `Retry-After`, never the 408 that would blame the client.
+/// `Retry-After`, never the 408 that would blame the client. The call is
+/// dropped at the timeout, which is right for reads; ingest instead uses
+/// `IngestService::ingest_until`, which never drops a write that is being
+/// committed.
 pub(crate) async fn within<T>(state: &AppState, call: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
     tokio::time::timeout(state.store_timeout, call).await.map_err(|_| {
         ApiError::Store(tally_core::StoreError::Unavailable {

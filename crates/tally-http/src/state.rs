@@ -103,6 +103,8 @@ pub struct AppState {
     pub(crate) auth: Auth,
     /// Longest wait for one store call; past it the request gets 503 with
     /// `Retry-After` (the store's fault), not the router's 408 (the client's).
+    /// A `POST` whose records are already being committed when it passes
+    /// waits for that commit instead, so a 503 never hides stored records.
     pub(crate) store_timeout: Duration,
     /// Slots for requests that upload a body; a request finding none is shed
     /// with 503 before its body is read, so memory stays bounded by

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::{Notifier, StoreError};
+use tally_core::ports::{Notifier, StoreError, WeekRefresh};
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::notify::announce;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tally_aws::testing::fresh_adapters;
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{SummaryState, erase};
+use tally_core::ports::WeekRefresh;
 use tally_core::summary::fanout::part_object;
 use tally_core::summary::{MANIFEST_JSON, Part, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON};
 use tally_core::testing::FixedClock;

@@ -20,17 +20,29 @@
 //! fsync instead of paying one each, without weakening durability.
 //! Reads use a small pool of separate connections, which WAL lets run
 //! alongside the writer.
+//!
+//! # Callers that stop waiting
+//! A request whose caller left is not stored behind its back, and a caller
+//! told "not stored" is never wrong: before a group's transaction the writer
+//! *claims* each request (skipping those abandoned or withdrawn), and a
+//! caller whose time limit passes ([`RecordStore::insert_until`]) withdraws
+//! its request if it is still queued, or else waits for the commit under way
+//! and gives its real answer. Claim and withdrawal are one atomic swap each,
+//! so exactly one of them wins.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::future::Either;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tally_core::idempotency::Fingerprint;
-use tally_core::ports::{InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
+use tally_core::ports::{GiveUp, InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
 use tally_core::{IdempotencyEntry, IdempotencyKey, IsoWeek, Record, RecordId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,11 +55,35 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// How often expired idempotency keys are purged.
     pub purge_every: Duration,
+    /// Tests only (feature `fault-injection`): called on the writer thread
+    /// with a group's size once its requests are claimed and before its
+    /// transaction starts — the fault point between "too late to withdraw"
+    /// and "committed". It may block, holding the writer there.
+    #[cfg(feature = "fault-injection")]
+    pub after_claim: Option<CommitHook>,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { max_group: 512, busy_timeout: Duration::from_secs(5), purge_every: Duration::from_secs(600) }
+        Self {
+            max_group: 512,
+            busy_timeout: Duration::from_secs(5),
+            purge_every: Duration::from_secs(600),
+            #[cfg(feature = "fault-injection")]
+            after_claim: None,
+        }
+    }
+}
+
+/// See [`SqliteOptions::after_claim`].
+#[cfg(feature = "fault-injection")]
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+#[cfg(feature = "fault-injection")]
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
     }
 }
 
@@ -76,7 +112,17 @@ struct WriteJob {
     records: Vec<Record>,
     entry: Option<IdempotencyEntry>,
     reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    /// Who decides the job's fate: the writer claims it for a commit, or its
+    /// caller withdraws it; whoever swaps [`QUEUED`] first wins.
+    claim: Arc<AtomicU8>,
 }
+
+/// Waiting in the queue: the caller may still withdraw it.
+const QUEUED: u8 = 0;
+/// In a group being committed: it will be stored unless the commit fails.
+const CLAIMED: u8 = 1;
+/// Withdrawn by a caller that gave up: never stored.
+const WITHDRAWN: u8 = 2;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -282,9 +328,18 @@ impl Writer {
     fn commit_group(&mut self, mut group: Vec<WriteJob>) {
         // A request that stopped waiting (timed out, client gone) was not
         // acknowledged and never will be: do not store it behind its back.
-        group.retain(|job| !job.reply.is_closed());
+        // Claiming the others settles the race with a caller giving up right
+        // now: from here on its `insert_until` waits for this commit's answer
+        // instead of reporting a failure (see `insert_until`).
+        group.retain(|job| {
+            !job.reply.is_closed() && job.claim.compare_exchange(QUEUED, CLAIMED, AcqRel, Acquire).is_ok()
+        });
         if group.is_empty() {
             return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(CommitHook(hook)) = &self.options.after_claim {
+            hook(group.len());
         }
         let started = Instant::now();
         let size = group.len();
@@ -533,9 +588,27 @@ impl RecordStore for SqliteRecordStore {
         records: &[Record],
         idempotency: Option<&IdempotencyEntry>,
     ) -> Result<InsertOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = WriteJob { records: records.to_vec(), entry: idempotency.cloned(), reply };
-        self.writer.as_ref().ok_or_else(writer_gone)?.send(Job::Insert(job)).map_err(|_| writer_gone())?;
+        let (answer, _claim) = self.enqueue(records, idempotency)?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Gives up only while the job is queued: withdrawn then, it is never
+    /// stored. Once the writer has claimed it for a group, the commit is
+    /// under way and its answer, success or not, is the one to give.
+    async fn insert_until(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+        give_up: GiveUp<'_>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let (mut answer, claim) = self.enqueue(records, idempotency)?;
+        if let Either::Left((outcome, _)) = futures::future::select(&mut answer, give_up).await {
+            return outcome.map_err(|_| writer_gone())?;
+        }
+        if claim.compare_exchange(QUEUED, WITHDRAWN, AcqRel, Acquire).is_ok() {
+            return Err(StoreError::gave_up());
+        }
+        tracing::debug!("the caller's time limit passed while its records were being committed; awaiting the commit");
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -603,6 +676,20 @@ impl RecordStore for SqliteRecordStore {
 }
 
 impl SqliteRecordStore {
+    /// Queues an insert for the writer: its answer, and its claim.
+    #[allow(clippy::type_complexity)]
+    fn enqueue(
+        &self,
+        records: &[Record],
+        idempotency: Option<&IdempotencyEntry>,
+    ) -> Result<(oneshot::Receiver<Result<InsertOutcome, StoreError>>, Arc<AtomicU8>), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let job = WriteJob { records: records.to_vec(), entry: idempotency.cloned(), reply, claim: claim.clone() };
+        self.writer.as_ref().ok_or_else(writer_gone)?.send(Job::Insert(job)).map_err(|_| writer_gone())?;
+        Ok((answer, claim))
+    }
+
     /// Sends a lifecycle job to the writer and waits for its answer.
     async fn lifecycle<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -725,33 +812,6 @@ mod tests {
         let n = collect_week(store.as_ref(), week, 64).await.len()
             + collect_week(store.as_ref(), week.next(), 64).await.len();
         assert_eq!(n, 200);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_abandoned_before_its_commit_is_not_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(open(&dir));
-        let at = Timestamp::now();
-        // GIVEN the writer busy with a large batch
-        let big: Vec<Record> = (0..50_000)
-            .map(|i| Record { id: RecordId::generate(at), received_at: at, data: format!("{{\"i\":{i}}}") })
-            .collect();
-        let busy = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.insert(&big, None).await }
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        // WHEN a request queues behind it and stops waiting (timeout, client gone)
-        let abandoned = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
-        let gave_up =
-            tokio::time::timeout(Duration::from_millis(1), store.insert(std::slice::from_ref(&abandoned), None));
-        assert!(gave_up.await.is_err(), "the writer should still be busy");
-        assert_eq!(busy.await.unwrap().unwrap(), InsertOutcome::Inserted);
-        // THEN it is not stored behind the client's back
-        let probe = Record { id: RecordId::generate(at), received_at: at, data: "{}".into() };
-        store.insert(&[probe], None).await.unwrap();
-        assert_eq!(store.get(abandoned.id).await.unwrap(), None);
-        assert_eq!(store.count().await.unwrap(), 50_001);
     }
 
     #[tokio::test]

@@ -104,6 +104,32 @@ fn notifiers(n: WebhookNotifier) -> Vec<Arc<dyn Notifier>> {
 }
 
 #[tokio::test]
+async fn webhook_notifier_meets_the_notifier_contract() {
+    // A receiver that passes on the `text` of each notification it is sent.
+    let (tx, mut texts) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hooks/{token}",
+        axum::routing::post(move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let n: Notification = serde_json::from_slice(&body).unwrap();
+                let _ = tx.send(n.text);
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // And one that fails every request.
+    let (_failing, failing_addr) = Receiver::start(&[500; 8], false).await;
+
+    let webhook = WebhookNotifier::new(&url(addr), Some("k")).unwrap();
+    let failing = WebhookNotifier::new(&url(failing_addr), Some("k")).unwrap();
+    tally_core::testing::notifier_contract(&webhook, &mut texts, &failing).await;
+}
+
+#[tokio::test]
 async fn the_body_is_the_notification_signed_with_the_secret() {
     let (receiver, addr) = Receiver::start(&[], false).await;
     let (sink, report) = summarized().await;

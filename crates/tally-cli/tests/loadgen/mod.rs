@@ -17,6 +17,8 @@ pub struct Acked {
     /// Responses by status (or "transport" for connection errors).
     pub outcomes: Mutex<BTreeMap<String, u64>>,
     pub requests: AtomicU64,
+    /// Woken at every acknowledgement.
+    acked: tokio::sync::Notify,
 }
 
 impl Acked {
@@ -26,6 +28,25 @@ impl Acked {
 
     pub fn len(&self) -> usize {
         self.records.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` records are acknowledged in all; panics
+    /// after `within`.
+    pub async fn wait_for(&self, n: usize, within: Duration) {
+        let reached = async {
+            loop {
+                let mut acked = std::pin::pin!(self.acked.notified());
+                // Registered before the check, so no acknowledgement slips in between.
+                acked.as_mut().enable();
+                if self.len() >= n {
+                    return;
+                }
+                acked.await;
+            }
+        };
+        if tokio::time::timeout(within, reached).await.is_err() {
+            panic!("only {} of {n} records acknowledged within {within:?}: {:?}", self.len(), self.outcomes);
+        }
     }
 
     /// Statuses other than 201 that are not transport errors.
@@ -111,6 +132,8 @@ pub fn spawn(
                     for (id, item) in ids.into_iter().zip(items) {
                         map.insert(id, item);
                     }
+                    drop(map);
+                    acked.acked.notify_waiters();
                 }
             })
         })

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-use super::fmt::group;
+use super::fmt::{clip, decimal, group, percent};
 use serde_json::{Value, json};
 
 use super::model::{
@@ -421,8 +421,8 @@ fn distribution(
         at(qb),
         format!(
             "Values of `{name}` shifted: median {} → {} (Kolmogorov–Smirnov distance {:.2}).",
-            num(median(qa)),
-            num(median(qb)),
+            decimal(median(qa)),
+            decimal(median(qb)),
             d
         ),
     ));
@@ -470,8 +470,9 @@ fn top_values(
         let total = s.count.max(1) as f64;
         Value::Object(s.top.iter().take(3).map(|v| (v.value.clone(), json!(round4(v.count as f64 / total)))).collect())
     };
-    let lead =
-        |s: &StringSummary| s.top.first().map_or_else(|| "none".to_owned(), |v| format!("\"{}\"", clip(&v.value)));
+    let lead = |s: &StringSummary| {
+        s.top.first().map_or_else(|| "none".to_owned(), |v| format!("\"{}\"", clip(&v.value, 40, "…")))
+    };
     out.push(finding(
         FindingKind::TopValues,
         path,
@@ -582,23 +583,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
-}
-
-fn percent(x: f64) -> String {
-    let p = x * 100.0;
-    if p >= 10.0 || p == 0.0 { format!("{p:.0} %") } else { format!("{p:.1} %") }
-}
-
-fn num(x: f64) -> String {
-    if x == x.trunc() && x.abs() < 1e15 {
-        format!("{x:.0}")
-    } else {
-        format!("{:.4}", x).trim_end_matches('0').to_owned()
-    }
-}
-
-fn clip(s: &str) -> String {
-    if s.chars().count() <= 40 { s.to_owned() } else { s.chars().take(39).chain(['…']).collect() }
 }
 
 #[cfg(test)]

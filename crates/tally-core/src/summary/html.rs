@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 
-use super::fmt::group;
+use super::fmt::{change_pct1, group, readable};
 use super::model::{Comparison, FieldSummary, NumberSummary, Severity, StringSummary, Summary};
 use crate::week::IsoWeek;
 
@@ -232,7 +232,7 @@ impl WeekPage {
                             value: v.value.clone(),
                             records: group(v.records),
                             delta: old.map(|o| {
-                                format!("{} vs {}", change(o.records as f64, v.records as f64), group(o.records))
+                                format!("{} vs {}", change_pct1(o.records as f64, v.records as f64), group(o.records))
                             }),
                             fields: v
                                 .fields
@@ -380,7 +380,7 @@ fn field_view(id: String, flagged: bool, f: &FieldSummary, records: u64, before:
             "array length {}–{}, mean {}",
             group(a.min_length),
             group(a.max_length),
-            num(a.mean_length)
+            readable(a.mean_length)
         ));
     }
     view
@@ -390,13 +390,13 @@ fn field_view(id: String, flagged: bool, f: &FieldSummary, records: u64, before:
 fn deltas(b: &FieldSummary, f: &FieldSummary) -> Vec<Delta> {
     let mut out = vec![Delta {
         label: "count",
-        text: format!("{} ({})", change(b.present as f64, f.present as f64), group(b.present)),
+        text: format!("{} ({})", change_pct1(b.present as f64, f.present as f64), group(b.present)),
         class: trend(b.present as f64, f.present as f64),
     }];
     if let (Some(nb), Some(nf)) = (&b.number, &f.number) {
         for (label, x, y) in [("mean", nb.mean, nf.mean), ("p50", nb.p50, nf.p50)] {
             if let (Some(x), Some(y)) = (x, y) {
-                out.push(Delta { label, text: format!("{} → {}", num(x), num(y)), class: trend(x, y) });
+                out.push(Delta { label, text: format!("{} → {}", readable(x), readable(y)), class: trend(x, y) });
             }
         }
     }
@@ -422,15 +422,6 @@ fn trend(before: f64, after: f64) -> &'static str {
     }
 }
 
-/// `+12%`, `−40%`, `new`.
-fn change(before: f64, after: f64) -> String {
-    if before == 0.0 {
-        return if after == 0.0 { "±0%".into() } else { "new".into() };
-    }
-    let pct = (after / before - 1.0) * 100.0;
-    if pct.abs() < 0.05 { "±0%".into() } else { format!("{}{:.1}%", if pct > 0.0 { "+" } else { "−" }, pct.abs()) }
-}
-
 fn number_view(view: &mut FieldView, n: &NumberSummary) {
     if let Some(hist) = &n.histogram {
         let max = hist.counts.iter().copied().max().unwrap_or(0).max(1) as f64;
@@ -448,13 +439,13 @@ fn number_view(view: &mut FieldView, n: &NumberSummary) {
                         y: f1(HISTOGRAM_HEIGHT - bh),
                         width: f1((bw - 1.0).max(0.5)),
                         height: f1(bh),
-                        tip: format!("{} – {}: ~{}", num(lo), num(lo + step), group(c)),
+                        tip: format!("{} – {}: ~{}", readable(lo), readable(lo + step), group(c)),
                     }
                 })
                 .collect(),
         );
     }
-    let opt = |x: Option<f64>| x.map(num).unwrap_or_else(|| "–".into());
+    let opt = |x: Option<f64>| x.map(readable).unwrap_or_else(|| "–".into());
     view.number_line = Some((
         format!(
             "min {} · p50 {} · p90 {} · p99 {} · max {}",
@@ -676,7 +667,7 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
             };
             Trend {
                 path: field.path.clone(),
-                range: if series.is_empty() { "–".into() } else { format!("{} – {}", num(lo), num(hi)) },
+                range: if series.is_empty() { "–".into() } else { format!("{} – {}", readable(lo), readable(hi)) },
                 p50: line(|p| p.2),
                 p90: line(|p| p.3),
                 points: series
@@ -684,7 +675,7 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
                     .map(|p| Point {
                         x: x(p.0),
                         y: y(p.2),
-                        tip: format!("{}: p50 {} · p90 {}", p.1, num(p.2), num(p.3)),
+                        tip: format!("{}: p50 {} · p90 {}", p.1, readable(p.2), readable(p.3)),
                     })
                     .collect(),
                 labels: recent.iter().enumerate().map(|(i, s)| Label { x: x(i), text: short_week(s.week) }).collect(),
@@ -707,31 +698,6 @@ fn bytes(n: u64) -> String {
         u += 1;
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
-/// Compact, readable numbers: integers grouped, others to 4 significant digits.
-fn num(x: f64) -> String {
-    if !x.is_finite() {
-        return "–".into();
-    }
-    let a = x.abs();
-    if x.fract() == 0.0 && a < 1e15 {
-        let s = group(a as u64);
-        return if x < 0.0 { format!("-{s}") } else { s };
-    }
-    if a != 0.0 && !(1e-3..1e9).contains(&a) {
-        return format!("{x:.3e}");
-    }
-    let decimals = if a >= 100.0 {
-        1
-    } else if a >= 1.0 {
-        3
-    } else {
-        4
-    };
-    let s = format!("{x:.decimals$}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_owned()
 }
 
 #[cfg(test)]
@@ -852,14 +818,8 @@ mod tests {
     }
 
     #[test]
-    fn numbers_read_well() {
-        assert_eq!(group(1_234_567), "1,234,567");
-        assert_eq!(group(12), "12");
-        assert_eq!(num(-1500.0), "-1,500");
-        assert_eq!(num(2.5), "2.5");
-        assert_eq!(num(1.2345678901234568e29), "1.235e29");
+    fn byte_sizes_read_in_decimal_units() {
+        assert_eq!(bytes(999), "999 B");
         assert_eq!(bytes(2_500_000), "2.5 MB");
-        assert_eq!(change(100.0, 112.0), "+12.0%");
-        assert_eq!(change(0.0, 3.0), "new");
     }
 }

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::fmt::group;
+use super::fmt::{change_whole, clip, group};
 use super::model::{Comparison, Finding, Severity};
 use crate::week::IsoWeek;
 
@@ -90,7 +90,7 @@ fn digest(week: IsoWeek, records: u64, previous: Option<PreviousWeek>, findings:
         None => text.push_str(" (no earlier week to compare with)."),
         Some(PreviousWeek { week: prev, records: None }) => text.push_str(&format!(" (compared with {prev}).")),
         Some(PreviousWeek { week: prev, records: Some(before) }) => {
-            text.push_str(&format!(" ({} vs {prev}: {}).", change(before, records), group(before)));
+            text.push_str(&format!(" ({} vs {prev}: {}).", change_whole(before, records), group(before)));
         }
     }
     let warnings: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Warn).collect();
@@ -118,26 +118,10 @@ fn digest(week: IsoWeek, records: u64, previous: Option<PreviousWeek>, findings:
     text
 }
 
-/// `+8%`, `-12%`, `+0%`, or `up from 0` when there was nothing before.
-fn change(before: u64, now: u64) -> String {
-    if before == 0 {
-        return if now == 0 { "+0%".into() } else { "up from 0".into() };
-    }
-    // f64 is exact enough for a whole percentage of record counts.
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-    let pct = ((now as f64 - before as f64) / before as f64 * 100.0).round() as i64;
-    if pct >= 0 { format!("+{pct}%") } else { format!("{pct}%") }
-}
-
 /// At most `max` characters of `s` (ending in `...` when cut), on one line.
 fn shorten(s: &str, max: usize) -> String {
     let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(max.saturating_sub(3)).collect();
-    cut.push_str("...");
-    cut
+    clip(&one_line, max, "...")
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! Test support shared by every crate's tests (feature `testing`): an
-//! in-memory [`RecordStore`], a fixed clock, and the contract every store
-//! adapter must pass.
+//! in-memory [`RecordStore`], [`SummarySink`] and [`WeekRefresh`], a fixed
+//! clock, and the contract every adapter of a port must pass (the store's
+//! here, the others' in [`contract`]).
 
+pub mod contract;
 pub mod fuzz;
+
+pub use contract::{notifier_contract, refresh_contract, sink_contract};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,7 +20,7 @@ use crate::id::RecordId;
 use crate::idempotency::{Fingerprint, IdempotencyEntry, IdempotencyKey, RETENTION_MS};
 use crate::ports::{
     InsertOutcome, ObjectInfo, ObjectUpload, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, SinkError,
-    StoreError, SummarySink, WeekRefresh,
+    StoreError, SummarySink, WeekRefresh, check_object_name,
 };
 use crate::record::Record;
 use crate::week::IsoWeek;
@@ -159,20 +163,27 @@ impl RecordLifecycle for MemoryRecordStore {
     }
 }
 
-/// A [`SummarySink`] in memory, keyed by full object key.
+/// A [`SummarySink`] in memory, keyed by full object key. It refuses the
+/// object names the folder and S3 sinks refuse ([`check_object_name`]), so
+/// a test on it fails where production would.
 #[derive(Debug, Default)]
 pub struct MemorySummarySink {
     objects: std::sync::Arc<Mutex<BTreeMap<String, bytes::Bytes>>>,
 }
 
 impl MemorySummarySink {
-    fn key(week: IsoWeek, name: &str) -> String {
-        format!("summaries/{week}/{name}")
+    fn key(week: IsoWeek, name: &str) -> Result<String, SinkError> {
+        check_object_name(name)?;
+        Ok(format!("summaries/{week}/{name}"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bytes::Bytes>> {
+        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// All object keys, sorted.
     pub fn keys(&self) -> Vec<String> {
-        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
+        self.lock().keys().cloned().collect()
     }
 
     fn put(objects: &Mutex<BTreeMap<String, bytes::Bytes>>, key: String, body: bytes::Bytes) -> ObjectInfo {
@@ -207,10 +218,7 @@ impl ObjectUpload for MemoryUpload {
 #[async_trait]
 impl SummarySink for MemorySummarySink {
     async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.objects
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&Self::key(week, "manifest.json"));
+        self.lock().remove(&Self::key(week, "manifest.json")?);
         Ok(())
     }
     async fn put_object(
@@ -220,34 +228,37 @@ impl SummarySink for MemorySummarySink {
         _ct: &str,
         body: bytes::Bytes,
     ) -> Result<ObjectInfo, SinkError> {
-        Ok(Self::put(&self.objects, Self::key(week, name), body))
+        Ok(Self::put(&self.objects, Self::key(week, name)?, body))
     }
     async fn put_index(&self, name: &str, _ct: &str, body: bytes::Bytes) -> Result<ObjectInfo, SinkError> {
+        check_object_name(name)?;
         Ok(Self::put(&self.objects, format!("summaries/{name}"), body))
     }
     async fn open_object(&self, week: IsoWeek, name: &str, _ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
-        Ok(Box::new(MemoryUpload { objects: self.objects.clone(), key: Self::key(week, name), buf: Vec::new() }))
+        Ok(Box::new(MemoryUpload { objects: self.objects.clone(), key: Self::key(week, name)?, buf: Vec::new() }))
     }
     async fn commit_week(&self, week: IsoWeek, manifest: bytes::Bytes) -> Result<ObjectInfo, SinkError> {
-        Ok(Self::put(&self.objects, Self::key(week, "manifest.json"), manifest))
+        Ok(Self::put(&self.objects, Self::key(week, "manifest.json")?, manifest))
     }
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<bytes::Bytes>, SinkError> {
-        Ok(self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&Self::key(week, name)).cloned())
+        let key = Self::key(week, name)?;
+        Ok(self.lock().get(&key).cloned())
     }
     async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
-        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&Self::key(week, name));
+        let key = Self::key(week, name)?;
+        self.lock().remove(&key);
         Ok(())
     }
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
-        let objects = self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(objects
+        Ok(self
+            .lock()
             .keys()
             .filter_map(|k| k.strip_prefix("summaries/")?.strip_suffix("/manifest.json"))
             .filter_map(|w| IsoWeek::parse(w).ok())
             .collect())
     }
     async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        Ok(format!("memory:{}", Self::key(week, name)))
+        Ok(format!("memory:{}", Self::key(week, name)?))
     }
 }
 
@@ -395,21 +406,43 @@ pub async fn lifecycle_contract(store: &dyn RecordLifecycle) {
     assert_eq!(store.delete_week(week).await.expect("delete week again"), 0);
 }
 
-/// A [`WeekRefresh`] that records the weeks asked for, in order.
+/// A [`WeekRefresh`] in memory that also records every week asked for, in
+/// order (tests check which erasures asked for a rewrite).
 #[derive(Debug, Default)]
-pub struct RecordedRefresh(Mutex<Vec<IsoWeek>>);
+pub struct RecordedRefresh(Mutex<RefreshLog>);
+
+#[derive(Debug, Default)]
+struct RefreshLog {
+    asked: Vec<IsoWeek>,
+    pending: std::collections::BTreeSet<IsoWeek>,
+}
 
 impl RecordedRefresh {
-    /// The weeks asked for so far.
+    /// The weeks asked for so far, in order, repeats included.
     pub fn weeks(&self) -> Vec<IsoWeek> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.lock().asked.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RefreshLog> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[async_trait]
 impl WeekRefresh for RecordedRefresh {
     async fn request(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(week);
+        let mut log = self.lock();
+        log.asked.push(week);
+        log.pending.insert(week);
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        Ok(self.lock().pending.iter().copied().collect())
+    }
+
+    async fn done(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.lock().pending.remove(&week);
         Ok(())
     }
 }
@@ -426,5 +459,15 @@ mod tests {
     #[tokio::test]
     async fn memory_store_meets_the_contract() {
         store_contract(&MemoryRecordStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_sink_meets_the_sink_contract() {
+        sink_contract(&MemorySummarySink::default()).await;
+    }
+
+    #[tokio::test]
+    async fn recorded_refresh_meets_the_refresh_contract() {
+        refresh_contract(&RecordedRefresh::default()).await;
     }
 }

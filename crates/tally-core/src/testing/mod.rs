@@ -1,8 +1,11 @@
 //! Test support shared by every crate's tests (feature `testing`): an
 //! in-memory [`RecordStore`], a fixed clock, and the contract every store
-//! adapter must pass.
+//! adapter must pass; the memory week lock and its contract (`lock`).
 
 pub mod fuzz;
+mod lock;
+
+pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -36,13 +36,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::summary::NoProgress;
 use tally_core::summary::PARTS;
+use tally_core::summary::RunError;
 use tally_core::summary::fanout::{merge_parts, summarize_part};
 use tally_core::summary::notify::announce;
 use tally_core::{IsoWeek, Timestamp};
 
 use crate::weekly::{
-    WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, plan_weeks,
-    prune_after_run, release, sweep, take_lease,
+    WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, leased_run,
+    plan_weeks, prune_after_run, sweep, take_lease,
 };
 
 /// Most shares a week may be cut into: one per canonical part.
@@ -211,11 +212,15 @@ async fn part_step(deps: &WeeklyDeps, week: IsoWeek, share: &str) -> Result<Part
 /// Step 3: one week's merge, under its lease.
 async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, WeeklyError> {
     let week = merge.week;
-    let lease = take_lease(deps, week).await?;
+    let mut run = leased_run(deps, take_lease(deps, week).await?);
     sweep(deps, week, deps.clock.now()).await;
-    let result = merge_parts(deps.sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await;
+    // Every write checks the lease first: a merge that outlived it stops.
+    let merged = run.run(deps.sink.clone(), |sink| async move {
+        merge_parts(sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await
+    });
+    let result = merged.await.map_err(RunError::into_inner);
     let started = Timestamp::from_millis(merge.started_ms);
-    release(deps, lease, result.as_ref().ok().map(|_| started)).await;
+    run.release(result.as_ref().ok().map(|_| started)).await;
     let report = result?;
     let mut done = MergeDone::from(WeekDone::from(&report));
     if merge.refresh {

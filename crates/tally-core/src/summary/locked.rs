@@ -205,6 +205,7 @@ pub struct WeekRun {
     clock: Arc<dyn Clock>,
     lease: WeekLease,
     ttl: Duration,
+    renew: bool,
 }
 
 impl WeekRun {
@@ -222,7 +223,14 @@ impl WeekRun {
 
     /// A run holding `lease`, taken with `ttl`.
     pub fn new(lock: Arc<dyn WeekLock>, clock: Arc<dyn Clock>, lease: WeekLease, ttl: Duration) -> Self {
-        Self { lock, clock, lease, ttl }
+        Self { lock, clock, lease, ttl, renew: true }
+    }
+
+    /// Never renews the lease: for a run whose process cannot outlive its
+    /// ttl (a Lambda function whose timeout is shorter), where renewing
+    /// would only keep a killed run's week locked for longer.
+    pub fn without_renewal(self) -> Self {
+        Self { renew: false, ..self }
     }
 
     pub fn lease(&self) -> &WeekLease {
@@ -231,7 +239,8 @@ impl WeekRun {
 
     /// Runs `job` with `sink` fenced by the lease (every write first checks
     /// it is still held), renewing the lease every third of its ttl until
-    /// the job ends. Does not release it.
+    /// the job ends (unless [`without_renewal`](Self::without_renewal)).
+    /// Does not release it.
     pub async fn run<T, E, Fut>(
         &mut self,
         sink: Arc<dyn SummarySink>,
@@ -256,7 +265,7 @@ impl WeekRun {
         let result = loop {
             tokio::select! {
                 out = &mut job => break out,
-                () = tokio::time::sleep_until(next) => {
+                () = tokio::time::sleep_until(next), if self.renew => {
                     next = tokio::time::Instant::now() + every;
                     if fence.lost.load(Ordering::SeqCst) {
                         continue;

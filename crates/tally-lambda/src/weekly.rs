@@ -3,8 +3,11 @@
 //! after an erasure, invoked by the creation of its refresh request object
 //! (`summaries/<week>/refresh.request`, written by the API function).
 //!
-//! Every week is written under its lease ([`DynamoDbWeekLease`]): runs of one
-//! week never interleave, whichever invocations they come from.
+//! Every week is written under its lease (the [`WeekLock`] port, a
+//! [`DynamoDbWeekLease`](tally_aws::DynamoDbWeekLease)): runs of one week
+//! never interleave, whichever invocations (or `tally --store dynamodb`
+//! processes) they come from, and every write of a run first checks that
+//! its lease still holds (`tally_core::summary::locked`).
 //!
 //! Each week a scheduled or operator run writes is announced to the
 //! configured notifiers (webhook, SNS topic) right after its manifest
@@ -19,12 +22,13 @@ use std::time::{Duration, Instant};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::{Notifier, StoreError, WeekRefresh};
+use tally_core::ports::{Notifier, StoreError, WeekLease, WeekLock, WeekRefresh};
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::fanout::FanOutError;
+use tally_core::summary::locked::{LockError, LockSettings, OnBusy, RunError, WeekRun};
 use tally_core::summary::notify::announce;
 /// Most weeks one run builds: a range may span no more, and the schedule's
 /// catch-up continues in the next run beyond it.
@@ -217,8 +221,9 @@ pub struct WeeklyDeps {
     pub options: SummaryOptions,
     /// `None`: records are kept forever (`TALLY_RETENTION_WEEKS` unset).
     pub retention: Option<Retention>,
-    /// One run per week at a time, across invocations.
-    pub lease: DynamoDbWeekLease,
+    /// One run per week at a time, across invocations: the
+    /// [`DynamoDbWeekLease`](tally_aws::DynamoDbWeekLease) of the table.
+    pub lease: Arc<dyn WeekLock>,
     /// The refresh requests beside the summaries.
     pub refresh: S3WeekRefresh,
     /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
@@ -242,7 +247,7 @@ pub struct WeeklyDeps {
 impl WeeklyDeps {
     pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
         Self {
-            lease: store.week_lease(),
+            lease: Arc::new(store.week_lease()),
             staged: Some(store.clone()),
             refresh: S3WeekRefresh::new(&sink),
             store,
@@ -513,21 +518,34 @@ async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, Week
     summarize_leased(deps, lease).await
 }
 
-pub(crate) async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
+pub(crate) async fn summarize_leased(deps: &WeeklyDeps, lease: WeekLease) -> Result<WeekReport, WeeklyError> {
+    let week = lease.week;
+    let mut run = leased_run(deps, lease);
     let started = deps.clock.now();
-    sweep(deps, lease.week, started).await;
-    let result = summarize_week(
-        deps.store.as_ref(),
-        deps.sink.as_ref(),
-        deps.clock.as_ref(),
-        lease.week,
-        &deps.options,
-        &tally_core::summary::NoProgress,
-    )
-    .await;
+    sweep(deps, week, started).await;
+    // Every write checks the lease first: a run that outlived it stops.
+    let result = run
+        .run(deps.sink.clone(), |sink| async move {
+            summarize_week(
+                deps.store.as_ref(),
+                sink.as_ref(),
+                deps.clock.as_ref(),
+                week,
+                &deps.options,
+                &tally_core::summary::NoProgress,
+            )
+            .await
+        })
+        .await;
     // Only a complete run covers the requests made before it started.
-    release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-    Ok(result?)
+    run.release(result.as_ref().ok().map(|_| started)).await;
+    Ok(result.map_err(RunError::into_inner)?)
+}
+
+/// `lease` as a run of this function: never renewed, since
+/// [`LEASE_HOLD`] outlasts the function's timeout.
+fn leased_run(deps: &WeeklyDeps, lease: WeekLease) -> WeekRun {
+    WeekRun::new(deps.lease.clone(), deps.clock.clone(), lease, deps.lease_hold).without_renewal()
 }
 
 /// Deletes the staged items of `week`'s batches that never committed.
@@ -548,59 +566,28 @@ pub(crate) async fn sweep(deps: &WeeklyDeps, week: IsoWeek, started: Timestamp) 
 }
 
 /// How the weekly function polls a week's lease held by another run:
-/// 200 ms doubling to 5 s, as many attempts as fit in `wait`.
-pub fn lease_polling(wait: Duration) -> RetryPolicy {
-    let mut policy = RetryPolicy {
-        max_attempts: 1,
-        base: Duration::from_millis(200),
-        max_delay: Duration::from_secs(5),
-        jitter: false,
-    };
-    while (RetryPolicy { max_attempts: policy.max_attempts + 1, ..policy }).worst_case_wait() <= wait {
-        policy.max_attempts += 1;
-    }
-    policy
-}
+/// 200 ms doubling to 5 s, as many attempts as fit in `wait` (every run
+/// polls so: `tally_core::summary::locked`).
+pub use tally_core::summary::locked::wait_policy as lease_polling;
 
 /// Waits for `week`'s lease, polling with backoff ([`lease_polling`]), up to `lease_wait`.
-pub(crate) async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
-    /// Why one attempt did not get the lease.
-    enum NotTaken {
-        Held,
-        Failed(StoreError),
-    }
-    let owner = RecordId::generate(deps.clock.now()).to_string();
-    let waiting = Instant::now();
-    let taken = retry(
-        &lease_polling(deps.lease_wait),
-        || async {
-            match deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await {
-                Ok(Some(lease)) => Ok(lease),
-                Ok(None) => Err(NotTaken::Held),
-                Err(e) => Err(NotTaken::Failed(e)),
-            }
-        },
-        |e| matches!(e, NotTaken::Held),
-        |e, attempt| {
-            if matches!(e, NotTaken::Held) && attempt.next_in.is_some() {
-                tracing::info!(%week, "another run is writing this week; waiting for it to finish");
-            }
-        },
-    )
-    .await;
-    match taken {
-        Ok(lease) => Ok(lease),
-        Err(NotTaken::Held) => Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() }),
-        Err(NotTaken::Failed(source)) => Err(WeeklyError::Lease { week, source }),
+pub(crate) async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekLease, WeeklyError> {
+    let holder = format!("tally-weekly run {}", RecordId::generate(deps.clock.now()));
+    let settings = LockSettings { ttl: deps.lease_hold, on_busy: OnBusy::Wait(deps.lease_wait) };
+    let taken =
+        tally_core::summary::locked::acquire(deps.lease.as_ref(), deps.clock.as_ref(), week, &holder, &settings);
+    match taken.await {
+        Ok(Some(lease)) => Ok(lease),
+        // Waiting never skips.
+        Ok(None) => Err(WeeklyError::Busy { week, waited_s: 0 }),
+        Err(LockError::Busy { waited_s, .. }) => Err(WeeklyError::Busy { week, waited_s }),
+        Err(LockError::Store { source, .. }) => Err(WeeklyError::Lease { week, source }),
     }
 }
 
 /// A lease that cannot be released expires after `lease_hold`: logged only.
-pub(crate) async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) {
-    let week = lease.week;
-    if let Err(e) = deps.lease.release(lease, done_from, deps.clock.now()).await {
-        tracing::warn!(%week, error = %error_chain(&e), "could not release the week's lease; it expires on its own");
-    }
+pub(crate) async fn release(deps: &WeeklyDeps, lease: WeekLease, done_from: Option<Timestamp>) {
+    leased_run(deps, lease).release(done_from).await;
 }
 
 /// Deletes `week`'s refresh request once handled. A failure only leaves the

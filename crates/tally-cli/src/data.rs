@@ -15,11 +15,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::lifecycle::{
     ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson, prune,
 };
-use tally_core::summary::{SummaryOptions, summarize_week};
+use tally_core::summary::{LockSettings, SummaryOptions, locked_run, summarize_week};
 use tally_core::{Clock, IsoWeek, Limits, SystemClock, Timestamp};
 
-use crate::Storage;
 use crate::progress::CliProgress;
+use crate::{Storage, clock, holder};
 
 /// A progress bar on a terminal, nothing otherwise (the summary line says it all).
 fn bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
@@ -262,13 +262,23 @@ async fn resummarize(
     }
     eprintln!("summarizing again {} week(s) that gained records: {}", stale.len(), join(&stale));
     let progress = CliProgress::new(stale.len() as u64, false);
+    let holder = holder("tally import");
     let mut result = Ok(());
     for week in stale {
+        // Under the week's lock, as any run of the week.
         let options = summary.for_rewrite(week, Timestamp::now());
-        result = summarize_week(storage.store.as_ref(), storage.sink.as_ref(), &SystemClock, week, &options, &progress)
-            .await
-            .map(drop);
-        if result.is_err() {
+        let (store, progress, options) = (storage.store.as_ref(), &progress, &options);
+        let run = locked_run(
+            storage.lock.clone(),
+            clock(),
+            storage.sink.clone(),
+            week,
+            &holder,
+            &LockSettings::LOCAL,
+            |sink| async move { summarize_week(store, sink.as_ref(), &SystemClock, week, options, progress).await },
+        );
+        if let Err(e) = run.await {
+            result = Err(e);
             break;
         }
     }

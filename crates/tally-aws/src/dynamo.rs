@@ -6,7 +6,7 @@
 //! week marker  pk = W                 sk = 2026-W48
 //! idempotency  pk = I#<key>           sk = I               fingerprint, received_at, status, response,
 //!                                                          expires_at (epoch s, TTL), expires_at_ms, complete
-//! week lease   pk = L#2026-W47        sk = L               owner, until, done_from, expires_at (see [`crate::lease`])
+//! week lease   pk = L#2026-W47        sk = L               owner, until, fence, done_from, expires_at (see [`crate::lease`])
 //! batch marker pk = B#<batch id>      sk = B               state, at, first, last (see [`crate::batch`])
 //! staged record: a record item with `batch = <batch id>`, visible once its marker says committed
 //! ```

@@ -36,13 +36,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tally_core::summary::NoProgress;
 use tally_core::summary::PARTS;
+use tally_core::summary::RunError;
 use tally_core::summary::fanout::{merge_parts, summarize_part};
 use tally_core::summary::notify::announce;
 use tally_core::{IsoWeek, Timestamp};
 
 use crate::weekly::{
-    WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, plan_weeks,
-    prune_after_run, release, summarize_leased, sweep, take_lease,
+    WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, leased_run,
+    plan_weeks, prune_after_run, summarize_leased, sweep, take_lease,
 };
 
 /// Most shares a week may be cut into: one per canonical part.
@@ -222,10 +223,15 @@ async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, W
         discard_part_states(deps, week).await;
         summarize_leased(deps, lease).await?
     } else {
+        let mut run = leased_run(deps, lease);
         sweep(deps, week, deps.clock.now()).await;
-        let result = merge_parts(deps.sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await;
+        // Every write checks the lease first: a merge that outlived it stops.
+        let merged = run.run(deps.sink.clone(), |sink| async move {
+            merge_parts(sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await
+        });
+        let result = merged.await.map_err(RunError::into_inner);
         let started = Timestamp::from_millis(merge.started_ms);
-        release(deps, lease, result.as_ref().ok().map(|_| started)).await;
+        run.release(result.as_ref().ok().map(|_| started)).await;
         result?
     };
     let mut done = MergeDone::from(WeekDone::from(&report));

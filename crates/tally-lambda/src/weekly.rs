@@ -544,7 +544,7 @@ pub(crate) async fn summarize_leased(deps: &WeeklyDeps, lease: WeekLease) -> Res
 
 /// `lease` as a run of this function: never renewed, since
 /// [`LEASE_HOLD`] outlasts the function's timeout.
-fn leased_run(deps: &WeeklyDeps, lease: WeekLease) -> WeekRun {
+pub(crate) fn leased_run(deps: &WeeklyDeps, lease: WeekLease) -> WeekRun {
     WeekRun::new(deps.lease.clone(), deps.clock.clone(), lease, deps.lease_hold).without_renewal()
 }
 

@@ -344,13 +344,15 @@ mod tests {
     use bytes::Bytes;
     use futures::StreamExt;
     use sha2::Digest;
+    use tally_core::ports::WeekRefresh;
     use tally_core::ports::{
-        Acquired, InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RestoreOutcome, StoreError, WeekLease,
+        Acquired, InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RestoreOutcome, SinkError, StoreError,
+        WeekLease,
     };
     use tally_core::summary::{MANIFEST_JSON, Manifest};
     use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, TokioClock};
     use tally_core::{IdempotencyEntry, IdempotencyKey, Record, RecordId, RecordStore};
-    use tokio::sync::Notify;
+    use tokio::sync::{Notify, mpsc};
 
     use super::*;
 

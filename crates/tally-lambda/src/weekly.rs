@@ -26,7 +26,7 @@ use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
 use tally_core::ports::{Notifier, StoreError, WeekLease, WeekLock, WeekRefresh};
-use tally_core::retry::{RetryPolicy, retry};
+use tally_core::retry::RetryPolicy;
 use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::locked::{LockError, LockSettings, OnBusy, RunError, WeekRun};
 use tally_core::summary::notify::announce;

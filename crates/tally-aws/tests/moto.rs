@@ -602,3 +602,14 @@ async fn sns_publishes_the_digest_with_a_short_subject() {
     assert!(!err.is_retryable());
     assert!(err.to_string().contains(&missing) && err.to_string().contains("TALLY_REPORT_TOPIC_ARN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_before_during_or_after_a_run_is_never_undone_on_dynamodb_and_s3() {
+    // The weekly run over the table, its lease and the bucket (moto): the
+    // run paused after its reader passed the record, the erasure's rewrite
+    // waiting for the lease.
+    let (store, sink, _) = tally_aws::testing::fresh_adapters().await;
+    let store = Arc::new(store);
+    let lock = Arc::new(store.week_lease());
+    tally_core::testing::erasure::erasure_scenario(store, Arc::new(sink), lock).await;
+}

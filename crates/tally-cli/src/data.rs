@@ -13,13 +13,13 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::lifecycle::{
-    ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson, prune,
+    ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson,
 };
-use tally_core::summary::{LockSettings, SummaryOptions, locked_run, summarize_week};
-use tally_core::{Clock, IsoWeek, Limits, SystemClock, Timestamp};
+use tally_core::summary::{SummaryOptions, Trigger};
+use tally_core::{IsoWeek, Limits, SystemClock, Timestamp};
 
+use crate::Storage;
 use crate::progress::CliProgress;
-use crate::{Storage, clock, holder};
 
 /// A progress bar on a terminal, nothing otherwise (the summary line says it all).
 fn bar(len: Option<u64>, template: &str) -> Option<ProgressBar> {
@@ -262,22 +262,11 @@ async fn resummarize(
     }
     eprintln!("summarizing again {} week(s) that gained records: {}", stale.len(), join(&stale));
     let progress = CliProgress::new(stale.len() as u64, false);
-    let holder = holder("tally import");
+    // Each week under its lock, as any run of the week; not announced.
+    let weekly = crate::weekly(storage, summary.clone(), None, "tally import");
     let mut result = Ok(());
     for week in stale {
-        // Under the week's lock, as any run of the week.
-        let options = summary.for_rewrite(week, Timestamp::now());
-        let (store, progress, options) = (storage.store.as_ref(), &progress, &options);
-        let run = locked_run(
-            storage.lock.clone(),
-            clock(),
-            storage.sink.clone(),
-            week,
-            &holder,
-            &LockSettings::LOCAL,
-            |sink| async move { summarize_week(store, sink.as_ref(), &SystemClock, week, options, progress).await },
-        );
-        if let Err(e) = run.await {
+        if let Err(e) = weekly.week(week, Trigger::Import, &progress).await {
             result = Err(e);
             break;
         }
@@ -293,7 +282,9 @@ fn join(weeks: &[IsoWeek]) -> String {
 
 /// `tally prune`: deletes the records of summarized weeks past the retention.
 pub async fn prune_now(storage: &Storage, keep_weeks: u32) -> anyhow::Result<()> {
-    let report = prune(storage.store.as_ref(), storage.sink.as_ref(), SystemClock.now(), keep_weeks)
+    // Each week under its lock: a run of it finishes first.
+    let report = crate::weekly(storage, SummaryOptions::default(), Some(keep_weeks), "tally prune")
+        .prune(keep_weeks)
         .await
         .context("pruning stopped; run the same command again to finish")?;
     for (week, records) in &report.pruned {

@@ -17,9 +17,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tally_core::lifecycle::{ImportOptions, RangeParams};
 use tally_core::ports::{Notifier, WeekLock};
-use tally_core::retry::RetryPolicy;
-use tally_core::summary::notify::announce;
-use tally_core::summary::{LockSettings, SummaryOptions, WeeklySchedule, locked_run, summarize_week};
+use tally_core::summary::{SummaryOptions, Trigger, Weekly, WeeklySchedule, WeeklySettings};
 use tally_core::{Clock, IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
@@ -111,7 +109,20 @@ struct Storage {
 /// Who this process is, in the week locks' messages ("2026-W47 is being
 /// written by tally summarize (pid 4242)").
 fn holder(what: &str) -> String {
-    format!("{what} (pid {})", std::process::id())
+    format!("{what}, pid {}", std::process::id())
+}
+
+/// The weekly run over `storage`, for the command `what` (named in the
+/// week lock's holder: e.g. `scheduled run (tally serve, pid 42)`).
+fn weekly(storage: &Storage, options: SummaryOptions, retention_weeks: Option<u32>, what: &str) -> Weekly {
+    Weekly::new(
+        storage.store.clone(),
+        storage.sink.clone(),
+        storage.lock.clone(),
+        clock(),
+        WeeklySettings::local(options, retention_weeks),
+        holder(what),
+    )
 }
 
 fn clock() -> Arc<dyn Clock> {
@@ -190,16 +201,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let Storage { store, sink, lock, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth);
-    // The schedule's and the refresher's runs: each under its week's lock.
-    let runs = schedule::Runs::new(store.clone(), sink.clone(), lock, clock(), args.summary.options(), notifiers);
+    // The weekly run, which the schedule and the refresher drive.
+    let storage = Storage { store: store.clone(), sink: sink.clone(), lock, location };
+    let weekly = weekly(&storage, args.summary.options(), args.retention.retention_weeks, "tally serve")
+        .with_notifiers(notifiers);
+    let location = storage.location;
     // Erasure, and the refresher that rewrites the summaries it changes, only with an admin key.
-    let (state, refresher) = match admin_key {
+    let (state, runs, refresher) = match admin_key {
         Some(admin) => {
-            let (queue, task) = schedule::spawn_refresher(runs.clone());
+            let (queue, inbox) = tally_local::refresh::channel();
+            let runs = schedule::Runs::new(weekly.with_refresh(Arc::new(queue.clone())), schedule::Timing::default());
+            let task = schedule::spawn_refresher(runs.clone(), inbox);
             let erasure = Erasure::new(store.clone(), Arc::new(queue), Admin::Key(Auth::key(&admin)));
-            (state.with_erasure(erasure), Some(task))
+            (state.with_erasure(erasure), runs, Some(task))
         }
-        None => (state, None),
+        None => (state, schedule::Runs::new(weekly, schedule::Timing::default()), None),
     };
     let router =
         tally_http::router(state, HttpOptions { request_timeout: Duration::from_secs(args.request_timeout_secs) });
@@ -213,8 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
-    let scheduler =
-        (!args.no_schedule).then(|| schedule::spawn(runs.clone(), schedule, args.retention.retention_weeks));
+    let scheduler = (!args.no_schedule).then(|| schedule::spawn(runs.clone(), schedule));
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
     for task in scheduler.into_iter().chain(refresher) {
         task.abort();
@@ -251,35 +266,27 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         _ => vec![IsoWeek::last_complete(Timestamp::now())],
     };
     let notifiers = notifiers(&args.notify)?;
-    let Storage { store, sink, lock, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
-    let options = SummaryOptions { partial_until: args.partial.then(Timestamp::now), ..args.summary.options() };
+    // Each week under its lock (another process's run of it finishes
+    // first), announced as soon as it is written; a failed delivery is
+    // logged and does not fail the command.
+    let weekly = weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers);
+    let trigger = Trigger::Operator { partial: args.partial };
     let mut reports = Vec::with_capacity(weeks.len());
     let mut result = Ok(());
-    let holder = holder("tally summarize");
     for week in weeks {
-        // Under the week's lock: another process's run of it (the server's
-        // schedule, another `tally summarize`) finishes first.
-        let (store, options, progress) = (store.as_ref(), &options, &progress);
-        let run =
-            locked_run(lock.clone(), clock(), sink.clone(), week, &holder, &LockSettings::LOCAL, |sink| async move {
-                summarize_week(store, sink.as_ref(), &SystemClock, week, options, progress).await
-            });
-        match run.await {
+        match weekly.week(week, trigger, &progress).await {
             // Skipped (logged): a run that waits is never skipped.
             Ok(None) => {}
-            Ok(Some(report)) => {
-                // Each week is announced as soon as it is written; a failed
-                // delivery is logged and does not fail the command.
-                announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
-                reports.push(report);
-            }
+            Ok(Some(ran)) => reports.push(ran.report),
             Err(e) => {
                 result = Err(e);
                 break;
             }
         }
     }
+    let location = storage.location;
     progress.finish();
     result.context(
         "the summary run failed; nothing was committed for that week — fix the cause and run the same command again",

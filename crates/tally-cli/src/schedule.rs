@@ -1,32 +1,24 @@
-//! The in-process weekly schedule of `tally serve`: catch up missed weeks at
-//! start, then summarize the previous week at every scheduled time, retrying
-//! failures with backoff, and prune what the retention allows after each run.
-//! Every week the schedule or its catch-up writes is announced to the
-//! notifiers (`--notify-url`) right after its manifest. Beside it, the
-//! refresher rewrites the summary of a week an erasure changed — silently:
-//! a rewrite after an erasure is not a new weekly report.
+//! The in-process weekly schedule of `tally serve`: wiring only. At start it
+//! asks the weekly run ([`Weekly`], in `tally-core`) for a catch-up, then at
+//! every scheduled time for the scheduled run, retrying failed weeks with
+//! backoff, then for the retention. Beside it, the refresher hands the
+//! weeks an erasure changed to [`Weekly::refresh`]. Planning, the week
+//! lock, announcing and pruning are the weekly run's; this module only
+//! sleeps, retries and logs.
 //!
-//! Every run holds its week's lock (`tally_core::summary::locked_run`), so
-//! the schedule, the refresher and any `tally summarize` or `tally import`
-//! on the same data never write one week at once. Each run is a task of its
-//! own: an error or a panic fails that run (logged with its week and cause,
-//! and counted), never the schedule or the refresher.
+//! Each week runs in a task of its own ([`Weekly::isolated`]): an error or a
+//! panic fails that run (logged with its week and cause, and counted),
+//! never the schedule or the refresher.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tally_core::lifecycle::prune;
-use tally_core::ports::{Notifier, WeekLock};
+use tally_core::Timestamp;
 use tally_core::retry::{RetryPolicy, retry};
-use tally_core::summary::notify::announce;
-use tally_core::summary::{
-    LockSettings, LockedError, SummarizeError, SummaryOptions, WeeklySchedule, locked_run, pending_weeks,
-    summarize_week,
-};
-use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, Timestamp};
-use tally_local::ChannelWeekRefresh;
+use tally_core::summary::{RefreshRequest, Request, Weekly, WeeklyError, WeeklySchedule, in_task};
+use tally_local::refresh::RefreshInbox;
 use tokio::task::JoinHandle;
 
 use crate::progress::CliProgress;
@@ -42,66 +34,20 @@ pub struct Timing {
     pub retry: RetryPolicy,
     /// [`REFRESH_GATHER`].
     pub gather: Duration,
-    /// The week lock's ttl, and how long a run waits for another run of its
-    /// week ([`LockSettings::LOCAL`]); the catch-up skips such a week.
-    pub lock: LockSettings,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { retry: RetryPolicy::SCHEDULED_RUN, gather: REFRESH_GATHER, lock: LockSettings::LOCAL }
+        Self { retry: RetryPolicy::SCHEDULED_RUN, gather: REFRESH_GATHER }
     }
 }
 
-/// Why one run failed. Each names its week.
-#[derive(Debug, thiserror::Error)]
-pub enum RunFailed {
-    #[error(transparent)]
-    Run(#[from] LockedError<SummarizeError>),
-    #[error(transparent)]
-    Plan(#[from] SummarizeError),
-    #[error("the run of {week} panicked: {message}")]
-    Panicked { week: IsoWeek, message: String },
-    #[error("the run of {week} was cancelled")]
-    Cancelled { week: IsoWeek },
-}
-
-/// What started a run: its name in the lock's messages, whether it waits
-/// for another run of the week, whether it is announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trigger {
-    /// The schedule's week: waits, announced.
-    Scheduled,
-    /// A week the catch-up found without a summary: skipped while another
-    /// run writes it (that run commits it), announced.
-    CatchUp,
-    /// A rewrite after an erasure: waits (the run in progress may have read
-    /// the record before it went), not announced.
-    Refresh,
-}
-
-impl Trigger {
-    fn holder(self) -> String {
-        let what = match self {
-            Self::Scheduled => "tally serve schedule",
-            Self::CatchUp => "tally serve catch-up",
-            Self::Refresh => "tally serve refresher",
-        };
-        crate::holder(what)
-    }
-}
-
-/// Everything the schedule's and the refresher's runs need. Cheap to clone.
+/// The weekly run as the schedule and the refresher drive it. Cheap to clone.
 #[derive(Clone)]
 pub struct Runs(Arc<RunsInner>);
 
 struct RunsInner {
-    store: Arc<dyn RecordLifecycle>,
-    sink: Arc<dyn SummarySink>,
-    lock: Arc<dyn WeekLock>,
-    clock: Arc<dyn Clock>,
-    options: SummaryOptions,
-    notifiers: Vec<Arc<dyn Notifier>>,
+    weekly: Weekly,
     timing: Timing,
     /// Runs (attempts) that failed since start, for the failure log lines.
     failed: AtomicU64,
@@ -113,49 +59,9 @@ impl std::fmt::Debug for Runs {
     }
 }
 
-/// Aborts a run's task when whoever waits for it stops waiting (the
-/// server shutting down aborts the schedule): no run outlives its trigger.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    match panic.downcast::<String>() {
-        Ok(s) => *s,
-        Err(panic) => panic.downcast_ref::<&str>().map_or_else(|| "(no message)".to_owned(), |s| (*s).to_owned()),
-    }
-}
-
 impl Runs {
-    pub fn new(
-        store: Arc<dyn RecordLifecycle>,
-        sink: Arc<dyn SummarySink>,
-        lock: Arc<dyn WeekLock>,
-        clock: Arc<dyn Clock>,
-        options: SummaryOptions,
-        notifiers: Vec<Arc<dyn Notifier>>,
-    ) -> Self {
-        Self(Arc::new(RunsInner {
-            store,
-            sink,
-            lock,
-            clock,
-            options,
-            notifiers,
-            timing: Timing::default(),
-            failed: AtomicU64::new(0),
-        }))
-    }
-
-    /// The same runs with other waits (tests).
-    #[cfg(test)]
-    fn with_timing(self, timing: Timing) -> Self {
-        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("with_timing before sharing the runs"));
-        Self(Arc::new(RunsInner { timing, ..inner }))
+    pub fn new(weekly: Weekly, timing: Timing) -> Self {
+        Self(Arc::new(RunsInner { weekly, timing, failed: AtomicU64::new(0) }))
     }
 
     /// How many runs failed since start.
@@ -163,99 +69,63 @@ impl Runs {
         self.0.failed.load(Ordering::SeqCst)
     }
 
-    /// Runs `week` in a task of its own, under its lock: a panic inside is
-    /// this run's failure. `false` when skipped (another run writes it).
-    async fn week(&self, week: IsoWeek, trigger: Trigger, total: u64) -> Result<bool, RunFailed> {
-        let runs = self.clone();
-        let mut task = AbortOnDrop(tokio::spawn(async move { runs.week_in_task(week, trigger, total).await }));
-        match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => Err(RunFailed::Panicked { week, message: panic_message(e.into_panic()) }),
-            Err(_) => Err(RunFailed::Cancelled { week }),
+    fn progress(total: u64) -> Arc<dyn tally_core::summary::Progress> {
+        Arc::new(CliProgress::new(total, true))
+    }
+
+    /// Runs `request` (and, while weeks are left over, catch-ups after it);
+    /// each failed week is retried alone with [`Timing::retry`].
+    async fn request(&self, what: &str, request: Request) {
+        let mut request = request;
+        loop {
+            let weekly = &self.0.weekly;
+            let planned = self.with_retries(what, || weekly.run(&request, Self::progress(0))).await;
+            let Some(outcome) = planned else { return };
+            if !outcome.ran.is_empty() {
+                let records: u64 = outcome.ran.iter().map(|r| r.report.records).sum();
+                tracing::info!(weeks = outcome.ran.len(), records, "{what} done");
+            }
+            for (week, trigger, _) in outcome.failed {
+                // Already logged by the run; counted here, then retried alone.
+                self.0.failed.fetch_add(1, Ordering::SeqCst);
+                let retried = self
+                    .with_retries(what, || async move { weekly.isolated(week, trigger, Self::progress(1)).await })
+                    .await;
+                if retried.is_none() {
+                    tracing::error!(%week, "{what}: {week} kept failing; the next scheduled run's catch-up tries again");
+                }
+            }
+            if outcome.deferred.is_empty() {
+                return;
+            }
+            request = Request::CatchUp;
         }
     }
 
-    async fn week_in_task(&self, week: IsoWeek, trigger: Trigger, total: u64) -> Result<bool, RunFailed> {
-        let r = &self.0;
-        let settings = match trigger {
-            Trigger::CatchUp => LockSettings { on_busy: tally_core::summary::OnBusy::Skip, ..r.timing.lock },
-            Trigger::Scheduled | Trigger::Refresh => r.timing.lock,
-        };
-        let progress = CliProgress::new(total, true);
-        // A rewrite after an erasure may run before the week ends (a
-        // partial summary, rewritten as such).
-        let options = match trigger {
-            Trigger::Refresh => r.options.for_rewrite(week, r.clock.now()),
-            Trigger::Scheduled | Trigger::CatchUp => r.options.clone(),
-        };
-        let (store, clock, options, progress_ref) = (r.store.as_ref(), r.clock.as_ref(), &options, &progress);
-        let holder = trigger.holder();
-        let run =
-            locked_run(r.lock.clone(), r.clock.clone(), r.sink.clone(), week, &holder, &settings, |sink| async move {
-                summarize_week(store, sink.as_ref(), clock, week, options, progress_ref).await
-            });
-        let Some(report) = run.await? else { return Ok(false) };
-        if trigger != Trigger::Refresh {
-            // Announced right after its manifest; a failed delivery is logged only.
-            announce(&r.notifiers, r.sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
-        }
-        Ok(true)
-    }
-
-    /// Summarizes every week with records but no summary, oldest first (as
-    /// `tally_core::summary::catch_up`), announcing each as it is written:
-    /// a failure part-way keeps the announcements of the weeks before it.
-    async fn catch_up(&self) -> Result<usize, RunFailed> {
-        let weeks = pending_weeks(self.0.store.as_ref(), self.0.sink.as_ref(), self.0.clock.now()).await?;
-        let mut written = 0;
-        for week in &weeks {
-            written += usize::from(self.week(*week, Trigger::CatchUp, 0).await?);
-        }
-        Ok(written)
-    }
-
-    /// Runs `run` with the retry policy ([`RetryPolicy::SCHEDULED_RUN`]);
-    /// when the attempts are used up, the next scheduled run's catch-up
-    /// picks the week up again. Every failed attempt is logged and counted.
-    async fn with_retries<F, Fut>(&self, what: &str, run: F)
+    /// Runs `run` with the retry policy ([`RetryPolicy::SCHEDULED_RUN`]).
+    /// Every failed attempt is logged and counted; `None` when the attempts
+    /// are used up.
+    async fn with_retries<T, F, Fut>(&self, what: &str, run: F) -> Option<T>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<usize, RunFailed>>,
+        Fut: std::future::Future<Output = Result<T, WeeklyError>>,
     {
         let result = retry(&self.0.timing.retry, run, |_| true, |e, attempt| {
             let failed_runs = self.0.failed.fetch_add(1, Ordering::SeqCst) + 1;
             let retry_in_s = attempt.next_in.map(|d| d.as_secs());
-            let week = run_week(e).map(|w| w.to_string());
+            let week = e.week().map(|w| w.to_string());
             tracing::error!(error = %tally_core::error_chain(e), week, attempt = attempt.number, ?retry_in_s, failed_runs, "{what} failed");
         })
         .await;
-        match result {
-            Ok(weeks) if weeks > 0 => tracing::info!(weeks, "{what} done"),
-            Ok(_) => {}
-            Err(_) => tracing::error!(
-                "{what} kept failing; giving up until the next scheduled run (check the data directory and bucket)"
-            ),
-        }
+        result.ok()
     }
 }
 
-/// The week a failed run concerns, if it names one.
-fn run_week(e: &RunFailed) -> Option<IsoWeek> {
-    use tally_core::summary::{LockError, RunError};
-    match e {
-        RunFailed::Panicked { week, .. } | RunFailed::Cancelled { week } => Some(*week),
-        RunFailed::Plan(e) => e.week(),
-        RunFailed::Run(LockedError::Lock(LockError::Busy { week, .. } | LockError::Store { week, .. })) => Some(*week),
-        RunFailed::Run(LockedError::Run(RunError::Lost { week, .. })) => Some(*week),
-        RunFailed::Run(LockedError::Run(RunError::Failed(e))) => e.week(),
-    }
-}
-
-pub fn spawn(runs: Runs, schedule: WeeklySchedule, retention_weeks: Option<u32>) -> JoinHandle<()> {
+pub fn spawn(runs: Runs, schedule: WeeklySchedule) -> JoinHandle<()> {
     tokio::spawn(async move {
-        runs.with_retries("catch-up", || runs.catch_up()).await;
+        runs.request("catch-up", Request::CatchUp).await;
         loop {
-            let now = runs.0.clock.now();
+            let now = runs.0.weekly.clock().now();
             let Some(next) = schedule.next_after(now) else {
                 tracing::warn!(%schedule, "the schedule never fires again; weekly summaries are off");
                 return;
@@ -263,72 +133,49 @@ pub fn spawn(runs: Runs, schedule: WeeklySchedule, retention_weeks: Option<u32>)
             let week = WeeklySchedule::week_for_run(next);
             tracing::info!(next_run = %next, %week, "next weekly summary scheduled");
             tokio::time::sleep(until(now, next)).await;
-            runs.with_retries("weekly summary", || async {
-                runs.week(week, Trigger::Scheduled, 1).await.map(usize::from)
-            })
-            .await;
-            // Also pick up any older week a failed run left behind.
-            runs.with_retries("catch-up", || runs.catch_up()).await;
-            if let Some(keep) = retention_weeks {
-                prune_old_weeks(&runs, keep).await;
+            // The week, the leftover refresh requests, the missed weeks.
+            runs.request("weekly summary", Request::Scheduled(week)).await;
+            runs.0.weekly.prune_after_run().await;
+        }
+    })
+}
+
+/// Rewrites the summaries of weeks asked for (after erasures), gathering the
+/// requests of [`REFRESH_GATHER`] first, through [`Weekly::refresh`] (which
+/// withdraws each week's request once it is rewritten).
+pub fn spawn_refresher(runs: Runs, mut inbox: RefreshInbox) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(first) = inbox.recv().await {
+            // When each week was last asked for: a run that started after
+            // that covers it.
+            let clock = runs.0.weekly.clock().clone();
+            let mut weeks = BTreeMap::from([(first, clock.now())]);
+            let gather = tokio::time::sleep(runs.0.timing.gather);
+            tokio::pin!(gather);
+            loop {
+                tokio::select! {
+                    Some(week) = inbox.recv() => { weeks.insert(week, clock.now()); }
+                    () = &mut gather => break,
+                }
+            }
+            for (week, requested_at) in weeks {
+                let request = [RefreshRequest { week, requested_at }];
+                let weekly = &runs.0.weekly;
+                let done =
+                    runs.with_retries("summary refresh", || async { refresh_isolated(weekly, request[0]).await }).await;
+                if done.is_none() {
+                    tracing::error!(%week, "the rewrite of {week} kept failing; run `tally summarize --week {week}`");
+                }
             }
         }
     })
 }
 
-/// Deletes the records of summarized weeks past the retention; a failure
-/// (or a panic) is logged and retried at the next run.
-async fn prune_old_weeks(runs: &Runs, keep: u32) {
-    let runs = runs.clone();
-    let mut task = AbortOnDrop(tokio::spawn(async move {
-        let r = &runs.0;
-        prune(r.store.as_ref(), r.sink.as_ref(), r.clock.now(), keep).await
-    }));
-    match (&mut task.0).await {
-        Ok(Ok(report)) => {
-            for (week, records) in &report.pruned {
-                tracing::info!(%week, records, retention_weeks = keep, "pruned the week's records (its summary stays)");
-            }
-            for week in &report.unsummarized {
-                tracing::warn!(%week, "past the retention but not summarized: its records are kept until it is");
-            }
-        }
-        Ok(Err(e)) => {
-            tracing::error!(error = %tally_core::error_chain(&e), "pruning failed; the next weekly run tries again")
-        }
-        Err(e) => tracing::error!(error = %e, "pruning failed; the next weekly run tries again"),
-    }
-}
-
-/// Rewrites the summaries of weeks asked for (after erasures), gathering the
-/// requests of [`REFRESH_GATHER`] first, with the schedule's retries, and
-/// withdraws each week's request once it is rewritten.
-pub fn spawn_refresher(runs: Runs) -> (ChannelWeekRefresh, JoinHandle<()>) {
-    let (queue, mut inbox) = tally_local::refresh::channel();
-    let task = tokio::spawn(async move {
-        while let Some(first) = inbox.recv().await {
-            let mut weeks = BTreeSet::from([first]);
-            let gather = tokio::time::sleep(runs.0.timing.gather);
-            tokio::pin!(gather);
-            loop {
-                tokio::select! {
-                    Some(week) = inbox.recv() => { weeks.insert(week); }
-                    () = &mut gather => break,
-                }
-            }
-            for week in weeks {
-                runs.with_retries("summary refresh", || async {
-                    let written = runs.week(week, Trigger::Refresh, 1).await?;
-                    if written {
-                        inbox.done(week);
-                    }
-                    Ok(usize::from(written))
-                })
-                .await;
-            }
-        }
-    });
-    (queue, task)
+/// [`Weekly::refresh`] of one request in a task of its own (a panic fails
+/// only that rewrite).
+async fn refresh_isolated(weekly: &Weekly, request: RefreshRequest) -> Result<(), WeeklyError> {
+    let weekly = weekly.clone();
+    in_task(request.week, async move { weekly.refresh(&[request], &CliProgress::new(1, true)).await.map(drop) }).await
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -344,13 +191,15 @@ mod tests {
     use bytes::Bytes;
     use futures::StreamExt;
     use sha2::Digest;
+    use tally_core::ports::WeekLock;
     use tally_core::ports::WeekRefresh;
     use tally_core::ports::{
         Acquired, InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RestoreOutcome, SinkError, StoreError,
         WeekLease,
     };
-    use tally_core::summary::{MANIFEST_JSON, Manifest};
+    use tally_core::summary::{MANIFEST_JSON, Manifest, NoProgress, SummaryOptions, Trigger, WeeklySettings};
     use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, TokioClock};
+    use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink};
     use tally_core::{IdempotencyEntry, IdempotencyKey, Record, RecordId, RecordStore};
     use tokio::sync::{Notify, mpsc};
 
@@ -527,6 +376,15 @@ mod tests {
         SummaryOptions { threads: 1, ..SummaryOptions::default() }
     }
 
+    fn weekly(
+        store: Arc<dyn RecordLifecycle>,
+        sink: Arc<dyn SummarySink>,
+        lock: Arc<dyn WeekLock>,
+        clock: Arc<dyn Clock>,
+    ) -> Weekly {
+        Weekly::new(store, sink, lock, clock, WeeklySettings::local(options(), None), "test")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_run_that_panics_fails_alone_and_the_next_scheduled_run_still_happens() {
         // GIVEN records in W47 and W48, and a bug that panics any run reading W47
@@ -540,10 +398,8 @@ mod tests {
         let clock = TokioClock::starting_at(Timestamp::from_millis(w47().end().as_millis() - 3_600_000));
         let timing =
             Timing { retry: RetryPolicy { max_attempts: 2, ..RetryPolicy::SCHEDULED_RUN }, ..Timing::default() };
-        let runs =
-            Runs::new(store, sink.clone(), Arc::new(MemoryWeekLock::default()), Arc::new(clock), options(), vec![])
-                .with_timing(timing);
-        let mut schedule = spawn(runs.clone(), WeeklySchedule::default(), None);
+        let runs = Runs::new(weekly(store, sink.clone(), Arc::new(MemoryWeekLock::default()), Arc::new(clock)), timing);
+        let mut schedule = spawn(runs.clone(), WeeklySchedule::default());
         // WHEN the Monday run of W47 panics (each attempt)
         // THEN the schedule lives on: the next Monday's run writes W48.
         // (No timeout: the summary's threads are real, and paused time
@@ -573,30 +429,28 @@ mod tests {
         let timing = Timing {
             retry: RetryPolicy { max_attempts: 1, ..RetryPolicy::SCHEDULED_RUN },
             gather: Duration::from_millis(1),
-            lock: LockSettings::LOCAL,
         };
-        let runs = Runs::new(store, sink.clone(), lock.clone(), clock, options(), vec![]).with_timing(timing);
+        let (queue, inbox) = tally_local::refresh::channel();
+        let weekly = weekly(store, sink.clone(), lock.clone(), clock).with_refresh(Arc::new(queue.clone()));
+        let runs = Runs::new(weekly.clone(), timing);
         // GIVEN the schedule's run of W47 holds the week, paused at its start
-        let scheduled = tokio::spawn({
-            let runs = runs.clone();
-            async move { runs.week(w47(), Trigger::Scheduled, 1).await }
-        });
+        let scheduled = tokio::spawn(async move { weekly.week(w47(), Trigger::Scheduled, &NoProgress).await });
         entered.notified().await;
         // WHEN an erasure asks for W47 to be rewritten
-        let (queue, refresher) = spawn_refresher(runs.clone());
+        let refresher = spawn_refresher(runs.clone(), inbox);
         queue.request(w47()).await.unwrap();
         // THEN the refresher finds the week held and waits, writing nothing
         lock.held.notified().await;
         assert!(committed.try_recv().is_err());
         // AND once the schedule's run goes on, it commits first, then the refresher rewrites the week
         go_on.notify_one();
-        assert!(scheduled.await.unwrap().unwrap());
+        assert!(scheduled.await.unwrap().unwrap().is_some());
         assert_eq!(committed.recv().await, Some(w47()));
         assert_eq!(committed.recv().await, Some(w47()));
         let takers = lock.takers.lock().unwrap().clone();
         assert_eq!(takers.len(), 2, "{takers:?}");
         assert!(
-            takers[0].starts_with("tally serve schedule") && takers[1].starts_with("tally serve refresher"),
+            takers[0].starts_with("scheduled run") && takers[1].starts_with("refresh after an erasure"),
             "{takers:?}"
         );
         assert!(sink.manifest_matches(w47()).await, "the manifest's hashes match its objects");

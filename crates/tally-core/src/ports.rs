@@ -176,6 +176,16 @@ pub trait RecordLifecycle: RecordStore {
     /// ingest is never blocked for long: after an error a prefix of the week
     /// may be gone, and calling again finishes the job.
     async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError>;
+
+    /// Clears what writes that never committed left in `week` (as of `now`)
+    /// before a run reads it — on DynamoDB, the staged items of a batch
+    /// abandoned mid-way; returns how many items went. Readers already
+    /// ignore such items: this only frees their storage. Stores whose writes
+    /// are atomic have nothing to clear.
+    async fn clear_abandoned(&self, week: IsoWeek, now: crate::clock::Timestamp) -> Result<u64, StoreError> {
+        let _ = (week, now);
+        Ok(0)
+    }
 }
 
 /// Asks for a week's summary to be rewritten soon (after an erasure changed

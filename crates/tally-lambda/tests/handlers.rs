@@ -147,7 +147,7 @@ fn weekly_event(fixture: &str) -> LambdaEvent<Value> {
 fn weekly_deps(env: &Env) -> WeeklyDeps {
     let clock: Arc<dyn Clock> = env.clock.clone();
     WeeklyDeps {
-        store: env.store.clone(),
+        store: env.lifecycle.clone(),
         sink: env.sink.clone(),
         clock,
         ..WeeklyDeps::new(env.dynamo.clone(), env.s3.clone())

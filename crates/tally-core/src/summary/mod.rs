@@ -44,6 +44,7 @@ mod schedule;
 mod service;
 mod state;
 mod stats;
+pub mod weekly;
 
 pub use aggregate::{Aggregator, MergeError};
 pub use compare::{InvalidThresholds, MIN_EXPECTED, Thresholds, Z_SIGNIFICANT, compare};
@@ -64,6 +65,9 @@ pub use service::{
 pub use state::{
     PARTS, Part, PartHeader, PartState, STATE_FORMAT, StateError, StateOptions, WeekFold, check_header, check_parts,
     read_header,
+};
+pub use weekly::{
+    Ran, RefreshOutcome, RefreshRequest, Request, RunOutcome, Trigger, Weekly, WeeklyError, WeeklySettings, in_task,
 };
 
 /// How a summary is computed and written. The defaults are the issue's.

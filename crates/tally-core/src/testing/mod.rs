@@ -5,6 +5,7 @@
 //! (`lock`).
 
 pub mod contract;
+pub mod erasure;
 pub mod fuzz;
 mod lock;
 

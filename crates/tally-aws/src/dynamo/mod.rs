@@ -198,7 +198,7 @@ impl RecordStore for DynamoDbRecordStore {
     #[instrument(skip_all, fields(table = %self.table))]
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
         let mut weeks = self
-            .sort_keys(WEEKS_PK, None)
+            .sort_keys(WEEKS_PK)
             .await?
             .iter()
             .map(|sk| IsoWeek::parse(sk).map_err(|e| StoreError::internal("a week marker is not an ISO week", e)))

@@ -1,6 +1,13 @@
-//! Reads: partition queries (one page, or every key), consistent batch
+//! Reads: partition queries (page by page, or every key), consistent batch
 //! reads, and the range scan that merges a day's 16 shards by id. Staged
 //! records show only once their batch committed ([`crate::batch`]).
+//!
+//! Queries page through the SDK's paginators (`into_paginator`), which send
+//! each page with the client's retry and timeout settings, exactly as
+//! `send()` does. The range scan keeps one lazy paginator per shard and
+//! polls it only when that shard's buffer runs dry, so it holds at most one
+//! page per shard. (BatchGetItem has no paginator: its unprocessed keys are
+//! re-sent through `tally_core::retry`, like BatchWriteItem's.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -8,6 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tally_core::ports::{RecordPages, StoreError};
 use tally_core::retry::retry;
 use tally_core::{Record, RecordId};
@@ -24,16 +32,12 @@ use crate::batch::{BATCH_ATTR, Marker, batch_of, now_micros};
 const GET_LIMIT: usize = 100;
 
 impl DynamoDbRecordStore {
-    /// One page of one day-shard partition, sort keys from `bounds.0` to
-    /// `bounds.1` inclusive, staged items with their batch.
-    pub(super) async fn query_page(
-        &self,
-        pk: &str,
-        bounds: &(String, String),
-        start: Option<Item>,
-        limit: usize,
-    ) -> Result<(Vec<(Record, Option<RecordId>)>, Option<Item>), StoreError> {
-        let out = self
+    /// The pages of one day-shard partition, sort keys from `bounds.0` to
+    /// `bounds.1` inclusive, staged items with their batch, at most `limit`
+    /// items a page. Lazy: each page is queried when the stream is polled
+    /// for it, never ahead.
+    fn query_pages(&self, pk: &str, bounds: &(String, String), limit: usize) -> ShardPages {
+        let mut pages = self
             .client
             .query()
             .table_name(&self.table)
@@ -46,17 +50,18 @@ impl DynamoDbRecordStore {
             .expression_attribute_names("#b", BATCH_ATTR)
             .consistent_read(true)
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| classify("Query", e))?;
-        let records = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|item| Ok((parse_record(item)?, batch_of(item)?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok((records, out.last_evaluated_key.filter(|k| !k.is_empty())))
+            .into_paginator()
+            .send();
+        futures::stream::poll_fn(move |cx| pages.poll_next(cx))
+            .map(|page| {
+                let out = page.map_err(|e| classify("Query", e))?;
+                out.items
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|item| Ok((parse_record(item)?, batch_of(item)?)))
+                    .collect::<Result<_, StoreError>>()
+            })
+            .boxed()
     }
 
     /// The visible stored versions of `ids` (consistent reads, BatchGetItem
@@ -136,40 +141,24 @@ impl DynamoDbRecordStore {
         Ok(found)
     }
 
-    /// Every sort key of partition `pk` — within `bounds` (both inclusive)
-    /// if given — page by page: the week markers, or a day-shard's record ids.
-    pub(super) async fn sort_keys(
-        &self,
-        pk: &str,
-        bounds: Option<&(String, String)>,
-    ) -> Result<Vec<String>, StoreError> {
+    /// Every sort key of partition `pk` (the week markers).
+    pub(super) async fn sort_keys(&self, pk: &str) -> Result<Vec<String>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            let query = match bounds {
-                Some((lo, hi)) => query
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                    .expression_attribute_values(":lo", s(lo.clone()))
-                    .expression_attribute_values(":hi", s(hi.clone())),
-                None => query.key_condition_expression("pk = :pk"),
-            };
-            let out = query.send().await.map_err(|e| classify("Query (sort keys)", e))?;
-            for item in out.items.unwrap_or_default() {
-                keys.push(get_s(&item, "sk")?.to_owned());
-            }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                return Ok(keys);
-            }
+        while let Some(item) = items.try_next().await.map_err(|e| classify("Query (sort keys)", e))? {
+            keys.push(get_s(&item, "sk")?.to_owned());
         }
+        Ok(keys)
     }
 
     /// The record keys of day-shard partition `pk` within `bounds`, with the
@@ -180,33 +169,26 @@ impl DynamoDbRecordStore {
         bounds: &(String, String),
         staged_only: bool,
     ) -> Result<Vec<(String, Option<RecordId>)>, StoreError> {
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":lo", s(bounds.0.clone()))
-                .expression_attribute_values(":hi", s(bounds.1.clone()))
-                .projection_expression("sk, #b")
-                .expression_attribute_names("#b", BATCH_ATTR)
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            if staged_only {
-                query = query.filter_expression("attribute_exists(#b)");
-            }
-            let out = query.send().await.map_err(|e| classify("Query (record keys)", e))?;
-            for item in out.items.unwrap_or_default() {
-                keys.push((get_s(&item, "sk")?.to_owned(), batch_of(&item)?));
-            }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                return Ok(keys);
-            }
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":lo", s(bounds.0.clone()))
+            .expression_attribute_values(":hi", s(bounds.1.clone()))
+            .projection_expression("sk, #b")
+            .expression_attribute_names("#b", BATCH_ATTR)
+            .consistent_read(true);
+        if staged_only {
+            query = query.filter_expression("attribute_exists(#b)");
         }
+        let mut items = query.into_paginator().items().send();
+        let mut keys = Vec::new();
+        while let Some(item) = items.try_next().await.map_err(|e| classify("Query (record keys)", e))? {
+            keys.push((get_s(&item, "sk")?.to_owned(), batch_of(&item)?));
+        }
+        Ok(keys)
     }
 
     /// The pages of [`RecordStore::scan_range`](tally_core::RecordStore::scan_range).
@@ -263,16 +245,18 @@ struct RangeScan<'a> {
     batches: HashMap<RecordId, bool>,
 }
 
+/// A day-shard partition's query pages, parsed (see `query_pages`).
+type ShardPages = BoxStream<'static, Result<Vec<(Record, Option<RecordId>)>, StoreError>>;
+
 struct ShardCursor {
-    pk: String,
+    /// The partition's remaining pages; `None` once it is exhausted.
+    pages: Option<ShardPages>,
     buf: VecDeque<Record>,
-    /// Where the next query page starts; `None` once the partition is exhausted.
-    next: Option<Option<Item>>,
 }
 
 impl ShardCursor {
     fn needs_page(&self) -> bool {
-        self.buf.is_empty() && self.next.is_some()
+        self.buf.is_empty() && self.pages.is_some()
     }
 }
 
@@ -282,8 +266,12 @@ impl RangeScan<'_> {
         while page.len() < self.page_size {
             if self.shards.is_empty() {
                 let Some(day) = self.days.pop_front() else { break };
+                let (bounds, limit) = (&self.bounds, self.page_size);
                 self.shards = (0..SHARDS)
-                    .map(|shard| ShardCursor { pk: day_pk(day, shard), buf: VecDeque::new(), next: Some(None) })
+                    .map(|shard| ShardCursor {
+                        pages: Some(self.store.query_pages(&day_pk(day, shard), bounds, limit)),
+                        buf: VecDeque::new(),
+                    })
                     .collect();
             }
             self.refill().await?;
@@ -314,14 +302,16 @@ impl RangeScan<'_> {
         if !self.shards.iter().any(ShardCursor::needs_page) {
             return Ok(());
         }
-        let store = self.store;
-        let limit = self.page_size;
-        let bounds = &self.bounds;
         let fetches = self.shards.iter_mut().enumerate().filter(|(_, c)| c.needs_page()).map(|(i, c)| async move {
-            let start = c.next.take().flatten();
-            let (records, next) = store.query_page(&c.pk, bounds, start, limit).await?;
-            c.next = next.map(Some);
-            Ok::<_, StoreError>((i, records))
+            let page = match c.pages.as_mut() {
+                Some(pages) => pages.next().await,
+                None => None,
+            };
+            if page.is_none() {
+                // The paginator has sent the partition's last page.
+                c.pages = None;
+            }
+            Ok::<_, StoreError>((i, page.transpose()?.unwrap_or_default()))
         });
         let pages = futures::future::try_join_all(fetches).await?;
         let unknown: HashSet<RecordId> = pages

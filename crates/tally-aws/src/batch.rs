@@ -304,7 +304,7 @@ impl DynamoDbRecordStore {
     /// stays uncommitted (invisible) until the sweep aborts it.
     async fn abort_after_failure(&self, batch: RecordId) {
         if let Err(e) = self.abort(batch).await {
-            tracing::warn!(%batch, error = %e, "could not abort a failed batch; the weekly sweep will");
+            tracing::warn!(%batch, error = %tally_core::error_chain(&e), "could not abort a failed batch; the weekly sweep will");
         }
     }
 

@@ -412,7 +412,7 @@ impl S3Upload {
     /// Aborts after a failure, keeping the original error.
     async fn fail(&mut self, err: SinkError) -> SinkError {
         if let Err(abort) = self.abort_inner().await {
-            tracing::warn!(error = %abort, key = %self.key, "could not abort a failed multipart upload");
+            tracing::warn!(error = %tally_core::error_chain(&abort), key = %self.key, "could not abort a failed multipart upload");
         }
         err
     }
@@ -463,7 +463,7 @@ impl Drop for S3Upload {
         let key = self.key.clone();
         runtime.spawn(async move {
             if let Err(e) = request.send().await {
-                tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), %key, "could not abort a dropped multipart upload");
+                tracing::warn!(error = %tally_core::error_chain(&e), %key, "could not abort a dropped multipart upload");
             }
         });
     }

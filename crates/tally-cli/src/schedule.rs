@@ -296,7 +296,9 @@ async fn prune_old_weeks(runs: &Runs, keep: u32) {
         Ok(Err(e)) => {
             tracing::error!(error = %tally_core::error_chain(&e), "pruning failed; the next weekly run tries again")
         }
-        Err(e) => tracing::error!(error = %e, "pruning failed; the next weekly run tries again"),
+        Err(e) => {
+            tracing::error!(error = %tally_core::error_chain(&e), "pruning failed; the next weekly run tries again")
+        }
     }
 }
 

@@ -97,7 +97,7 @@ impl DynamoDbRecordStore {
             |e| cancellation_of(e) == Some(Cancellation::Transient),
             |e, attempt| {
                 if attempt.next_in.is_some() {
-                    tracing::debug!(attempt = attempt.number, next_in = ?attempt.next_in, code = ?e.code(), "transaction cancelled; retrying");
+                    tracing::debug!(attempt = attempt.number, next_in = ?attempt.next_in, code = ?e.code(), error = %tally_core::error_chain(e), "transaction cancelled; retrying");
                 }
             },
         )

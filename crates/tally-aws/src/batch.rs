@@ -56,8 +56,8 @@ use tracing::instrument;
 
 use crate::DynamoDbRecordStore;
 use crate::dynamo::{
-    BATCH_CONCURRENCY, BATCH_LIMIT, Item, SHARDS, TxnFailure, classify, day_pk, entry_item, get_n, get_s, n,
-    record_item, s,
+    BATCH_CONCURRENCY, BATCH_LIMIT, Item, SHARDS, TxnFailure, classify, day_pk, entry_item, get_n, get_s, millis, n,
+    record_item, s, week_bounds,
 };
 
 /// The attribute that makes a record item staged: the id of its batch.
@@ -304,7 +304,7 @@ impl DynamoDbRecordStore {
     /// stays uncommitted (invisible) until the sweep aborts it.
     async fn abort_after_failure(&self, batch: RecordId) {
         if let Err(e) = self.abort(batch).await {
-            tracing::warn!(%batch, error = %e, "could not abort a failed batch; the weekly sweep will");
+            tracing::warn!(%batch, error = %tally_core::error_chain(&e), "could not abort a failed batch; the weekly sweep will");
         }
     }
 
@@ -373,7 +373,7 @@ impl DynamoDbRecordStore {
     /// summarizing the week.
     #[instrument(skip_all, fields(table = %self.table(), week = %week))]
     pub async fn sweep_week(&self, week: IsoWeek, now: Timestamp) -> Result<SweepReport, StoreError> {
-        let bounds = crate::dynamo::week_bounds(week);
+        let bounds = week_bounds(week);
         let mut staged: HashMap<RecordId, Vec<(String, String)>> = HashMap::new();
         for day in week.days() {
             for shard in 0..SHARDS {
@@ -438,8 +438,4 @@ impl DynamoDbRecordStore {
             .try_fold(0, |a, b| async move { Ok(a + b) })
             .await
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -28,17 +28,16 @@
 
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use tally_core::ports::{Acquired, StoreError, WeekLease, WeekLock};
 use tally_core::{IsoWeek, Timestamp};
 use tracing::instrument;
 
 use crate::DynamoDbRecordStore;
+use crate::dynamo::{Item, classify, millis, n, s};
 
 const LEASE_SK: &str = "L";
 /// How long a lease item outlives its last run (then DynamoDB's TTL drops it).
@@ -65,7 +64,7 @@ impl DynamoDbRecordStore {
     }
 }
 
-fn number(item: Option<&HashMap<String, AttributeValue>>, name: &str) -> Option<i64> {
+fn number(item: Option<&Item>, name: &str) -> Option<i64> {
     item?.get(name)?.as_n().ok()?.parse().ok()
 }
 
@@ -79,13 +78,13 @@ impl DynamoDbWeekLease {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(lease_pk(lease.week)))
-            .key("sk", AttributeValue::S(LEASE_SK.into()))
+            .key("pk", s(lease_pk(lease.week)))
+            .key("sk", s(LEASE_SK))
             .condition_expression("#owner = :owner AND #fence = :fence AND #until >= :now")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#fence", "fence")
             .expression_attribute_names("#until", "until")
-            .expression_attribute_values(":owner", AttributeValue::S(lease.holder.clone()))
+            .expression_attribute_values(":owner", s(lease.holder.clone()))
             .expression_attribute_values(":fence", n(token(lease)))
             .expression_attribute_values(":now", n(now.as_millis()));
         let request = match until {
@@ -98,7 +97,7 @@ impl DynamoDbWeekLease {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(crate::dynamo::classify("UpdateItem (renew or check lease)", e)),
+            Err(e) => Err(classify("UpdateItem (renew or check lease)", e)),
         }
     }
 }
@@ -119,14 +118,14 @@ impl WeekLock for DynamoDbWeekLease {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(lease_pk(week)))
-            .key("sk", AttributeValue::S(LEASE_SK.into()))
+            .key("pk", s(lease_pk(week)))
+            .key("sk", s(LEASE_SK))
             .update_expression("SET #owner = :owner, #until = :until ADD #fence :one")
             .condition_expression("attribute_not_exists(#until) OR #until < :now")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#until", "until")
             .expression_attribute_names("#fence", "fence")
-            .expression_attribute_values(":owner", AttributeValue::S(holder.into()))
+            .expression_attribute_values(":owner", s(holder))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now.as_millis()))
             .expression_attribute_values(":one", n(1))
@@ -157,7 +156,7 @@ impl WeekLock for DynamoDbWeekLease {
                 let until = number(old.as_ref(), "until").unwrap_or_else(|| now.as_millis());
                 Ok(Acquired::Held { holder, until: Timestamp::from_millis(until) })
             }
-            Err(e) => Err(crate::dynamo::classify("UpdateItem (take lease)", e)),
+            Err(e) => Err(classify("UpdateItem (take lease)", e)),
         }
     }
 
@@ -188,14 +187,14 @@ impl WeekLock for DynamoDbWeekLease {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(lease_pk(lease.week)))
-            .key("sk", AttributeValue::S(LEASE_SK.into()))
+            .key("pk", s(lease_pk(lease.week)))
+            .key("sk", s(LEASE_SK))
             .condition_expression("#owner = :owner AND #fence = :fence")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#fence", "fence")
             .expression_attribute_names("#until", "until")
             .expression_attribute_names("#expires", "expires_at")
-            .expression_attribute_values(":owner", AttributeValue::S(lease.holder.clone()))
+            .expression_attribute_values(":owner", s(lease.holder.clone()))
             .expression_attribute_values(":fence", n(token(&lease)))
             .expression_attribute_values(":expires", n(expires_s));
         request = match done_from {
@@ -208,19 +207,11 @@ impl WeekLock for DynamoDbWeekLease {
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(crate::dynamo::classify("UpdateItem (release lease)", e)),
+            Err(e) => Err(classify("UpdateItem (release lease)", e)),
         }
     }
 }
 
 fn token(lease: &WeekLease) -> i64 {
     i64::try_from(lease.token).unwrap_or(i64::MAX)
-}
-
-fn n(v: i64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -70,27 +70,15 @@ impl S3SummarySink {
         &self.bucket
     }
 
-    /// Lists every object under the summaries prefix, page by page, and
-    /// returns the distinct weeks `week_of` finds in their keys, ascending.
+    /// Lists every object under the summaries prefix (the SDK's paginator,
+    /// page by page) and returns the distinct weeks `week_of` finds in their
+    /// keys, ascending.
     async fn weeks_of_objects(&self, week_of: impl Fn(&str) -> Option<IsoWeek>) -> Result<Vec<IsoWeek>, SinkError> {
-        let prefix = self.weeks_prefix();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(self.weeks_prefix()).into_paginator().send();
         let mut weeks = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(|e| classify("ListObjectsV2", e))?;
+        while let Some(out) = pages.try_next().await.map_err(|e| classify("ListObjectsV2", e))? {
             weeks.extend(out.contents().iter().filter_map(|o| o.key()).filter_map(&week_of));
-            token = out.next_continuation_token.filter(|_| out.is_truncated == Some(true));
-            if token.is_none() {
-                break;
-            }
         }
         weeks.sort();
         weeks.dedup();
@@ -424,7 +412,7 @@ impl S3Upload {
     /// Aborts after a failure, keeping the original error.
     async fn fail(&mut self, err: SinkError) -> SinkError {
         if let Err(abort) = self.abort_inner().await {
-            tracing::warn!(error = %abort, key = %self.key, "could not abort a failed multipart upload");
+            tracing::warn!(error = %tally_core::error_chain(&abort), key = %self.key, "could not abort a failed multipart upload");
         }
         err
     }
@@ -475,7 +463,7 @@ impl Drop for S3Upload {
         let key = self.key.clone();
         runtime.spawn(async move {
             if let Err(e) = request.send().await {
-                tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), %key, "could not abort a dropped multipart upload");
+                tracing::warn!(error = %tally_core::error_chain(&e), %key, "could not abort a dropped multipart upload");
             }
         });
     }

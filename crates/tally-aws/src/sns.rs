@@ -13,7 +13,6 @@
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::error::ProvideErrorMetadata;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tally_core::ports::{Notifier, NotifyError};
 use tally_core::summary::Notification;
 use tracing::instrument;
@@ -78,7 +77,7 @@ impl Notifier for SnsNotifier {
                      the function's role may sns:Publish to that topic",
                     self.topic_arn
                 );
-                tracing::debug!(error = %DisplayErrorContext(&e), "SNS Publish failed");
+                tracing::debug!(error = %tally_core::error_chain(&e), "SNS Publish failed");
                 Err(NotifyError::final_(message, Some(Box::new(e))))
             }
         }

@@ -68,9 +68,7 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
-        .unwrap_or_else(|e| {
-            panic!("create table {name} on moto: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
-        });
+        .unwrap_or_else(|e| panic!("create table {name} on moto: {}", tally_core::error_chain(&e)));
     client
         .update_time_to_live()
         .table_name(name)
@@ -79,15 +77,16 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) {
         )
         .send()
         .await
-        .unwrap_or_else(|e| {
-            panic!("enable TTL on {name}: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
-        });
+        .unwrap_or_else(|e| panic!("enable TTL on {name}: {}", tally_core::error_chain(&e)));
 }
 
 pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) {
-    client.create_bucket().bucket(name).send().await.unwrap_or_else(|e| {
-        panic!("create bucket {name} on moto: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
-    });
+    client
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {name} on moto: {}", tally_core::error_chain(&e)));
 }
 
 /// Who holds `week`'s lease ([`crate::lease`]) in `config`'s table, if anyone.
@@ -102,9 +101,7 @@ pub async fn lease_holder(config: &AwsConfig, week: tally_core::IsoWeek) -> Opti
         .consistent_read(true)
         .send()
         .await
-        .unwrap_or_else(|e| {
-            panic!("read the lease of {week}: {}", aws_smithy_types::error::display::DisplayErrorContext(e))
-        })
+        .unwrap_or_else(|e| panic!("read the lease of {week}: {}", tally_core::error_chain(&e)))
         .item?;
     item.get("owner").and_then(|v| v.as_s().ok()).cloned()
 }

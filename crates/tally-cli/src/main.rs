@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {}", tally_core::error_chain(&e));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -49,7 +49,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tally_core::error_chain(&*e));
             std::process::ExitCode::FAILURE
         }
     }

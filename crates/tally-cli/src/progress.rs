@@ -74,6 +74,6 @@ impl Progress for CliProgress {
         if let Some(bar) = &self.bar {
             bar.abandon_with_message(format!("{week}: failed"));
         }
-        tracing::error!(%week, error = %error, "summary failed");
+        tracing::error!(%week, error = %tally_core::error_chain(error), "summary failed");
     }
 }

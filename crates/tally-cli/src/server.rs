@@ -58,7 +58,7 @@ pub async fn serve(
                     Ok(a) => a,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed; retrying shortly");
+                        tracing::warn!(error = %tally_core::error_chain(&e), "accept failed; retrying shortly");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -69,7 +69,7 @@ pub async fn serve(
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection closed with an error");
+                        tracing::debug!(%peer, error = %tally_core::error_chain(&*e), "connection closed with an error");
                     }
                 });
             }
@@ -91,7 +91,7 @@ pub async fn serve(
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            tracing::warn!(error = %tally_core::error_chain(&e), "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
     };
@@ -102,7 +102,7 @@ pub async fn shutdown_signal() {
                 s.recv().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                tracing::warn!(error = %tally_core::error_chain(&e), "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }

@@ -41,13 +41,22 @@ pub use validate::{BodyFormat, Limits, ValidationError};
 pub use week::IsoWeek;
 
 /// `error: cause: cause` — an error with its whole `source()` chain, for
-/// logs and messages (every crate's one copy of this loop).
+/// logs and messages: the one way every crate writes an error into a log
+/// line (AWS SDK errors included: an `SdkError`'s sources are the service
+/// error and, for network trouble, the connector's and the OS's errors).
+///
+/// A cause whose text the chain already ends with is written once: the AWS
+/// SDK's operation errors display their inner exception and also return it
+/// as their source, and some errors quote their source in their message.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
@@ -55,3 +64,42 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The version of tally, reported by `/health` and written into summary manifests.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    /// An error with a message and an optional source, like the SDK's.
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_writes_every_cause_once() {
+        let io = E("Connection refused (os error 111)", None);
+        let chain = E("DynamoDB Query failed", Some(Box::new(E("dispatch failure", Some(Box::new(io))))));
+        assert_eq!(
+            super::error_chain(&chain),
+            "DynamoDB Query failed: dispatch failure: Connection refused (os error 111)"
+        );
+        // The SDK's operation error displays its exception and returns it as its source.
+        let exception = E("ResourceNotFoundException: no table", None);
+        let operation = E("ResourceNotFoundException: no table", Some(Box::new(exception)));
+        let sdk = E("service error", Some(Box::new(operation)));
+        assert_eq!(super::error_chain(&sdk), "service error: ResourceNotFoundException: no table");
+        // A message that already quotes its source.
+        let quoted = E("could not store: disk full", Some(Box::new(E("disk full", None))));
+        assert_eq!(super::error_chain(&quoted), "could not store: disk full");
+    }
+}

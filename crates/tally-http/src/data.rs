@@ -145,7 +145,7 @@ async fn stream_range(state: AppState, params: &RangeParams) -> Result<Response,
     let rest = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let body = futures::stream::iter(first).chain(rest).map(|chunk| {
         chunk.map(bytes::Bytes::from).map_err(|e| {
-            tracing::error!(error = %e, "a streamed range read failed part-way; the response is cut short");
+            tracing::error!(error = %tally_core::error_chain(&e), "a streamed range read failed part-way; the response is cut short");
             std::io::Error::other(e)
         })
     });

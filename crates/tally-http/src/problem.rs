@@ -238,8 +238,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             // Internals stay in the log, never in the response.
-            Self::Store(e) => tracing::error!(error = %e, cause = ?std::error::Error::source(e), "store error"),
-            Self::Sink(e) => tracing::error!(error = %e, cause = ?std::error::Error::source(e), "summary bucket error"),
+            Self::Store(e) => tracing::error!(error = %tally_core::error_chain(e), "store error"),
+            Self::Sink(e) => tracing::error!(error = %tally_core::error_chain(e), "summary bucket error"),
             _ => {}
         }
         self.to_problem().into_response()

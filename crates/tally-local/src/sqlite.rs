@@ -331,7 +331,7 @@ impl Writer {
                 self.last_purge = Instant::now();
                 let now = Timestamp::now().as_millis();
                 if let Err(e) = self.conn.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now]) {
-                    tracing::warn!(error = %e, "could not purge expired idempotency keys; will retry later");
+                    tracing::warn!(error = %tally_core::error_chain(&e), "could not purge expired idempotency keys; will retry later");
                 }
             }
         }
@@ -379,7 +379,7 @@ impl Writer {
             tx.commit()
         })();
         if let Err(e) = committed {
-            tracing::error!(error = %e, requests = size, "group commit failed; answering 503");
+            tracing::error!(error = %tally_core::error_chain(&e), requests = size, "group commit failed; answering 503");
             let unavailable = |_| Err(classify("could not commit to the database", clone_err(&e)));
             outcomes = (0..size).map(unavailable).collect();
         }

@@ -510,7 +510,7 @@ async fn publish(
     let manifest_info = sink.commit_week(week, Bytes::from(manifest_bytes)).await.map_err(write_err(MANIFEST_JSON))?;
     // The week is complete; the index is a convenience the next run rewrites.
     if let Err(e) = write_index(sink).await {
-        tracing::warn!(%week, error = %e, cause = ?std::error::Error::source(&e), "could not rewrite summaries/index.html; the week's report is complete, and the next run rewrites the index");
+        tracing::warn!(%week, error = %crate::error_chain(&e), "could not rewrite summaries/index.html; the week's report is complete, and the next run rewrites the index");
     }
     Ok(WeekReport {
         week,
@@ -537,7 +537,7 @@ async fn load_summary(
     match serde_json::from_slice::<Summary>(&bytes) {
         Ok(summary) => Ok(Some(summary)),
         Err(e) => {
-            tracing::warn!(%week, %previous, error = %e, "the previous week's summary.json is unreadable; this week has no comparison (re-run `tally summarize --week {previous}` to rewrite it)");
+            tracing::warn!(%week, %previous, error = %crate::error_chain(&e), "the previous week's summary.json is unreadable; this week has no comparison (re-run `tally summarize --week {previous}` to rewrite it)");
             Ok(None)
         }
     }

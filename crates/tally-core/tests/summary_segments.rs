@@ -11,7 +11,9 @@ use std::collections::HashMap;
 
 use common::Rng;
 use proptest::prelude::*;
-use tally_core::summary::{Aggregator, SEGMENT_VALUES_EXACT, SEGMENTS_LISTED, Segments, SummaryOptions};
+use tally_core::summary::{
+    Aggregator, Nav, SEGMENT_VALUES_EXACT, SEGMENTS_LISTED, Segments, SummaryOptions, render_html,
+};
 use tally_core::{IsoWeek, Record};
 
 fn week() -> IsoWeek {
@@ -201,8 +203,13 @@ fn past_the_exact_limit_listed_counts_stay_exact_and_the_bound_holds() {
         let parts = split(&records, 28, &mut rng);
         let mut merged = merge_randomly(parts.iter().map(|c| aggregate(c)).collect(), &mut rng);
         recount(&mut merged, &parts);
-        let segments = merged.finish().segments.unwrap();
+        let summary = merged.finish();
+        let page = render_html(&summary, None, Nav::default());
+        let segments = summary.segments.unwrap();
         assert_eq!(segments.values.len(), SEGMENTS_LISTED, "{name}");
+        // The page says what the list may miss, exactly when summary.json does.
+        let warned = page.contains("a value left out may have up to");
+        assert_eq!(warned, segments.max_unlisted_records.is_some(), "{name}");
         for s in &segments.values {
             assert_eq!(s.records, truth_of[s.value.as_str()], "{name}: {}", s.value);
             assert_eq!(s.fields.iter().find(|f| f.path == "n").unwrap().present, s.records, "{name}");

@@ -102,7 +102,7 @@ async fn three_imported_weeks_report_what_changed() {
     // Week 1: nothing to compare with. Week 2: same distribution, no warning.
     assert_eq!(summary(dir.path(), w1)["comparison"], Value::Null);
     let s2 = summary(dir.path(), w2);
-    assert_eq!(s2["schema"], 2);
+    assert_eq!(s2["schema"], 3);
     assert_eq!(s2["comparison"]["previous_week"], from);
     let warns: Vec<&Value> =
         s2["comparison"]["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "warn").collect();

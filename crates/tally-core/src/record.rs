@@ -1,5 +1,7 @@
 //! A stored record: its id, when it arrived, and its JSON text exactly as sent.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use crate::clock::Timestamp;
@@ -79,11 +81,65 @@ impl Record {
         out.push('}');
     }
 
+    /// Reads back a line [`write_export_line`](Self::write_export_line)
+    /// wrote (without its newline), borrowing the data where it was embedded
+    /// as JSON; `None` for a line of another shape. The second pass of a
+    /// week's segments reads part exports with it: the data comes back as
+    /// it was summarized (whitespace between tokens aside), and a record
+    /// that was not JSON comes back as its original text.
+    pub fn read_export_line(line: &str) -> Option<ExportLine<'_>> {
+        const ID: &str = "{\"id\":\"";
+        const AT: &str = "\",\"received_at\":\"";
+        const DATA: &str = ",\"data\":";
+        if let Some(rest) = line.strip_prefix(ID) {
+            // As `write_object` writes it: a 26-character id, an RFC 3339
+            // time without quotes or escapes, the data verbatim.
+            let (id, rest) = (rest.get(..26)?, rest.get(26..)?);
+            let rest = rest.strip_prefix(AT)?;
+            let (received_at, rest) = rest.split_once('"')?;
+            let data = rest.strip_prefix(DATA)?.strip_suffix('}')?;
+            return Some(ExportLine {
+                id: Cow::Borrowed(id),
+                received_at: Cow::Borrowed(received_at),
+                data: data.into(),
+            });
+        }
+        // A record whose data was not JSON, embedded as a string by serde_json.
+        #[derive(serde::Deserialize)]
+        struct AsString<'a> {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+            #[serde(borrow)]
+            received_at: Cow<'a, str>,
+            #[serde(borrow)]
+            data: Cow<'a, str>,
+        }
+        let line: AsString<'_> = serde_json::from_str(line).ok()?;
+        Some(ExportLine { id: line.id, received_at: line.received_at, data: line.data })
+    }
+
     fn write_data_as_string(&self, out: &mut String) {
         let text = serde_json::to_string(&serde_json::json!({
             "id": self.id, "received_at": self.received_at, "data": self.data
         }));
         out.push_str(&text.unwrap_or_default());
+    }
+}
+
+/// One line of `records.ndjson.gz`, read back ([`Record::read_export_line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportLine<'a> {
+    pub id: Cow<'a, str>,
+    pub received_at: Cow<'a, str>,
+    pub data: Cow<'a, str>,
+}
+
+impl ExportLine<'_> {
+    /// The record, or `None` if the id or time is not tally's.
+    pub fn to_record(&self) -> Option<Record> {
+        let id = RecordId::parse(&self.id).ok()?;
+        let received_at = Timestamp::parse_rfc3339(&self.received_at)?;
+        Some(Record { id, received_at, data: self.data.clone().into_owned() })
     }
 }
 
@@ -153,5 +209,29 @@ mod tests {
         bad.write_export_line(&mut line, false);
         assert_eq!(line, bad.to_json());
         assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap()["data"], "not json\n");
+    }
+
+    #[test]
+    fn export_lines_read_back_as_the_record_summarized() {
+        let at = Timestamp::from_millis(1_763_000_000_123);
+        let cases = [
+            r#"{"kind":"a","n":1e400,"s":"\"}\"","x":{"y":[1,2]}}"#,
+            " {\"kind\": \"b\",\n \"n\": 2}\r\n",
+            "{}",
+            "not json, \"quoted\" and \\ back",
+            "{\"kind\":\"c\",",
+        ];
+        for (i, data) in cases.into_iter().enumerate() {
+            let r = Record { id: RecordId::deterministic(at, b"x", i), received_at: at, data: data.into() };
+            let mut line = String::new();
+            r.write_checked_export_line(&mut line);
+            let back = Record::read_export_line(&line).unwrap_or_else(|| panic!("{line}")).to_record().unwrap();
+            assert_eq!((back.id, back.received_at), (r.id, r.received_at), "{line}");
+            let is_json = serde_json::from_str::<&RawValue>(data).is_ok();
+            let expected = if is_json { data.trim().replace(['\n', '\r'], " ") } else { data.to_owned() };
+            assert_eq!(back.data, expected, "{line}");
+        }
+        assert_eq!(Record::read_export_line("{\"other\":1}"), None);
+        assert_eq!(Record::read_export_line(""), None);
     }
 }

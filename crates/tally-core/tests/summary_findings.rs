@@ -102,7 +102,7 @@ async fn a_same_distribution_week_warns_of_nothing_and_a_broken_week_of_every_ki
     let normal = Shift { records: 3000, broken: false };
 
     let first = summarize(&store, &sink, w1, 1, normal, &options).await;
-    assert_eq!(first.schema, 2);
+    assert_eq!(first.schema, 3);
     assert_eq!(first.comparison, None, "no earlier week, no comparison");
 
     let second = summarize(&store, &sink, w2, 2, normal, &options).await;
@@ -167,6 +167,74 @@ async fn weeks_from_one_distribution_never_warn_whatever_the_seed_or_size() {
             s.comparison.unwrap().findings.into_iter().filter(|f| f.severity == Severity::Warn).collect();
         assert!(warnings.is_empty(), "seed {seed}, {records} records: {warnings:#?}");
     }
+}
+
+/// A Poisson(`mean`) draw (Knuth's method; fine for means up to a few hundred).
+fn poisson(rng: &mut Rng, mean: f64) -> usize {
+    let limit = (-mean).exp();
+    let (mut k, mut p) = (0, 1.0);
+    loop {
+        p *= rng.next() as f64 / u64::MAX as f64;
+        if p <= limit {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+/// Small weeks whose record counts are themselves random (Poisson, as
+/// arrivals are): `volume` and `quiet_day` must see through the noise of
+/// 8 → 13 records or a weekday with 3 records last week and none now, and so
+/// must every segment's findings (segments `order` ≈ 70 %, `refund` ≈ 30 %
+/// of the records, so from about 2 to 200 records each).
+#[tokio::test]
+async fn weeks_and_segments_of_5_to_200_records_from_one_distribution_never_warn() {
+    let options = SummaryOptions { segment_by: Some("kind".into()), ..SummaryOptions::default() };
+    let [w1, w2, _] = weeks();
+    let means = [5.0, 8.0, 13.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0, 280.0];
+    let (mut compared, mut failures) = (0, Vec::new());
+    for seed in 0..80u64 {
+        let mean = means[seed as usize % means.len()];
+        let mut rng = Rng(seed * 7919 + 1);
+        let (n1, n2) = (poisson(&mut rng, mean), poisson(&mut rng, mean));
+        let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+        summarize(&store, &sink, w1, 1000 + seed, Shift { records: n1, broken: false }, &options).await;
+        let s = summarize(&store, &sink, w2, 2000 + seed, Shift { records: n2, broken: false }, &options).await;
+        let Some(comparison) = s.comparison else { continue };
+        compared += 1;
+        let warnings: Vec<_> = comparison.findings.into_iter().filter(|f| f.severity == Severity::Warn).collect();
+        if !warnings.is_empty() {
+            failures.push(format!("seed {seed}, mean {mean}: {n1} → {n2} records: {warnings:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {compared} pairs warned:\n{}", failures.len(), failures.join("\n"));
+    assert!(compared >= 75, "only {compared} weeks had a previous week to compare with");
+}
+
+#[tokio::test]
+async fn a_real_drop_in_volume_and_a_silent_weekday_still_warn() {
+    let options = SummaryOptions { segment_by: Some("kind".into()), ..SummaryOptions::default() };
+    let [w1, w2, _] = weeks();
+    let (store, sink) = (MemoryRecordStore::default(), MemorySummarySink::default());
+    summarize(&store, &sink, w1, 5, Shift { records: 1000, broken: false }, &options).await;
+    // 1000 → 400 records, and none on Wednesday (about 57 the week before).
+    let mut records = common::records(w2, 400, 6, |rng| record(rng, false));
+    let start = w2.start().as_millis();
+    records.retain(|r| (r.received_at.as_millis() - start) / 86_400_000 != 2);
+    store.restore(&records).await.unwrap();
+    let clock = FixedClock::at(Timestamp::from_millis(w2.end().as_millis() + 300_000));
+    summarize_week(&store, &sink, &clock, w2, &options, &NoProgress).await.unwrap();
+    let s: Summary = serde_json::from_slice(&sink.read_object(w2, SUMMARY_JSON).await.unwrap().unwrap()).unwrap();
+    let findings = s.comparison.unwrap().findings;
+    let volume: Vec<_> = findings.iter().filter(|f| f.kind == FindingKind::Volume).collect();
+    assert_eq!(volume[0].path, None, "{findings:#?}");
+    assert_eq!((volume[0].previous.as_u64(), volume[0].current.as_u64()), (Some(1000), Some(s.records)));
+    assert!(volume[0].message.starts_with("Records fell 6"), "{}", volume[0].message);
+    // The big segment fell as much, and is beyond noise too.
+    assert!(volume.iter().any(|f| f.path.as_deref() == Some("kind=order:")), "{findings:#?}");
+    let quiet: Vec<_> = findings.iter().filter(|f| f.kind == FindingKind::QuietDay).collect();
+    assert_eq!(quiet.len(), 1, "{findings:#?}");
+    assert_eq!(quiet[0].current.as_str(), Some(w2.days()[2].to_string().as_str()));
 }
 
 #[tokio::test]

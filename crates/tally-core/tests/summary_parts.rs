@@ -435,3 +435,198 @@ async fn a_merge_with_a_missing_or_damaged_state_keeps_the_previous_summary() {
     merge_parts(&sink, &clock(), week(), &options, &NoProgress).await.unwrap();
     assert_same(&before, &objects(&sink).await, "after the repaired merge");
 }
+
+/// Records of `distinct` values of `user` (skewed: a few heavy values,
+/// many seen once to thrice), in a random order over the week.
+fn many_valued(distinct: usize, seed: u64) -> Vec<Record> {
+    let mut rng = common::Rng(seed);
+    let mut data: Vec<String> = Vec::new();
+    for v in 0..distinct {
+        let n = 1 + rng.below(3) + if rng.chance(2) { rng.below(150) } else { 0 };
+        for _ in 0..n {
+            data.push(format!(
+                r#"{{"user":"u{v:04}","amount":{},"ok":{},"city":"c{}"}}"#,
+                rng.below(10_000) as f64 / 8.0,
+                rng.chance(80),
+                rng.below(40)
+            ));
+        }
+    }
+    for i in (1..data.len()).rev() {
+        data.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut data = data.into_iter();
+    common::records(week(), data.len(), seed, |_| data.next().unwrap())
+}
+
+fn user_of(r: &Record) -> &str {
+    let at = r.data.find("\"user\":\"u").unwrap() + 8;
+    &r.data[at..at + 5]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// A segment field of 40 to 5,000 values: the plain run on any number
+    /// of threads and `--part K/N` states merged give the same bytes; the
+    /// list is the true top 20 with exact counts, the most frequent value
+    /// first; and a listed segment's statistics are, byte for byte, those
+    /// of a week holding only its records (with the per-segment caps).
+    #[test]
+    fn segments_of_many_values_are_exact_for_any_threads_and_parts(
+        distinct in 40usize..=5000,
+        seed in any::<u64>(),
+        n in 1u8..=PARTS,
+        threads in 1usize..5,
+        pick in any::<u64>(),
+    ) {
+        runtime().block_on(async {
+            let recs = many_valued(distinct, seed);
+            let store = store_with(&recs).await;
+            let opts = SummaryOptions { segment_by: Some("user".into()), page_size: 50, threads, ..SummaryOptions::default() };
+            let plain = plain_run(&store, &opts).await;
+            let mut files = Vec::new();
+            for k in 1..=n {
+                files.push(part_file(&store, k, n, &opts).await);
+            }
+            let merged = merged(files, &SummaryOptions { threads: 1, ..opts.clone() }).await;
+            assert_same(&plain, &merged, &format!("distinct={distinct} n={n} threads={threads}"));
+
+            let summary: Summary = serde_json::from_slice(&plain[SUMMARY_JSON]).unwrap();
+            let segments = summary.segments.unwrap();
+            let mut counts: HashMap<&str, u64> = HashMap::new();
+            recs.iter().for_each(|r| *counts.entry(user_of(r)).or_default() += 1);
+            let mut top: Vec<(&str, u64)> = counts.iter().map(|(v, n)| (*v, *n)).collect();
+            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            top.truncate(20);
+            let listed: Vec<(&str, u64)> = segments.values.iter().map(|s| (s.value.as_str(), s.records)).collect();
+            prop_assert_eq!(&listed, &top);
+            prop_assert_eq!(segments.values[0].records, *counts.values().max().unwrap());
+            prop_assert_eq!(segments.other_records, recs.len() as u64 - top.iter().map(|t| t.1).sum::<u64>());
+
+            let segment_opts = SummaryOptions {
+                segment_by: None,
+                max_paths: opts.max_paths.min(200),
+                exact_distinct_limit: opts.exact_distinct_limit.min(1000),
+                ..opts.clone()
+            };
+            let other = 1 + pick as usize % (segments.values.len() - 1);
+            for s in [&segments.values[0], &segments.values[other]] {
+                let only: Vec<Record> = recs.iter().filter(|r| user_of(r) == s.value).cloned().collect();
+                let reference = plain_run(&store_with(&only).await, &segment_opts).await;
+                let reference: Summary = serde_json::from_slice(&reference[SUMMARY_JSON]).unwrap();
+                prop_assert_eq!(s.records, reference.records);
+                prop_assert!(s.fields == reference.fields, "{}: the segment's fields differ from its own week's", s.value);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// A store whose `scan_range` adds `late` (one record) to the store at its
+/// `at`-th call: a record imported while the week is being summarized,
+/// between the first read and the second pass of its segments.
+#[derive(Debug)]
+struct LateRecord {
+    inner: MemoryRecordStore,
+    calls: std::sync::atomic::AtomicUsize,
+    at: usize,
+    late: Record,
+}
+
+#[async_trait]
+impl RecordStore for LateRecord {
+    async fn insert(
+        &self,
+        records: &[Record],
+        idempotency: Option<&tally_core::IdempotencyEntry>,
+    ) -> Result<tally_core::InsertOutcome, tally_core::StoreError> {
+        self.inner.insert(records, idempotency).await
+    }
+
+    async fn idempotency_entry(
+        &self,
+        key: &tally_core::IdempotencyKey,
+    ) -> Result<Option<tally_core::IdempotencyEntry>, tally_core::StoreError> {
+        self.inner.idempotency_entry(key).await
+    }
+
+    async fn get(&self, id: tally_core::RecordId) -> Result<Option<Record>, tally_core::StoreError> {
+        self.inner.get(id).await
+    }
+
+    fn scan_range(
+        &self,
+        from: tally_core::RecordId,
+        to: tally_core::RecordId,
+        page_size: usize,
+    ) -> tally_core::ports::RecordPages<'_> {
+        use futures::StreamExt;
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let add = async move {
+            if call == self.at {
+                self.inner.insert(std::slice::from_ref(&self.late), None).await.unwrap();
+            }
+        };
+        futures::stream::once(add).map(move |()| self.inner.scan_range(from, to, page_size)).flatten().boxed()
+    }
+
+    async fn weeks(&self) -> Result<Vec<IsoWeek>, tally_core::StoreError> {
+        self.inner.weeks().await
+    }
+}
+
+/// The second pass reads the store again: a record of a recounted value
+/// arriving between the reads makes the counts disagree, and the run fails
+/// without committing anything (its message says to run again); the rerun
+/// counts the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_added_between_the_two_reads_fails_the_run_and_the_rerun_counts_it() {
+    let recs = many_valued(300, 4);
+    let opts = SummaryOptions { segment_by: Some("user".into()), threads: 2, ..SummaryOptions::default() };
+    // A listed value that the second pass recounts: the fold of the 28
+    // parts (as the run computes it) kept no aggregator of it whole.
+    let recounted = {
+        let mut fold: Option<Aggregator> = None;
+        for part in Part::all() {
+            let (from, to) = part.range(week());
+            let mut agg = Aggregator::new(week(), &opts);
+            recs.iter().filter(|r| from <= r.id && r.id < to).for_each(|r| {
+                agg.push(r);
+            });
+            match &mut fold {
+                Some(acc) => acc.merge(agg).unwrap(),
+                None => fold = Some(agg),
+            }
+        }
+        let recount = fold.unwrap().segment_recount().expect("300 values: some listed ones are recounted");
+        recount.values().next().unwrap().to_owned()
+    };
+    let at = week().start();
+    let late = Record {
+        id: tally_core::RecordId::deterministic(at, b"late", 0),
+        received_at: at,
+        data: format!(r#"{{"user":"{recounted}","amount":1}}"#),
+    };
+    // The first pass reads 28 parts; the 29th read is the second pass's first.
+    let store = LateRecord {
+        inner: store_with(&recs).await,
+        calls: Default::default(),
+        at: usize::from(PARTS) + 1,
+        late: late.clone(),
+    };
+    let sink = MemorySummarySink::default();
+    let err = summarize_week(&store, &sink, &clock(), week(), &opts, &NoProgress).await.unwrap_err();
+    assert!(matches!(err, SummarizeError::Recount { .. }), "{err:?}");
+    let chain = tally_core::error_chain(&err);
+    assert!(chain.contains("run the week again") && chain.contains(&recounted), "{chain}");
+    assert!(sink.read_object(week(), MANIFEST_JSON).await.unwrap().is_none(), "a failed run commits nothing");
+
+    summarize_week(&store, &sink, &clock(), week(), &opts, &NoProgress).await.unwrap();
+    let summary: Summary =
+        serde_json::from_slice(&sink.read_object(week(), SUMMARY_JSON).await.unwrap().unwrap()).unwrap();
+    let segments = summary.segments.unwrap();
+    let segment = segments.values.iter().find(|s| s.value == recounted).unwrap();
+    let before = recs.iter().filter(|r| user_of(r) == recounted).count() as u64;
+    assert_eq!(segment.records, before + 1);
+}

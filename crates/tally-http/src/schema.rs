@@ -167,12 +167,13 @@ impl ToSchema for AnyObject {}
 /// stored bytes — and a test deserializes real summaries into it with
 /// unknown keys denied, so it cannot drift from what tally writes.
 /// Schema 2 adds `comparison`, `segments` and each number field's
-/// `quantiles`; summaries written by 0.1 (schema 1) lack them.
+/// `quantiles`; summaries written by 0.1 (schema 1) lack them. Schema 3
+/// adds `segments.max_unlisted_records`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeekSummary {
-    /// `summary.json` schema version: 2 (1 for summaries written by tally 0.1).
-    #[schema(minimum = 1, example = 2)]
+    /// `summary.json` schema version: 3 (2 for tally 0.2 and 0.3, 1 for 0.1).
+    #[schema(minimum = 1, example = 3)]
     pub schema: u32,
     #[schema(example = "2026-W47")]
     pub week: String,
@@ -261,10 +262,14 @@ pub struct WeekSegments {
     /// The top-level field segmented by.
     #[schema(example = "kind")]
     pub by: String,
-    /// The 20 most frequent values, by records.
+    /// The 20 most frequent values, by records; their records and fields are exact.
     pub values: Vec<WeekSegment>,
     /// Records with another value, or without the field.
     pub other_records: u64,
+    /// Schema 3: only past 10,000 distinct values, when the list may miss a
+    /// value: the most records a value not listed may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unlisted_records: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -390,8 +395,11 @@ mod summary_json_tests {
         let mut current = summary(week, 300, true);
         current.comparison = Some(compare(&previous, &current, &Default::default()));
         assert!(!current.comparison.as_ref().unwrap().findings.is_empty(), "exercise the findings");
+        // Present only past 10,000 segment values: set here to cover it.
+        current.segments.as_mut().unwrap().max_unlisted_records = Some(12);
         let doc: WeekSummary = serde_json::from_slice(&current.to_json().unwrap()).unwrap();
-        assert_eq!(doc.schema, 2);
+        assert_eq!(doc.schema, 3);
+        assert_eq!(doc.segments.as_ref().unwrap().max_unlisted_records, Some(12));
         assert!(doc.comparison.is_some() && doc.segments.is_some());
         // A schema-1 summary (0.1) has neither key.
         let mut old: serde_json::Value = serde_json::from_slice(&summary(week, 3, false).to_json().unwrap()).unwrap();

@@ -7,7 +7,7 @@
 //! per-object trie of interned path nodes, and strings are borrowed from the
 //! record text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use super::model::{
 };
 use super::model::{Segment, Segments};
 use super::scan::{Cursor, Malformed, Scan, top_level_string};
-use super::stats::{FieldStats, JsonType};
+use super::stats::{FieldStats, HeavyHitters, JsonType, top_key};
 use crate::record::Record;
 use crate::week::IsoWeek;
 
@@ -42,114 +42,345 @@ const OTHER: u32 = u32::MAX;
 
 /// Segment values listed in `summary.json` (the most frequent ones).
 pub const SEGMENTS_LISTED: usize = 20;
-/// Segment values given a summary of their own, in order of first
-/// appearance; records of further values count in `other_records`. A
-/// segment field is meant to be low-cardinality (`kind`, `event`); this cap
-/// is what keeps memory bounded when it is not.
+/// Distinct segment values whose records are counted exactly, whatever the
+/// split into parts and the order of merges (counts stay exact up to a
+/// quarter more, see [`HeavyHitters`]); past that, a Misra–Gries summary
+/// picks the listed values, whose counts are then recounted.
+pub const SEGMENT_VALUES_EXACT: usize = 10_000;
+/// Segment aggregators a state holds at most (a part's, or a fold's): a
+/// part gives one to each of its first 32 values, a fold keeps those that
+/// still hold every record of their value, the most frequent first.
+/// Listed values without one are recounted in a second pass
+/// ([`SegmentRecount`]). This cap is what keeps memory bounded when the
+/// field has many values.
 pub const SEGMENTS_TRACKED: usize = 32;
 /// Per-segment caps (tighter than the week's: there are up to
 /// [`SEGMENTS_TRACKED`] of them): paths tracked and exact distinct values.
 const SEGMENT_MAX_PATHS: usize = 200;
 const SEGMENT_EXACT_DISTINCT: usize = 1000;
 
-/// Per-value aggregators of the segment field.
+/// The segment field: records per value, and aggregators of a few values.
+///
+/// # Why counts and aggregators are apart
+/// tally ≤ 0.3 gave each 6-hour part aggregators for its first 32 values and
+/// merged only values the fold had room for: a value first seen after 32
+/// others lost its records, so counts depended on where the parts were cut.
+/// Now every value's records are counted in `counts`, exact up to
+/// [`SEGMENT_VALUES_EXACT`] values, and merges add counts — exact for any
+/// split and order. Statistics need a whole aggregator per value, which
+/// does not fit in bounded memory for thousands of values: a state keeps
+/// aggregators only while each holds *every* record of its value
+/// (invariant: its records equal the value's count), and a listed value
+/// without one is aggregated again from the week's records by
+/// [`SegmentRecount`], part by part in canonical order — so a segment's
+/// `fields` are always those of a week holding only that value's records,
+/// whether it was recounted or not.
 #[derive(Debug, Clone)]
 struct SegmentState {
     /// The top-level key segmented by.
     by: String,
     options: SummaryOptions,
-    /// In order of first appearance.
-    tracked: Vec<(String, Aggregator)>,
-    index: HashMap<String, usize, FixedState>,
+    /// Records per value (keyed by its first 256 bytes, as top values are).
+    counts: HeavyHitters,
+    /// At most [`SEGMENTS_TRACKED`] values, each with every one of its
+    /// records (none once `counts` is no longer exact: that could not be
+    /// checked).
+    tracked: BTreeMap<Box<str>, Aggregator>,
     key_buf: String,
     value_buf: String,
 }
 
+/// A segment state's contents, in a part state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SegmentsState {
+    counts: HeavyHitters,
+    /// Sorted by value.
+    tracked: Vec<(String, AggregatorState)>,
+}
+
+fn segment_options(week_options: &SummaryOptions) -> SummaryOptions {
+    SummaryOptions {
+        max_paths: week_options.max_paths.min(SEGMENT_MAX_PATHS),
+        exact_distinct_limit: week_options.exact_distinct_limit.min(SEGMENT_EXACT_DISTINCT),
+        segment_by: None,
+        ..week_options.clone()
+    }
+}
+
 impl SegmentState {
     fn new(by: &str, week_options: &SummaryOptions) -> Self {
-        let options = SummaryOptions {
-            max_paths: week_options.max_paths.min(SEGMENT_MAX_PATHS),
-            exact_distinct_limit: week_options.exact_distinct_limit.min(SEGMENT_EXACT_DISTINCT),
-            segment_by: None,
-            ..week_options.clone()
-        };
         Self {
             by: by.to_owned(),
-            options,
-            tracked: Vec::new(),
-            index: HashMap::default(),
+            options: segment_options(week_options),
+            counts: HeavyHitters::new(SEGMENT_VALUES_EXACT),
+            tracked: BTreeMap::new(),
             key_buf: String::new(),
             value_buf: String::new(),
         }
-    }
-
-    /// The aggregator of `value`, created while under the cap.
-    fn slot(&mut self, week: IsoWeek, value: &str) -> Option<&mut Aggregator> {
-        let i = match self.index.get(value) {
-            Some(&i) => i,
-            None if self.tracked.len() < SEGMENTS_TRACKED => {
-                self.tracked.push((value.to_owned(), Aggregator::new(week, &self.options)));
-                self.index.insert(value.to_owned(), self.tracked.len() - 1);
-                self.tracked.len() - 1
-            }
-            None => return None,
-        };
-        Some(&mut self.tracked[i].1)
     }
 
     fn push(&mut self, week: IsoWeek, record: &Record) {
         let mut key_buf = std::mem::take(&mut self.key_buf);
         let mut value_buf = std::mem::take(&mut self.value_buf);
         if let Some(value) = top_level_string(&record.data, &self.by, &mut key_buf, &mut value_buf) {
-            if let Some(agg) = self.slot(week, value) {
+            let key = top_key(value);
+            // A value's first record here, while every value is counted.
+            let first = self.counts.is_exact() && self.counts.count(key) == 0;
+            if self.counts.add(key, 1) {
+                self.reduce();
+            }
+            if let Some(agg) = self.tracked.get_mut(key) {
                 agg.push(record);
+            } else if first && self.counts.is_exact() && self.tracked.len() < SEGMENTS_TRACKED {
+                let mut agg = Aggregator::new(week, &self.options);
+                agg.push(record);
+                self.tracked.insert(key.into(), agg);
             }
         }
         self.key_buf = key_buf;
         self.value_buf = value_buf;
     }
 
-    fn merge(&mut self, week: IsoWeek, other: SegmentState) {
-        for (value, agg) in other.tracked {
-            if let Some(mine) = self.slot(week, &value) {
-                // Same week by construction.
-                let _ = mine.merge(agg);
+    /// Past the exact limit: counts become lower bounds, and whether an
+    /// aggregator holds all of its value's records can no longer be told.
+    fn reduce(&mut self) {
+        self.counts.reduce();
+        self.tracked.clear();
+    }
+
+    fn merge(&mut self, other: SegmentState) {
+        let SegmentState { counts: theirs, tracked: their_tracked, .. } = other;
+        let mut kept = BTreeMap::new();
+        if self.counts.is_exact() && theirs.is_exact() {
+            // An aggregator stays whole if the other side has no record of
+            // its value that no aggregator holds.
+            let mut mine = std::mem::take(&mut self.tracked);
+            for (value, agg) in their_tracked {
+                match mine.remove(&value) {
+                    Some(mut m) => {
+                        // Same week by construction.
+                        let _ = m.merge(agg);
+                        kept.insert(value, m);
+                    }
+                    None if self.counts.count(&value) == 0 => {
+                        kept.insert(value, agg);
+                    }
+                    None => {}
+                }
+            }
+            for (value, agg) in mine {
+                if theirs.count(&value) == 0 {
+                    kept.insert(value, agg);
+                }
             }
         }
-    }
-
-    fn into_state(self) -> Vec<(String, AggregatorState)> {
-        self.tracked.into_iter().map(|(value, agg)| (value, agg.into_state())).collect()
-    }
-
-    fn restore(&mut self, week: IsoWeek, tracked: Vec<(String, AggregatorState)>) -> Result<(), String> {
-        if tracked.len() > SEGMENTS_TRACKED {
-            return Err(format!("{} segments, more than the {SEGMENTS_TRACKED} tracked", tracked.len()));
+        if self.counts.merge(&theirs) {
+            self.counts.reduce();
         }
-        for (value, state) in tracked {
-            if self.index.contains_key(&value) {
+        if !self.counts.is_exact() {
+            kept.clear();
+        }
+        if kept.len() > SEGMENTS_TRACKED {
+            let mut by_count: Vec<(u64, Box<str>)> = kept.keys().map(|v| (self.counts.count(v), v.clone())).collect();
+            by_count.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, value) in by_count.into_iter().skip(SEGMENTS_TRACKED) {
+                kept.remove(&value);
+            }
+        }
+        self.tracked = kept;
+    }
+
+    fn into_state(self) -> SegmentsState {
+        SegmentsState {
+            counts: self.counts,
+            tracked: self.tracked.into_iter().map(|(value, agg)| (value.into(), agg.into_state())).collect(),
+        }
+    }
+
+    fn restore(&mut self, week: IsoWeek, state: SegmentsState) -> Result<(), String> {
+        state.counts.check()?;
+        if state.counts.exact_limit() != SEGMENT_VALUES_EXACT {
+            return Err(format!("segment values counted exactly up to {}", state.counts.exact_limit()));
+        }
+        if state.tracked.len() > SEGMENTS_TRACKED {
+            return Err(format!("{} segments, more than the {SEGMENTS_TRACKED} tracked", state.tracked.len()));
+        }
+        if !state.counts.is_exact() && !state.tracked.is_empty() {
+            return Err("segment aggregators past the exact limit".into());
+        }
+        self.counts = state.counts;
+        for (value, state) in state.tracked {
+            let agg = Aggregator::from_state(week, &self.options, state)?;
+            if agg.records() != self.counts.count(&value) {
+                return Err(format!(
+                    "segment {value:?} holds {} records of {}",
+                    agg.records(),
+                    self.counts.count(&value)
+                ));
+            }
+            if self.tracked.insert(value.clone().into(), agg).is_some() {
                 return Err(format!("segment {value:?} twice"));
             }
-            let agg = Aggregator::from_state(week, &self.options, state)?;
-            self.index.insert(value.clone(), self.tracked.len());
-            self.tracked.push((value, agg));
         }
         Ok(())
     }
 
-    fn finish(self, records: u64) -> Segments {
-        let mut values: Vec<Segment> = self
-            .tracked
+    /// The values the listing is chosen from, with their counts: the
+    /// [`SEGMENTS_LISTED`] most frequent while counts are exact, else the
+    /// [`SEGMENTS_TRACKED`] most frequent by the Misra–Gries estimate (each
+    /// recounted, then the most frequent listed).
+    fn candidates(&self) -> Vec<(&str, u64)> {
+        self.counts.top(if self.counts.is_exact() { SEGMENTS_LISTED } else { SEGMENTS_TRACKED })
+    }
+
+    fn finish(mut self, records: u64) -> Segments {
+        let exact = self.counts.is_exact();
+        let candidates: Vec<(String, u64)> =
+            self.candidates().into_iter().map(|(value, count)| (value.to_owned(), count)).collect();
+        let mut values: Vec<Segment> = candidates
             .into_iter()
-            .map(|(value, agg)| {
-                let summary = agg.finish();
-                Segment { value, records: summary.records, fields: summary.fields }
+            .map(|(value, count)| match self.tracked.remove(value.as_str()) {
+                Some(agg) => {
+                    let summary = agg.finish();
+                    Segment { value, records: summary.records, fields: summary.fields }
+                }
+                // Not recounted (an aggregator used without `SegmentRecount`).
+                None => Segment { value, records: count, fields: Vec::new() },
             })
             .collect();
         values.sort_by(|a, b| b.records.cmp(&a.records).then_with(|| a.value.cmp(&b.value)));
+        let mut max_unlisted_records = None;
+        if !exact {
+            // A candidate not listed has at most the last listed one's
+            // records (both recounted); any other value at most its estimate
+            // plus the summary's error.
+            let others = self.counts.top(SEGMENTS_TRACKED + 1).get(SEGMENTS_TRACKED).map_or(0, |&(_, c)| c)
+                + self.counts.max_error();
+            let last = values.get(SEGMENTS_LISTED.min(values.len()).saturating_sub(1)).map_or(0, |s| s.records);
+            if others >= last {
+                let next = values.get(SEGMENTS_LISTED).map_or(0, |s| s.records);
+                max_unlisted_records = Some(others.max(next));
+            }
+        }
         values.truncate(SEGMENTS_LISTED);
         let listed: u64 = values.iter().map(|s| s.records).sum();
-        Segments { by: self.by, values, other_records: records - listed }
+        Segments { by: self.by, values, other_records: records.saturating_sub(listed), max_unlisted_records }
+    }
+}
+
+/// The second pass over a week's records for listed segments whose
+/// statistics no aggregator kept whole (more than [`SEGMENTS_TRACKED`]
+/// values in a part or a fold), or whose counts are estimates (more than
+/// [`SEGMENT_VALUES_EXACT`] values). The caller feeds each canonical part's
+/// records ([`part`](Self::part), [`PartRecount::push`]) and hands the parts
+/// back in canonical order ([`add_part`](Self::add_part)), then applies
+/// the result ([`Aggregator::apply_segment_recount`]). Memory: one
+/// aggregator per recounted value (at most [`SEGMENTS_TRACKED`]) for the
+/// fold and one per value for the part in hand.
+///
+/// ```
+/// use tally_core::summary::{Aggregator, SummaryOptions};
+/// use tally_core::{IsoWeek, Record, RecordId};
+///
+/// let week = IsoWeek::parse("2026-W47").unwrap();
+/// let options = SummaryOptions { segment_by: Some("user".into()), ..SummaryOptions::default() };
+/// let at = week.start();
+/// // 40 users, one record each, then a second record of user 39: more values
+/// // than a part keeps aggregators for.
+/// let records: Vec<Record> = (0..40)
+///     .chain([39])
+///     .map(|u| Record { id: RecordId::generate(at), received_at: at, data: format!(r#"{{"user":"u{u}","n":{u}}}"#) })
+///     .collect();
+/// let mut agg = Aggregator::new(week, &options);
+/// records.iter().for_each(|r| { agg.push(r); });
+/// let mut recount = agg.segment_recount().expect("u39 is listed, and has no aggregator");
+/// let mut part = recount.part();
+/// records.iter().for_each(|r| part.push(r));
+/// recount.add_part(part);
+/// agg.apply_segment_recount(recount).unwrap();
+/// let top = &agg.finish().segments.unwrap().values[0];
+/// assert_eq!((top.value.as_str(), top.records), ("u39", 2));
+/// assert_eq!(top.fields.iter().find(|f| f.path == "n").unwrap().present, 2);
+/// ```
+#[derive(Debug)]
+pub struct SegmentRecount {
+    week: IsoWeek,
+    by: String,
+    options: SummaryOptions,
+    /// The values recounted, with the fold of their part aggregators so far.
+    folded: BTreeMap<Box<str>, Option<Aggregator>>,
+}
+
+/// One part's records of the values a [`SegmentRecount`] recounts.
+#[derive(Debug)]
+pub struct PartRecount {
+    week: IsoWeek,
+    by: String,
+    options: SummaryOptions,
+    aggregators: BTreeMap<Box<str>, Option<Aggregator>>,
+    key_buf: String,
+    value_buf: String,
+}
+
+/// A recount that does not match the first pass: the records changed in
+/// between (a record added or erased while the week was summarized).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "segment {value:?} has {recounted} records on the second read of the week, {counted} on the first: the week's records changed while it was summarized"
+)]
+pub struct RecountMismatch {
+    pub value: String,
+    pub counted: u64,
+    pub recounted: u64,
+}
+
+impl SegmentRecount {
+    /// The values recounted, sorted.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.folded.keys().map(|k| &**k)
+    }
+
+    /// An empty recount of the next part.
+    pub fn part(&self) -> PartRecount {
+        PartRecount {
+            week: self.week,
+            by: self.by.clone(),
+            options: self.options.clone(),
+            aggregators: self.folded.keys().map(|k| (k.clone(), None)).collect(),
+            key_buf: String::new(),
+            value_buf: String::new(),
+        }
+    }
+
+    /// Folds in the next part (parts in canonical order, as the first pass).
+    pub fn add_part(&mut self, part: PartRecount) {
+        for (value, agg) in part.aggregators {
+            let (Some(agg), Some(slot)) = (agg, self.folded.get_mut(&value)) else { continue };
+            match slot {
+                // Same week by construction.
+                Some(acc) => drop(acc.merge(agg)),
+                None => *slot = Some(agg),
+            }
+        }
+    }
+}
+
+impl PartRecount {
+    /// Whether a record with text `data` is of a recounted value: a caller
+    /// reading records from text may build only those.
+    pub fn wants(&mut self, data: &str) -> bool {
+        top_level_string(data, &self.by, &mut self.key_buf, &mut self.value_buf)
+            .is_some_and(|value| self.aggregators.contains_key(top_key(value)))
+    }
+
+    /// Feeds one record of the part (in id order, as the first pass).
+    pub fn push(&mut self, record: &Record) {
+        let Some(value) = top_level_string(&record.data, &self.by, &mut self.key_buf, &mut self.value_buf) else {
+            return;
+        };
+        if let Some(slot) = self.aggregators.get_mut(top_key(value)) {
+            slot.get_or_insert_with(|| Aggregator::new(self.week, &self.options)).push(record);
+        }
     }
 }
 
@@ -305,8 +536,8 @@ pub(crate) struct AggregatorState {
     /// The path nodes after the root, in id order: parents come first.
     nodes: Vec<NodeState>,
     other: FieldStats,
-    /// Per segment value, in order of first appearance.
-    segments: Option<Vec<(String, AggregatorState)>>,
+    /// Records per segment value and the aggregators kept.
+    segments: Option<SegmentsState>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -389,7 +620,11 @@ impl Aggregator {
         let parsed = self.scan(&record.data).is_ok();
         if !parsed {
             self.unparsable += 1;
-        } else if let Some(segments) = &mut self.segments {
+        }
+        // Every record whose text starts an object with the field as a
+        // string counts in that segment, unparsable or not (as in the
+        // week): what a recount from the export sees too.
+        if let Some(segments) = &mut self.segments {
             segments.push(self.week, record);
         }
         parsed
@@ -460,7 +695,7 @@ impl Aggregator {
         }
         agg.paths.other = state.other;
         match (&mut agg.segments, state.segments) {
-            (Some(mine), Some(tracked)) => mine.restore(week, tracked)?,
+            (Some(mine), Some(segments)) => mine.restore(week, segments)?,
             (None, None) => {}
             (Some(_), None) => return Err("no segments, but segment_by is set".into()),
             (None, Some(_)) => return Err("segments, but segment_by is not set".into()),
@@ -490,14 +725,58 @@ impl Aggregator {
         }
         self.paths.other.merge(&other.paths.other);
         match (&mut self.segments, other.segments) {
-            (Some(mine), Some(theirs)) => mine.merge(self.week, *theirs),
+            (Some(mine), Some(theirs)) => mine.merge(*theirs),
             (None, Some(theirs)) => self.segments = Some(theirs),
             _ => {}
         }
         Ok(())
     }
 
-    /// The week's summary.
+    /// The second pass the listed segments need, if any: `None` without
+    /// `segment_by`, or when every listed value's aggregator holds all of
+    /// its records. See [`SegmentRecount`].
+    pub fn segment_recount(&self) -> Option<SegmentRecount> {
+        let s = self.segments.as_deref()?;
+        let folded: BTreeMap<Box<str>, Option<Aggregator>> = s
+            .candidates()
+            .into_iter()
+            .filter(|(value, _)| !s.tracked.contains_key(*value))
+            .map(|(value, _)| (value.into(), None))
+            .collect();
+        (!folded.is_empty()).then(|| SegmentRecount {
+            week: self.week,
+            by: s.by.clone(),
+            options: s.options.clone(),
+            folded,
+        })
+    }
+
+    /// Gives the recounted values their aggregators. Refused when a count
+    /// disagrees with the first pass (exactly, or past the exact limit
+    /// beyond the estimate's error): the records were not the same.
+    pub fn apply_segment_recount(&mut self, recount: SegmentRecount) -> Result<(), RecountMismatch> {
+        let Some(s) = self.segments.as_deref_mut() else { return Ok(()) };
+        let mut found = Vec::new();
+        for (value, agg) in recount.folded {
+            let recounted = agg.as_ref().map_or(0, Aggregator::records);
+            let counted = s.counts.count(&value);
+            let fits = if s.counts.is_exact() {
+                recounted == counted
+            } else {
+                counted <= recounted && recounted <= counted + s.counts.max_error()
+            };
+            if !fits {
+                return Err(RecountMismatch { value: value.into(), counted, recounted });
+            }
+            found.extend(agg.map(|agg| (value, agg)));
+        }
+        s.tracked.extend(found);
+        Ok(())
+    }
+
+    /// The week's summary. With `segment_by`, a listed segment whose
+    /// records no aggregator kept whole (see [`SegmentRecount`]) has its
+    /// count but empty `fields` until a recount is applied.
     pub fn finish(self) -> Summary {
         let o = &self.options;
         let per_day = self
@@ -672,7 +951,7 @@ fn field_summary(path: String, s: &FieldStats, top_values: usize) -> FieldSummar
         max_length: st.max_len,
         top: st.top(top_values).into_iter().map(|(v, c)| TopValue { value: v.to_owned(), count: c }).collect(),
         top_exact: st.is_exact(),
-        top_max_error: st.max_error,
+        top_max_error: st.max_error(),
     });
     let booleans = types.boolean;
     let boolean = (booleans > 0).then(|| BooleanSummary { true_count: s.trues, false_count: booleans - s.trues });

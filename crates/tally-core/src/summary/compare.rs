@@ -11,12 +11,24 @@
 //! - shares (null rate, a type's share) must differ by a two-proportion
 //!   z-score of at least [`Z_SIGNIFICANT`];
 //! - a distribution's Kolmogorov–Smirnov distance must also pass the
-//!   two-sample critical value at α = 0.001 (`1.95·√((n+m)/(n·m))`);
+//!   two-sample critical value at the same confidence as the z-score
+//!   (`c(α)·√((n+m)/(n·m))` with `c(α) = √(−½·ln(α/2))` ≈ 2.28 for
+//!   α ≈ 6.3·10⁻⁵), plus 2/40 for the rank error of comparing the 41
+//!   stored quantiles rather than the values (tally ≤ 0.3 used α = 0.001
+//!   and no such margin: two weeks of 47 values from one distribution
+//!   could warn);
 //! - a top-values total-variation distance must be at least three times
 //!   the distance two samples of that size show by chance
 //!   (`≈ 0.56·√(k/n)` for `k` values), see [`top_values_noise`];
 //! - a field counts as added or removed only if its share predicts at least
-//!   [`MIN_EXPECTED`] occurrences in the week where it is missing.
+//!   [`MIN_EXPECTED`] occurrences in the week where it is missing;
+//! - counts (`volume`: the week's or a segment's records; `quiet_day`: a
+//!   weekday's records) must differ beyond what two Poisson counts of one
+//!   rate produce: given their sum `n`, each is Binomial(`n`, ½) under equal
+//!   rates, and the exact two-sided binomial p-value must be below the one
+//!   of a z-score of [`Z_SIGNIFICANT`] (≈ 6.3·10⁻⁵), see [`counts_differ`].
+//!   8 → 13 records is noise (p ≈ 0.38); 1,000 → 400 is not (p < 10⁻⁵⁰); a
+//!   weekday falls silent significantly only from 15 records or more.
 //!
 //! The distribution check reads the 41 quantiles schema 2 stores per number
 //! field (`NumberSummary::quantiles`): from them both CDFs are known to
@@ -28,8 +40,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-use super::fmt::{clip, decimal, group, percent};
 use serde_json::{Value, json};
+use statrs::distribution::{Binomial, DiscreteCDF};
+use statrs::function::erf::erfc;
+
+use super::fmt::{clip, decimal, group, percent};
 
 use super::model::{
     Comparison, FieldSummary, Finding, FindingKind, OTHER_PATH, Segments, Severity, StringSummary, Summary, TypeCounts,
@@ -40,8 +55,17 @@ use super::model::{
 pub const Z_SIGNIFICANT: f64 = 4.0;
 /// Occurrences a field's share must predict in the week it is missing from.
 pub const MIN_EXPECTED: f64 = 10.0;
-/// Kolmogorov–Smirnov critical coefficient for α = 0.001.
-const KS_C_ALPHA: f64 = 1.95;
+/// What comparing two distributions through their 41 stored quantiles can
+/// add to the Kolmogorov–Smirnov distance: each CDF is known to within
+/// 1/40 in rank, and the sketch picks ranks of a small sample to within
+/// another 1/40.
+const KS_QUANTILE_MARGIN: f64 = 2.0 / 40.0;
+
+/// The two-sided p-value of a z-score of [`Z_SIGNIFICANT`]: the confidence
+/// every finding kind decides at (≈ 6.3·10⁻⁵).
+fn alpha() -> f64 {
+    erfc(Z_SIGNIFICANT / std::f64::consts::SQRT_2)
+}
 
 /// The thresholds of the finding kinds. The defaults are documented in the
 /// README; `--thresholds volume=0.3,null_rate=0.05` changes some of them.
@@ -192,7 +216,7 @@ fn volume(out: &mut Vec<Finding>, segment: Option<&str>, previous: u64, current:
         return;
     }
     let change = if previous == 0 { f64::INFINITY } else { current as f64 / previous as f64 - 1.0 };
-    if change.abs() <= t.volume {
+    if change.abs() <= t.volume || !counts_differ(previous, current) {
         return;
     }
     let what = segment.map_or_else(|| "Records".to_owned(), |s| format!("Records with {s}"));
@@ -407,7 +431,9 @@ fn distribution(
     }
     let d = ks_distance(qa, qb);
     let (n, m) = (na as f64, nb as f64);
-    let critical = KS_C_ALPHA * ((n + m) / (n * m)).sqrt();
+    // The asymptotic two-sample critical coefficient c(α) = √(−½·ln(α/2)).
+    let c_alpha = (-0.5 * (alpha() / 2.0).ln()).sqrt();
+    let critical = c_alpha * ((n + m) / (n * m)).sqrt() + KS_QUANTILE_MARGIN;
     if d < t.distribution || d < critical {
         return;
     }
@@ -533,8 +559,9 @@ fn quiet_days(out: &mut Vec<Finding>, previous: &Summary, current: &Summary, t: 
     let active = current.per_day.iter().filter(|d| d.records > 0).count() as u32;
     for (i, day) in current.per_day.iter().enumerate() {
         let before = previous.per_day.get(i).map_or(0, |d| d.records);
-        // A weekday that was quiet last week too is a pattern, not an outage.
-        if day.records == 0 && active >= t.quiet_day_active_days && before > 0 {
+        // A weekday that was quiet last week too is a pattern, not an outage;
+        // one that had a few records is quiet by chance as often as not.
+        if day.records == 0 && active >= t.quiet_day_active_days && counts_differ(before, 0) {
             out.push(finding(
                 FindingKind::QuietDay,
                 None,
@@ -575,6 +602,25 @@ fn significant(p1: f64, n1: u64, p2: f64, n2: u64) -> bool {
         return p1 != p2;
     }
     (p1 - p2).abs() / se >= Z_SIGNIFICANT
+}
+
+/// Whether record counts `a` and `b` of two equally long periods (two
+/// weeks, or one weekday in each) differ beyond what one Poisson rate
+/// produces in both: the exact conditional test of two Poisson rates.
+/// Given `n = a + b`, each count is Binomial(`n`, ½) when the rates are
+/// equal; the two-sided p-value `2·P(X ≥ max(a, b))` must be below the
+/// two-sided tail of a z-score of [`Z_SIGNIFICANT`], the confidence every
+/// other finding kind decides at.
+pub(crate) fn counts_differ(a: u64, b: u64) -> bool {
+    let (n, high) = (a + b, a.max(b));
+    if a == b {
+        return false;
+    }
+    // `n > 0` and `p = ½` are valid parameters: this cannot fail.
+    let Ok(binomial) = Binomial::new(0.5, n) else { return false };
+    // sf(k) = P(X > k), so P(X ≥ high) = sf(high − 1); `high ≥ 1` here.
+    let p_value = (2.0 * binomial.sf(high - 1)).min(1.0);
+    p_value < alpha()
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -619,6 +665,24 @@ mod tests {
         assert_eq!(parents("a.b.c").collect::<Vec<_>>(), vec!["a", "a.b"]);
         assert_eq!(parents(r"a\.b.c").collect::<Vec<_>>(), vec![r"a\.b"]);
         assert!(parents("a").next().is_none());
+    }
+
+    #[test]
+    fn counts_differ_only_beyond_poisson_noise() {
+        // The confidence of the share tests: z = 4, two-sided.
+        assert!((alpha() - 6.334e-5).abs() < 1e-8);
+        // 8 → 13 is "+62 %" but p ≈ 0.38; so are small weeks that halve.
+        assert!(!counts_differ(8, 13));
+        assert!(!counts_differ(13, 8));
+        assert!(!counts_differ(20, 10));
+        assert!(!counts_differ(0, 0) && !counts_differ(500, 500));
+        // A real change of a big week.
+        assert!(counts_differ(1000, 400) && counts_differ(400, 1000));
+        assert!(counts_differ(3000, 4600));
+        // A count falling to zero: p = 2·2⁻ⁿ, below 6.3·10⁻⁵ from n = 15 on.
+        assert!(!counts_differ(14, 0) && counts_differ(15, 0) && counts_differ(0, 15));
+        // A p-value near 10⁻⁴⁰⁰ does not underflow into "no difference".
+        assert!(counts_differ(1_000_000, 0));
     }
 
     #[test]

@@ -24,7 +24,10 @@
 //!
 //! The merge reads every state twice (a check pass, then the merge): the
 //! states are a quarter of the records' size at gzip level 1, so that is a
-//! second or so per GB of records, which buys the guarantee above.
+//! second or so per GB of records, which buys the guarantee above. A week
+//! whose segment field has more values than a part keeps summaries for
+//! reads them a third time, for the listed segments' second pass
+//! ([`SegmentRecount`](super::SegmentRecount)).
 
 use bytes::Bytes;
 

@@ -214,10 +214,14 @@ impl WeekPage {
             SegmentsView {
                 by: seg.by.clone(),
                 summary: format!(
-                    "{} values listed ({} records); {} records have another value or none.",
+                    "{} values listed ({} records); {} records have another value or none.{}",
                     seg.values.len(),
                     group(listed),
-                    group(seg.other_records)
+                    group(seg.other_records),
+                    seg.max_unlisted_records.map_or_else(String::new, |n| format!(
+                        " Past 10,000 values the list is chosen from an estimate: a value left out may have up to {} records.",
+                        group(n)
+                    ))
                 ),
                 values: seg
                     .values

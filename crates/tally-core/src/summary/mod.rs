@@ -6,7 +6,7 @@
 //!   sketches for what cannot be exact in bounded memory: KLL quantiles
 //!   (`kll`), HyperLogLog distinct counts (`hll`), Misra–Gries top values
 //!   (`stats`).
-//! - [`Summary`] (`model`): `summary.json`, schema 2.
+//! - [`Summary`] (`model`): `summary.json`, schema 3.
 //! - [`compare`] (`compare`): the findings against the previous week.
 //! - [`render_html`], [`render_index`] (`html`): the report site — each week's
 //!   `summary.html` and the bucket's `summaries/index.html` (askama templates).
@@ -46,7 +46,10 @@ mod state;
 mod stats;
 pub mod weekly;
 
-pub use aggregate::{Aggregator, MergeError};
+pub use aggregate::{
+    Aggregator, MergeError, PartRecount, RecountMismatch, SEGMENT_VALUES_EXACT, SEGMENTS_LISTED, SEGMENTS_TRACKED,
+    SegmentRecount,
+};
 pub use compare::{InvalidThresholds, MIN_EXPECTED, Thresholds, Z_SIGNIFICANT, compare};
 pub use html::{IndexWeek, Nav, TREND_FIELDS, TREND_WEEKS, render_html, render_index};
 pub use locked::{LockError, LockSettings, LockedError, OnBusy, RunError, WeekRun, locked_run};

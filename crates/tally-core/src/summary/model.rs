@@ -1,10 +1,13 @@
-//! `summary.json`, schema 2: the types, and their deterministic encoding.
+//! `summary.json`, schema 3: the types, and their deterministic encoding.
 //!
 //! Schema 2 is additive over schema 1: every schema-1 key keeps its name and
 //! meaning; it adds `comparison` (findings against the previous summarized
 //! week), `segments` (per-value summaries of one top-level field) and each
 //! number field's `quantiles` (the sketch state the `distribution` finding
-//! compares).
+//! compares). Schema 3 is additive over schema 2: segments are exact
+//! whatever the parts (tally ≤ 0.3 could lose the records of values first
+//! seen after 32 others), and `segments.max_unlisted_records` appears when
+//! the listed values may not be the most frequent (past 10,000 values).
 //!
 //! Determinism: fields are sorted by path, top values by count then value,
 //! floats are printed by serde_json's shortest round-trip formatting, and
@@ -17,7 +20,7 @@ use crate::clock::Timestamp;
 use crate::week::IsoWeek;
 
 /// The current `summary.json` schema version.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Path under which fields beyond the tracked-path cap are counted together.
 pub const OTHER_PATH: &str = "_other";
@@ -140,11 +143,21 @@ pub enum Severity {
 pub struct Segments {
     /// The top-level field segmented by.
     pub by: String,
-    /// The most frequent values (at most 20), by records then value.
+    /// The most frequent values (at most 20), by records then value. Their
+    /// `records` and `fields` are exact: the statistics of a week holding
+    /// only that value's records (values compared on their first 256
+    /// bytes, as top values are).
     pub values: Vec<Segment>,
     /// Records in no listed segment: other values, and records without the
     /// field or with a non-string value there.
     pub other_records: u64,
+    /// Schema 3: absent while the field has at most 10,000 distinct values
+    /// (then the listed values are exactly the most frequent). Past that,
+    /// the list is chosen from a Misra–Gries estimate: present when a value
+    /// not listed may have this many records — as many as or more than the
+    /// last one listed — so the list may miss a value that belongs in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unlisted_records: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use flate2::read::MultiGzDecoder;
 use flate2::{Compression, GzBuilder};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -37,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SummaryOptions;
-use super::aggregate::Aggregator;
+use super::aggregate::{Aggregator, PartRecount};
 use super::compare::compare;
 use super::html::{IndexWeek, Nav, TREND_WEEKS, render_html, render_index};
 use super::model::{Comparison, Summary};
@@ -86,6 +87,16 @@ pub enum SummarizeError {
         #[source]
         source: StateError,
     },
+    /// The second read of the week's records for its segments' statistics
+    /// failed, or did not match the first (see [`SegmentRecount`](super::SegmentRecount)).
+    #[error(
+        "could not read the records of {week} a second time for the statistics of its segments; nothing was committed: run the week again"
+    )]
+    Recount {
+        week: IsoWeek,
+        #[source]
+        source: BoxError,
+    },
     #[error("could not write the state of {part} of {week}")]
     PartState {
         week: IsoWeek,
@@ -133,6 +144,7 @@ impl SummarizeError {
             | Self::Write { week, .. }
             | Self::Encode { week, .. }
             | Self::State { week, .. }
+            | Self::Recount { week, .. }
             | Self::PartState { week, .. }
             | Self::ReadManifest { week, .. }
             | Self::Pruned { week, .. }
@@ -291,6 +303,10 @@ async fn merge(
         Ok(()) => writer.finish(options).await,
         Err(e) => Err(e),
     };
+    let aggregated = match aggregated {
+        Ok(aggregator) => recount_segments(week, aggregator, &mut StateRecords { week, source }).await,
+        Err(e) => Err(e),
+    };
     let aggregator = match aggregated {
         Ok(aggregator) => aggregator,
         Err(e) => {
@@ -435,6 +451,13 @@ async fn run(
     let parts = Part::all().collect();
     let aggregated = match aggregate_parts(store, week, options, parts, progress, &mut writer).await {
         Ok(()) => writer.finish(options).await,
+        Err(e) => Err(e),
+    };
+    let aggregated = match aggregated {
+        Ok(aggregator) => {
+            let page_size = options.page_size.max(1);
+            recount_segments(week, aggregator, &mut StoreRecords { store, week, page_size }).await
+        }
         Err(e) => Err(e),
     };
     let aggregator = match aggregated {
@@ -821,6 +844,115 @@ fn start_part<'a>(
 }
 
 type Page = Vec<Record>;
+
+/// The second pass of a week whose listed segments need one (see
+/// [`SegmentRecount`]): each canonical part's records again, from `records`,
+/// folded in canonical order like the first pass. A week whose segment field
+/// has few values (at most 32 a part) needs none.
+async fn recount_segments(
+    week: IsoWeek,
+    mut aggregator: Aggregator,
+    records: &mut dyn PartRecords,
+) -> Result<Aggregator, SummarizeError> {
+    let Some(mut recount) = aggregator.segment_recount() else { return Ok(aggregator) };
+    for part in Part::all() {
+        recount.add_part(records.recount(part, recount.part()).await?);
+    }
+    aggregator.apply_segment_recount(recount).map_err(|e| SummarizeError::Recount { week, source: e.into() })?;
+    Ok(aggregator)
+}
+
+/// Where [`recount_segments`] reads a canonical part's records again.
+#[async_trait]
+trait PartRecords: Send {
+    /// Feeds the part's records, in id order, to `recount` on a thread of
+    /// its own (the work is CPU-bound) and hands it back.
+    async fn recount(&mut self, part: Part, recount: PartRecount) -> Result<PartRecount, SummarizeError>;
+}
+
+/// A plain run's second pass: the part's id range from the store again. A
+/// record added or erased in between makes the counts disagree, which
+/// fails the run (nothing is committed; a rerun converges).
+struct StoreRecords<'a> {
+    store: &'a dyn RecordStore,
+    week: IsoWeek,
+    page_size: usize,
+}
+
+#[async_trait]
+impl PartRecords for StoreRecords<'_> {
+    async fn recount(&mut self, part: Part, mut recount: PartRecount) -> Result<PartRecount, SummarizeError> {
+        let week = self.week;
+        let recount_err = |e: std::io::Error| SummarizeError::Recount { week, source: e.into() };
+        let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
+        let worker = Worker::spawn(&format!("tally-recount-{}", part.index()), move || {
+            while let Some(page) = page_rx.blocking_recv() {
+                page.iter().for_each(|r| recount.push(r));
+            }
+            Ok(recount)
+        })
+        .map_err(recount_err)?;
+        let (from, to) = part.range(week);
+        let mut pages = self.store.scan_range(from, to, self.page_size);
+        let mut read = Ok(());
+        while let Some(page) = pages.next().await {
+            match page {
+                // A send fails only when the thread has stopped, which its join reports.
+                Ok(page) => {
+                    if page_tx.send(page).await.is_err() {
+                        break;
+                    }
+                }
+                Err(source) => {
+                    read = Err(SummarizeError::ReadRecords { week, source });
+                    break;
+                }
+            }
+        }
+        drop(page_tx);
+        let recount = worker.join().await.map_err(recount_err)?;
+        read.map(|()| recount)
+    }
+}
+
+/// A merge's second pass: each part state's export, decompressed and read
+/// back line by line ([`Record::read_export_line`]).
+struct StateRecords<'a> {
+    week: IsoWeek,
+    source: &'a mut dyn PartSource,
+}
+
+#[async_trait]
+impl PartRecords for StateRecords<'_> {
+    async fn recount(&mut self, part: Part, mut recount: PartRecount) -> Result<PartRecount, SummarizeError> {
+        let week = self.week;
+        let state = self.source.load(part).await.map_err(|source| SummarizeError::State { week, source })?;
+        if state.part != part || state.week != week {
+            let source = StateError::OutOfOrder { week, expected: part, got: state.part };
+            return Err(SummarizeError::State { week, source });
+        }
+        let export = state.export;
+        if export.is_empty() {
+            return Ok(recount);
+        }
+        let worker = Worker::spawn(&format!("tally-recount-{}", part.index()), move || {
+            let mut lines = std::io::BufRead::lines(std::io::BufReader::new(MultiGzDecoder::new(&export[..])));
+            lines.try_for_each(|line| {
+                let line = line?;
+                let not_tallys = || std::io::Error::other(format!("{part}: a line of its export is not tally's"));
+                let line = Record::read_export_line(&line).ok_or_else(not_tallys)?;
+                // Only the records of recounted values are built.
+                if recount.wants(&line.data) {
+                    recount.push(&line.to_record().ok_or_else(not_tallys)?);
+                }
+                Ok::<(), std::io::Error>(())
+            })?;
+            Ok(recount)
+        })
+        .map_err(|e| SummarizeError::Recount { week, source: e.into() })?;
+        worker.join().await.map_err(|e| SummarizeError::Recount { week, source: e.into() })
+    }
+}
 
 /// A named OS thread for CPU-bound work, joined without blocking the async
 /// caller: the result comes back on a oneshot, and a panic is re-raised here.

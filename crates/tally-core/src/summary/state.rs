@@ -17,10 +17,12 @@
 //! sums of integers, min/max, exact distinct counts and exact top values are
 //! equal; quantiles, histograms, HyperLogLog estimates and top values past
 //! the exact limit stay within the sketches' documented bounds; means and
-//! deviations may differ in the last bits. Only past the caps (more than
-//! `max_paths` paths or [`SEGMENTS_TRACKED`](super::aggregate::SEGMENTS_TRACKED)
-//! segment values) can a path or segment land in `_other` in a part when it
-//! would not in one pass.
+//! deviations may differ in the last bits. Only past the path cap (more than
+//! `max_paths` paths) can a path land in `_other` in a part when it would not
+//! in one pass. Segments are exact for any cut up to
+//! [`SEGMENT_VALUES_EXACT`](super::SEGMENT_VALUES_EXACT) values: counts add
+//! up, and statistics a part could not keep whole are recomputed by a second
+//! pass over the week ([`SegmentRecount`](super::SegmentRecount)).
 //!
 //! # Canonical layout
 //! 28 parts: part `p` holds the records received from `start + 6h·p` up to
@@ -31,7 +33,7 @@
 //! the fold); days × 6-hour blocks keep parts small enough to spread over
 //! threads or Lambdas, and few enough that a fold is cheap.
 //!
-//! # State format (version 1)
+//! # State format (version 2)
 //! One part state is self-delimiting, so a state file is any number of them
 //! back to back (`tally summarize --part K/N --state-out FILE` writes its
 //! parts in order), and one S3 object can hold one:
@@ -39,10 +41,10 @@
 //! | bytes | content |
 //! |---|---|
 //! | 8 | magic `TALLYPRT` |
-//! | 2 | format version, u16 little-endian (1) |
+//! | 2 | format version, u16 little-endian (2; version 1, tally 0.3, kept 32 segment summaries per part and is refused) |
 //! | 4 | header length `H`, u32 little-endian |
 //! | `H` | header, postcard: week (`2026-W47`), part, parts per week (28), tally version, the options that shape the output, records, state length, export length, SHA-256 of state and export |
-//! | state length | the aggregator's contents, postcard: counters, per-hour counts, the path trie (parents first), per-field stats with their KLL levels, HyperLogLog registers, top-value counts sorted by value, segment states |
+//! | state length | the aggregator's contents, postcard: counters, per-hour counts, the path trie (parents first), per-field stats with their KLL levels, HyperLogLog registers, top-value counts sorted by value, segment states (records per value sorted by value, then the aggregators kept, by value) |
 //! | export length | the part's `records.ndjson.gz` gzip member (empty for a part without records) |
 //!
 //! Why postcard: a small, maintained serde format with a written, stable wire
@@ -73,7 +75,7 @@ pub const PARTS: u8 = 28;
 const PART_MS: i64 = 6 * 3_600_000;
 const MAGIC: &[u8; 8] = b"TALLYPRT";
 /// The state format this tally writes and reads.
-pub const STATE_FORMAT: u16 = 1;
+pub const STATE_FORMAT: u16 = 2;
 /// Magic, format, header length.
 const PREFIX: usize = 8 + 2 + 4;
 /// A header is a few hundred bytes; anything larger is not one.

@@ -204,29 +204,15 @@ pub(crate) struct StringStats {
     pub n: u64,
     pub min_len: u64,
     pub max_len: u64,
-    exact_limit: usize,
-    /// Serialized sorted by value, so a state's bytes do not depend on the
-    /// map's layout (the map's iteration order never reaches an output:
-    /// `top` sorts, merges add, reductions subtract one threshold from all).
-    #[serde(with = "sorted_counts")]
-    counts: HashMap<Box<str>, u64, FixedState>,
-    /// Sum of the thresholds subtracted by reductions: every reported count is
-    /// at most this much below the true one. Zero while exact.
-    pub max_error: u64,
+    /// Serialized in place (postcard writes a struct's fields in order), so
+    /// the bytes are those of the flat fields it replaced.
+    top: HeavyHitters,
     hll: Option<HyperLogLog>,
 }
 
 impl StringStats {
     fn new(exact_limit: usize) -> Self {
-        Self {
-            n: 0,
-            min_len: u64::MAX,
-            max_len: 0,
-            exact_limit: exact_limit.max(1),
-            counts: HashMap::with_hasher(FixedState::default()),
-            max_error: 0,
-            hll: None,
-        }
+        Self { n: 0, min_len: u64::MAX, max_len: 0, top: HeavyHitters::new(exact_limit), hll: None }
     }
 
     #[inline]
@@ -238,33 +224,136 @@ impl StringStats {
         if let Some(h) = &mut self.hll {
             h.insert(s);
         }
-        let key = top_key(s);
-        if let Some(c) = self.counts.get_mut(key) {
-            *c += 1;
-        } else {
-            self.counts.insert(key.into(), 1);
-            if self.counts.len() > self.reduce_at() {
-                self.reduce();
-            }
+        if self.top.add(top_key(s), 1) {
+            self.reduce();
         }
-    }
-
-    /// Reductions are batched: the summary may grow 25% past the limit, then
-    /// shrinks back in one pass, keeping the cost amortized O(1) per value.
-    fn reduce_at(&self) -> usize {
-        self.exact_limit + self.exact_limit / 4
     }
 
     pub fn is_exact(&self) -> bool {
         self.hll.is_none()
     }
 
+    /// Sum of the thresholds subtracted by reductions: every reported count
+    /// is at most this much below the true one. Zero while exact.
+    pub fn max_error(&self) -> u64 {
+        self.top.max_error
+    }
+
     /// Distinct values: exact while no reduction happened, else HLL.
     pub fn distinct(&self) -> u64 {
         match &self.hll {
-            None => self.counts.len() as u64,
+            None => self.top.len() as u64,
             Some(h) => h.estimate(),
         }
+    }
+
+    /// Values with their (lower-bound) counts, highest first, ties by value.
+    pub fn top(&self, k: usize) -> Vec<(&str, u64)> {
+        self.top.top(k)
+    }
+
+    fn reduce(&mut self) {
+        if self.hll.is_none() {
+            // Until now every distinct value is in `top`: seed the HLL with them.
+            let mut h = HyperLogLog::default();
+            self.top.keys().for_each(|k| h.insert(k));
+            self.hll = Some(h);
+        }
+        self.top.reduce();
+    }
+
+    fn merge(&mut self, o: &StringStats) {
+        self.n += o.n;
+        self.min_len = self.min_len.min(o.min_len);
+        self.max_len = self.max_len.max(o.max_len);
+        // An exact side's keys are all its distinct values (modulo the
+        // TOP_VALUE_MAX_BYTES cut, which only the HLL sees past).
+        match (&mut self.hll, &o.hll) {
+            (None, None) => {}
+            (Some(h), None) => o.top.keys().for_each(|k| h.insert(k)),
+            (None, Some(oh)) => {
+                let mut h = oh.clone();
+                self.top.keys().for_each(|k| h.insert(k));
+                self.hll = Some(h);
+            }
+            (Some(h), Some(oh)) => h.merge(oh),
+        }
+        if self.top.merge(&o.top) {
+            self.reduce();
+        }
+    }
+}
+
+/// Counts per value: exact while at most `exact_limit` distinct values were
+/// added, then a Misra–Gries heavy-hitters summary (as merged by Agarwal et
+/// al., "Mergeable summaries", 2012): the top values of string fields and
+/// the records per segment value. Merges add counts, so while exact the
+/// result does not depend on how the values were split or in which order
+/// the parts were merged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeavyHitters {
+    exact_limit: usize,
+    /// Serialized sorted by value, so a state's bytes do not depend on the
+    /// map's layout (the map's iteration order never reaches an output:
+    /// `top` sorts, merges add, reductions subtract one threshold from all).
+    #[serde(with = "sorted_counts")]
+    counts: HashMap<Box<str>, u64, FixedState>,
+    /// Sum of the thresholds subtracted by reductions: every count is at
+    /// most this much below the true one, and a value not counted has at
+    /// most this many. Zero while exact.
+    max_error: u64,
+}
+
+impl HeavyHitters {
+    pub fn new(exact_limit: usize) -> Self {
+        Self { exact_limit: exact_limit.max(1), counts: HashMap::with_hasher(FixedState::default()), max_error: 0 }
+    }
+
+    /// Counts `n` more of `value`; `true` when the summary must now be
+    /// [reduced](Self::reduce) (the caller may have to act first).
+    #[inline]
+    pub fn add(&mut self, value: &str, n: u64) -> bool {
+        if let Some(c) = self.counts.get_mut(value) {
+            *c += n;
+            false
+        } else {
+            self.counts.insert(value.into(), n);
+            self.counts.len() > self.reduce_at()
+        }
+    }
+
+    /// Reductions are batched: the summary may grow 25% past the limit, then
+    /// shrinks back in one pass, keeping the cost amortized O(1) per value.
+    /// So counts stay exact up to `exact_limit + exact_limit / 4` distinct
+    /// values, whatever the split.
+    fn reduce_at(&self) -> usize {
+        self.exact_limit + self.exact_limit / 4
+    }
+
+    /// No reduction happened: every count is exact, every value is counted.
+    pub fn is_exact(&self) -> bool {
+        self.max_error == 0
+    }
+
+    pub fn max_error(&self) -> u64 {
+        self.max_error
+    }
+
+    pub fn exact_limit(&self) -> usize {
+        self.exact_limit
+    }
+
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.counts.keys().map(|k| &**k)
+    }
+
+    /// The count of `value` (a lower bound; 0 when not counted).
+    pub fn count(&self, value: &str) -> u64 {
+        self.counts.get(value).copied().unwrap_or(0)
     }
 
     /// Values with their (lower-bound) counts, highest first, ties by value.
@@ -279,22 +368,16 @@ impl StringStats {
         all
     }
 
-    /// Misra–Gries reduction (as merged by Agarwal et al., "Mergeable
-    /// summaries", 2012): subtract the (limit+1)-th largest count from every
-    /// counter and drop those left at zero. Each value's count is then off by
-    /// at most the sum of subtracted thresholds, which is ≤ n / (limit + 1).
-    fn reduce(&mut self) {
-        if self.hll.is_none() {
-            // Until now every distinct value is in `counts`: seed the HLL with them.
-            let mut h = HyperLogLog::default();
-            self.counts.keys().for_each(|k| h.insert(k));
-            self.hll = Some(h);
-        }
-        let mut counts: Vec<u64> = self.counts.values().copied().collect();
+    /// Misra–Gries reduction: subtract the (limit+1)-th largest count from
+    /// every counter and drop those left at zero. Each value's count is then
+    /// off by at most the sum of subtracted thresholds, which is
+    /// ≤ n / (limit + 1).
+    pub fn reduce(&mut self) {
         let limit = self.exact_limit;
-        if counts.len() <= limit {
+        if self.counts.len() <= limit {
             return;
         }
+        let mut counts: Vec<u64> = self.counts.values().copied().collect();
         counts.select_nth_unstable_by(limit, |a, b| b.cmp(a));
         let threshold = counts[limit];
         self.counts.retain(|_, c| {
@@ -304,34 +387,29 @@ impl StringStats {
         self.max_error += threshold;
     }
 
-    fn merge(&mut self, o: &StringStats) {
-        self.n += o.n;
-        self.min_len = self.min_len.min(o.min_len);
-        self.max_len = self.max_len.max(o.max_len);
-        // An exact side's keys are all its distinct values (modulo the
-        // TOP_VALUE_MAX_BYTES cut, which only the HLL sees past).
-        match (&mut self.hll, &o.hll) {
-            (None, None) => {}
-            (Some(h), None) => o.counts.keys().for_each(|k| h.insert(k)),
-            (None, Some(oh)) => {
-                let mut h = oh.clone();
-                self.counts.keys().for_each(|k| h.insert(k));
-                self.hll = Some(h);
-            }
-            (Some(h), Some(oh)) => h.merge(oh),
-        }
+    /// Adds `o`'s counts; `true` when the result must now be reduced.
+    pub fn merge(&mut self, o: &HeavyHitters) -> bool {
         for (k, &c) in &o.counts {
             *self.counts.entry(k.clone()).or_insert(0) += c;
         }
         self.max_error += o.max_error;
+        self.counts.len() > self.reduce_at()
+    }
+
+    /// The invariants a decoded summary must hold.
+    pub fn check(&self) -> Result<(), String> {
         if self.counts.len() > self.reduce_at() {
-            self.reduce();
+            return Err(format!("{} counted values, more than {}", self.counts.len(), self.reduce_at()));
         }
+        if self.counts.values().any(|&c| c == 0) {
+            return Err("a value counted 0 times".into());
+        }
+        Ok(())
     }
 }
 
-/// The part of `s` used as a top-values key.
-fn top_key(s: &str) -> &str {
+/// The part of `s` used as a top-values (or segment) key.
+pub(crate) fn top_key(s: &str) -> &str {
     if s.len() <= TOP_VALUE_MAX_BYTES {
         return s;
     }
@@ -410,7 +488,7 @@ mod tests {
         assert!(s.is_exact());
         assert_eq!(s.distinct(), 100);
         assert_eq!(s.top(3), vec![("v99", 100), ("v98", 99), ("v97", 98)]);
-        assert_eq!(s.max_error, 0);
+        assert_eq!(s.max_error(), 0);
     }
 
     #[test]
@@ -428,8 +506,8 @@ mod tests {
         assert!(!s.is_exact());
         let top = s.top(1);
         assert_eq!(top[0].0, "heavy");
-        assert!(top[0].1 <= 5_000 && top[0].1 + s.max_error >= 5_000);
-        assert!(s.max_error <= n / 51, "error {} > n/(k+1)", s.max_error);
+        assert!(top[0].1 <= 5_000 && top[0].1 + s.max_error() >= 5_000);
+        assert!(s.max_error() <= n / 51, "error {} > n/(k+1)", s.max_error());
         let d = s.distinct() as f64;
         assert!((d - 20_001.0).abs() / 20_001.0 < 0.02, "distinct {d}");
     }

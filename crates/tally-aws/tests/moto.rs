@@ -475,25 +475,17 @@ async fn an_expired_idempotency_key_is_forgotten_and_can_be_claimed_again() {
 }
 
 #[tokio::test]
-async fn a_share_link_is_a_presigned_get_valid_for_7_days_that_fetches_the_object() {
+async fn the_index_is_read_back_under_the_prefix_beside_the_weeks() {
     let config = fresh_config().await;
     let (_, s3) = raw_clients(&config).await;
-    let sink = S3SummarySink::new(s3, config.bucket.clone(), Some("team".into()));
-    let body = Bytes::from_static(b"<!doctype html><p>the report</p>");
-    sink.put_object(week(), "summary.html", "text/html; charset=utf-8", body.clone()).await.unwrap();
-
-    let link = sink.share_link(week(), "summary.html").await.unwrap();
-    let url = reqwest::Url::parse(&link).unwrap();
-    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
-    assert_eq!(query.get("X-Amz-Expires").map(String::as_str), Some("604800"), "{link}");
-    assert_eq!(tally_aws::s3::SHARE_LINK_VALIDITY.as_secs(), 7 * 24 * 3600);
-    assert!(query.contains_key("X-Amz-Signature") && query.contains_key("X-Amz-Credential"), "{link}");
-    assert!(url.path().ends_with(&format!("/{}/team/summaries/2026-W47/summary.html", config.bucket)), "{link}");
-
-    // A plain GET, no AWS client, no credentials: what a person's browser does.
-    let response = reqwest::get(&link).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.bytes().await.unwrap(), body);
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), Some("team".into()));
+    let body = Bytes::from_static(b"<!doctype html><p>every week</p>");
+    let info = sink.put_index("index.html", "text/html; charset=utf-8", body.clone()).await.unwrap();
+    assert_eq!(info.key, "team/summaries/index.html");
+    assert_eq!(sink.read_index("index.html").await.unwrap(), Some(body));
+    // Another prefix is another site.
+    let other = S3SummarySink::new(s3, config.bucket.clone(), Some("other".into()));
+    assert_eq!(other.read_index("index.html").await.unwrap(), None);
 }
 
 /// An HTTP endpoint subscribed to an SNS topic on moto, which posts each

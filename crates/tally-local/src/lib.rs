@@ -5,15 +5,19 @@
 //! - [`DirSummarySink`]: a folder standing in for the S3 bucket.
 //! - [`ChannelWeekRefresh`]: the in-process queue of weeks to rewrite after
 //!   erasures, drained by `tally serve`'s refresher.
+//! - [`FileLinkSecret`]: the secret that signs report links, a file in the
+//!   data directory.
 //!
 //! Only this crate depends on `rusqlite`; it knows nothing of HTTP or AWS.
 
 pub mod dir;
 pub mod refresh;
+pub mod secret;
 pub mod sqlite;
 
 pub use dir::DirSummarySink;
 pub use refresh::ChannelWeekRefresh;
+pub use secret::FileLinkSecret;
 #[cfg(feature = "fault-injection")]
 pub use sqlite::CommitHook;
 pub use sqlite::{SqliteOptions, SqliteRecordStore};

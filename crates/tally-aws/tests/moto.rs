@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tally_aws::testing::{fresh_adapters, fresh_config};
-use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, dynamo::SHARDS};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, SecretsManagerLinkSecret, dynamo::SHARDS};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::{InsertOutcome, RecordStore, SummarySink, WeekRefresh};
 use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, lifecycle_contract, store_contract};
@@ -218,6 +218,31 @@ async fn s3_week_refresh_meets_the_refresh_contract() {
     tally_core::testing::refresh_contract(&S3WeekRefresh::new(&sink)).await;
     // Requests are not summaries: no week was listed as complete on the way.
     assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn secrets_manager_link_secret_meets_the_secret_contract() {
+    let config = fresh_config().await;
+    let arn = tally_aws::testing::create_link_secret(&config).await;
+    let client = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+    // Two functions' adapters (the API checks links, the weekly run signs them) read one secret.
+    let (api, weekly) =
+        (SecretsManagerLinkSecret::new(client.clone(), arn.clone()), SecretsManagerLinkSecret::new(client, arn));
+    tally_core::testing::link_secret_contract(&api, &weekly).await;
+}
+
+#[tokio::test]
+async fn a_missing_or_short_link_secret_says_what_to_fix() {
+    use tally_core::ports::{LinkSecretStore, SecretError};
+    let config = fresh_config().await;
+    let client = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+    let missing = SecretsManagerLinkSecret::new(client.clone(), "no-such-secret").load().await.unwrap_err();
+    assert!(matches!(missing, SecretError::Invalid { .. }), "{missing:?}");
+    assert!(missing.to_string().contains("no-such-secret") && missing.to_string().contains("ReportLinkSecret"));
+    let name = tally_aws::testing::unique_name("short");
+    client.create_secret().name(&name).secret_string("too short").send().await.unwrap();
+    let short = SecretsManagerLinkSecret::new(client, name).load().await.unwrap_err();
+    assert!(matches!(short, SecretError::Invalid { .. }), "{short:?}");
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ use tally_core::{IsoWeek, SystemClock};
 
 use crate::config::SummarizeArgs;
 use crate::progress::CliProgress;
-use crate::{Storage, notifiers, open_storage};
+use crate::{DEFAULT_PUBLIC_URL, Storage, notifiers, open_storage, report_links};
 
 pub async fn summarize_part(args: &SummarizeArgs, week: IsoWeek, (k, n): (u8, u8), out: &Path) -> anyhow::Result<()> {
     let parts: Vec<Part> =
@@ -80,6 +80,7 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     let options = args.summary.options();
     let mut source = StateFiles::open(&args.merge, week, &options)?;
     let notifiers = notifiers(&args.notify)?;
+    let links = report_links(&args.links, &args.storage, DEFAULT_PUBLIC_URL).await?;
     let Storage { sink, location, .. } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(1, false);
     let result = summarize_merged(sink.as_ref(), &SystemClock, week, &options, &mut source, &progress).await;
@@ -89,7 +90,7 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     )?;
     // A merged week is announced like a plain run's; a failed delivery is
     // logged and does not fail the command.
-    announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
+    announce(&notifiers, sink.as_ref(), &links, &report, &RetryPolicy::NOTIFICATION).await;
     println!(
         "{}  {:>10} records  {}/summaries/{}/summary.html",
         report.week,

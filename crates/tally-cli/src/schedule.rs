@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use tally_core::lifecycle::prune;
 use tally_core::ports::Notifier;
+use tally_core::report_link::ReportLinks;
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::notify::announce;
 use tally_core::summary::{SummarizeError, SummaryOptions, WeeklySchedule, pending_weeks, summarize_week};
@@ -28,10 +29,11 @@ pub fn spawn(
     options: SummaryOptions,
     retention_weeks: Option<u32>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    links: ReportLinks,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let clock = SystemClock;
-        let run = WeeklyRun { sink: sink.as_ref(), options: &options, notifiers: &notifiers };
+        let run = WeeklyRun { sink: sink.as_ref(), options: &options, notifiers: &notifiers, links: &links };
         with_retries("catch-up", || async { run.catch_up(store.as_ref()).await }).await;
         loop {
             let now = clock.now();
@@ -60,6 +62,7 @@ struct WeeklyRun<'a> {
     sink: &'a dyn SummarySink,
     options: &'a SummaryOptions,
     notifiers: &'a [Arc<dyn Notifier>],
+    links: &'a ReportLinks,
 }
 
 impl WeeklyRun<'_> {
@@ -67,7 +70,7 @@ impl WeeklyRun<'_> {
     async fn week(&self, store: &dyn RecordLifecycle, week: IsoWeek, total: u64) -> Result<(), SummarizeError> {
         let progress = CliProgress::new(total, true);
         let report = summarize_week(store, self.sink, &SystemClock, week, self.options, &progress).await?;
-        announce(self.notifiers, self.sink, &report, &RetryPolicy::NOTIFICATION).await;
+        announce(self.notifiers, self.sink, self.links, &report, &RetryPolicy::NOTIFICATION).await;
         Ok(())
     }
 

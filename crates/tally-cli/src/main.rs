@@ -311,7 +311,8 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
             Ok(report) => {
                 // Each week is announced as soon as it is written; a failed
                 // delivery is logged and does not fail the command.
-                announce(&notifiers, sink.as_ref(), &links, &report, &RetryPolicy::NOTIFICATION).await;
+                announce(&notifiers, sink.as_ref(), &links, &report, Timestamp::now(), &RetryPolicy::NOTIFICATION)
+                    .await;
                 reports.push(report);
             }
             Err(e) => {

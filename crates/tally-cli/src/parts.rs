@@ -90,7 +90,8 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     )?;
     // A merged week is announced like a plain run's; a failed delivery is
     // logged and does not fail the command.
-    announce(&notifiers, sink.as_ref(), &links, &report, &RetryPolicy::NOTIFICATION).await;
+    announce(&notifiers, sink.as_ref(), &links, &report, tally_core::Timestamp::now(), &RetryPolicy::NOTIFICATION)
+        .await;
     println!(
         "{}  {:>10} records  {}/summaries/{}/summary.html",
         report.week,

@@ -70,7 +70,7 @@ impl WeeklyRun<'_> {
     async fn week(&self, store: &dyn RecordLifecycle, week: IsoWeek, total: u64) -> Result<(), SummarizeError> {
         let progress = CliProgress::new(total, true);
         let report = summarize_week(store, self.sink, &SystemClock, week, self.options, &progress).await?;
-        announce(self.notifiers, self.sink, self.links, &report, &RetryPolicy::NOTIFICATION).await;
+        announce(self.notifiers, self.sink, self.links, &report, Timestamp::now(), &RetryPolicy::NOTIFICATION).await;
         Ok(())
     }
 

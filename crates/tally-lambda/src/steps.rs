@@ -233,7 +233,9 @@ async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, W
         finish_request(deps, week).await;
     }
     if merge.announce {
-        let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
+        let outcome =
+            announce(&deps.notifiers, deps.sink.as_ref(), &deps.links, &report, deps.clock.now(), &deps.notify_policy)
+                .await;
         done.notifications_failed = outcome.failed;
     }
     tracing::info!(%week, records = done.records, "week merged");

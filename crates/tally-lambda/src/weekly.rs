@@ -22,7 +22,8 @@ use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
 use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::{Notifier, StoreError, WeekRefresh};
+use tally_core::ports::{LinkSecretStore, Notifier, SecretError, StoreError, WeekRefresh};
+use tally_core::report_link::{LinkSecret, LinkSigner, PublicUrl, ReportLinks};
 use tally_core::retry::{RetryPolicy, retry};
 use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::notify::announce;
@@ -229,6 +230,10 @@ pub struct WeeklyDeps {
     pub staged: Option<Arc<DynamoDbRecordStore>>,
     /// Told about each week a scheduled or operator run writes (none by default).
     pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// Signs the link each notification carries (`TALLY_PUBLIC_URL`,
+    /// `TALLY_LINK_SECRET_ARN`). The default, for tests without notifiers,
+    /// has no secret: its links go out unsigned.
+    pub links: ReportLinks,
     /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
     pub notify_policy: RetryPolicy,
     /// Shares per week when the state machine fans the run out
@@ -253,11 +258,26 @@ impl WeeklyDeps {
             lease_hold: LEASE_HOLD,
             lease_wait: LEASE_WAIT,
             notifiers: Vec::new(),
+            links: unconfigured_links(),
             notify_policy: RetryPolicy::NOTIFICATION,
             shares: DEFAULT_SHARES,
             max_weeks: MAX_WEEKS_PER_RUN,
         }
     }
+}
+
+/// [`WeeklyDeps::links`] before the binary sets them from its environment.
+fn unconfigured_links() -> ReportLinks {
+    #[derive(Debug)]
+    struct NoSecret;
+    #[async_trait::async_trait]
+    impl LinkSecretStore for NoSecret {
+        async fn load(&self) -> Result<LinkSecret, SecretError> {
+            Err(SecretError::Invalid { message: "TALLY_LINK_SECRET_ARN is not set; template.yaml sets it".into() })
+        }
+    }
+    let base = PublicUrl::parse("https://tally.invalid").unwrap_or_else(|_| unreachable!("a valid URL"));
+    ReportLinks::new(LinkSigner::new(Arc::new(NoSecret)), base, tally_core::report_link::DEFAULT_VALIDITY_DAYS)
 }
 
 /// Retention on AWS: after each successful run, the records of summarized
@@ -412,7 +432,15 @@ pub async fn run_weekly(
             finish_request(deps, week).await;
         }
         if announced.contains(&week) {
-            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
+            let outcome = announce(
+                &deps.notifiers,
+                deps.sink.as_ref(),
+                &deps.links,
+                &report,
+                deps.clock.now(),
+                &deps.notify_policy,
+            )
+            .await;
             week_done.notifications_failed = outcome.failed;
         }
         done.push(week_done);

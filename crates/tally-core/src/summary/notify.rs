@@ -46,19 +46,21 @@ pub struct Announced {
     pub failed: usize,
 }
 
-/// Builds `report`'s [`Notification`] and delivers it to every notifier,
-/// retrying retryable failures per `policy`. Never fails: see the module docs.
+/// Builds `report`'s [`Notification`] at `now` (its link is valid from
+/// then) and delivers it to every notifier, retrying retryable failures per
+/// `policy`. Never fails: see the module docs.
 pub async fn announce(
     notifiers: &[Arc<dyn Notifier>],
     sink: &dyn SummarySink,
     links: &ReportLinks,
     report: &WeekReport,
+    now: Timestamp,
     policy: &RetryPolicy,
 ) -> Announced {
     if notifiers.is_empty() {
         return Announced::default();
     }
-    let notification = notification(sink, links, report, Timestamp::now()).await;
+    let notification = notification(sink, links, report, now).await;
     let outcomes =
         futures::future::join_all(notifiers.iter().map(|n| deliver(n.as_ref(), &notification, policy))).await;
     let delivered = outcomes.iter().filter(|ok| **ok).count();
@@ -257,7 +259,8 @@ mod tests {
             }],
         };
         let started = tokio::time::Instant::now();
-        let announced = announce(&notifiers, &sink, &links(), &report(Some(comparison)), &POLICY).await;
+        let announced =
+            announce(&notifiers, &sink, &links(), &report(Some(comparison)), Timestamp::now(), &POLICY).await;
         assert_eq!(announced, Announced { delivered: 2, failed: 0 });
         assert_eq!((flaky.calls(), steady.calls()), (3, 1), "retried until success, then no duplicate");
         assert_eq!(started.elapsed(), Duration::from_secs(10 + 20), "the policy's backoff");
@@ -283,7 +286,7 @@ mod tests {
         let refused = Scripted::new(vec![Err(NotifyError::final_("400", None))]);
         let down = Scripted::new((0..10).map(|_| busy()).collect());
         let notifiers: Vec<Arc<dyn Notifier>> = vec![refused.clone(), down.clone()];
-        let announced = announce(&notifiers, &sink, &links(), &report(None), &POLICY).await;
+        let announced = announce(&notifiers, &sink, &links(), &report(None), Timestamp::now(), &POLICY).await;
         assert_eq!(announced, Announced { delivered: 0, failed: 2 });
         assert_eq!((refused.calls(), down.calls()), (1, POLICY.max_attempts as usize));
         assert!(down.seen.lock().unwrap()[0].text.contains("no earlier week"));
@@ -335,7 +338,10 @@ mod tests {
                 unreachable!()
             }
         }
-        assert_eq!(announce(&[], &Untouchable, &links(), &report(None), &POLICY).await, Announced::default());
+        assert_eq!(
+            announce(&[], &Untouchable, &links(), &report(None), Timestamp::now(), &POLICY).await,
+            Announced::default()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -351,7 +357,8 @@ mod tests {
         let links = ReportLinks::new(LinkSigner::new(Arc::new(Down)), PublicUrl::parse("http://h:1").unwrap(), 30);
         let steady = Scripted::new(vec![]);
         let notifiers: Vec<Arc<dyn Notifier>> = vec![steady.clone()];
-        let announced = announce(&notifiers, &MemorySummarySink::default(), &links, &report(None), &POLICY).await;
+        let announced =
+            announce(&notifiers, &MemorySummarySink::default(), &links, &report(None), Timestamp::now(), &POLICY).await;
         assert_eq!(announced, Announced { delivered: 1, failed: 0 });
         assert_eq!(steady.seen.lock().unwrap()[0].report, "http://h:1/reports/2026-W47/");
     }

@@ -374,6 +374,12 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_memory_secret_meets_the_secret_contract() {
+        let secret = MemoryLinkSecret::new("m".repeat(40));
+        crate::testing::link_secret_contract(&secret, &secret.clone()).await;
+    }
+
     #[test]
     fn secrets_are_long_enough_and_never_printed() {
         assert!(LinkSecret::from_text("short").is_err());

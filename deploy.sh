@@ -611,13 +611,15 @@ failing_state() {
 }
 
 verify_weekly_run() {
-  local sm role dlq_arn dlq_url log_group partition now week at input target before output
+  local sm role dlq_arn dlq_url log_group link_cmd partition now week at input target before output
   local timeout poll started elapsed exec_arn="" status="" arns arn exec_input
   sm="$(stack_output WeeklyStateMachineArn)"
   role="$(stack_output WeeklyScheduleRoleArn)"
   dlq_arn="$(stack_output DeadLetterQueueArn)"
   dlq_url="$(stack_output DeadLetterQueueUrl)"
   log_group="$(stack_output WeeklyFunctionLogGroupName)"
+  link_cmd="$(stack_output ReportLinkCommand)"
+  [[ "$link_cmd" != "None" ]] || link_cmd=""
   for output in sm role dlq_arn; do
     [[ -n "${!output}" && "${!output}" != "None" ]] ||
       verify_fail "the stack has no WeeklyStateMachineArn / WeeklyScheduleRoleArn / DeadLetterQueueArn output: cannot verify the weekly run" \
@@ -716,6 +718,9 @@ verify_weekly_run() {
 Read the report (with the API key as above):
   curl -sS '${api_url}summaries/$week' -H "x-api-key: \$API_KEY"
 EOF
+      if [[ -n "$link_cmd" ]]; then
+        printf '\nOpen its page in a browser with a signed link (needs the tally binary and\nsecretsmanager:GetSecretValue on the link secret):\n  %s\n' "${link_cmd/--week 2026-W47/--week $week}"
+      fi
       ;;
     FAILED | TIMED_OUT | ABORTED)
       local state error cause hint=""

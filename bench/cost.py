@@ -45,6 +45,7 @@ PRICES = {
     "cw_composite_alarm_month": 0.50,  # CloudWatch composite alarm, per alarm-month
     "cw_metric_month": 0.30,           # CloudWatch custom metric, per metric-month (prorated by the hour it is sent)
     "sfn_transition_per_k": 0.025,     # Step Functions standard workflows, per 1,000 state transitions
+    "secret_month": 0.40,              # Secrets Manager, per secret-month (API calls: $0.05 per 10,000, a few a day)
 }
 
 N = 1_000_000            # records per month
@@ -230,6 +231,7 @@ labels = {
     "cw_alarm_month": "CloudWatch alarm (standard resolution), per alarm metric per month",
     "cw_metric_month": "CloudWatch custom metric, per metric per month (prorated by the hour)",
     "sfn_transition_per_k": "Step Functions standard workflow, per 1,000 state transitions",
+    "secret_month": "Secrets Manager, per secret per month",
 }
 for k, label in labels.items():
     w(f"| {label} | ${P[k]} |")
@@ -282,6 +284,9 @@ sfn = WEEKS * TRANSITIONS / 1000 * P["sfn_transition_per_k"]
 # one per weekly run (refresh requests after erasures add a few).
 emf = EMF_METRICS * WEEKS * P["cw_metric_month"] / 730
 alarms = ALARM_METRICS * P["cw_alarm_month"]
+# The report links' key (ReportLinkSecret): read once per function cold start.
+SECRETS = sum(1 for r in TPL["Resources"].values() if r["Type"] == "AWS::SecretsManager::Secret")
+secrets = SECRETS * P["secret_month"]
 log_line = REQUEST_LINE_BYTES + ACCESS_LOG_BYTES + 2 * EVENT_OVERHEAD
 
 
@@ -291,7 +296,8 @@ def logs_cost(requests: float, per_request: float) -> float:
 
 
 FIXED = {"DynamoDB storage": ddb_store, "DynamoDB point-in-time recovery": pitr, "the weekly run's Lambda": weekly,
-         "DynamoDB reads": ddb_r, "S3": s3, "Step Functions": sfn, "metrics": emf, "the alarms": alarms}
+         "DynamoDB reads": ddb_r, "S3": s3, "Step Functions": sfn, "metrics": emf, "the alarms": alarms,
+         "the report-link secret": secrets}
 
 
 # ---- per arrival pattern
@@ -421,6 +427,8 @@ row("CloudWatch metrics (the weekly run's EMF line)",
 row("CloudWatch alarms",
     f"{len(ALARMS)} alarms in template.yaml reading {ALARM_METRICS} metrics (a metric-math alarm is billed per "
     f"metric it reads) × ${P['cw_alarm_month']}/month", [alarms] * len(cols))
+row("Secrets Manager", f"{SECRETS} secret in template.yaml (ReportLinkSecret, the key of the report site's signed "
+    f"links; read once per function cold start) × ${P['secret_month']}/month", [secrets] * len(cols))
 w("| **total per million records per month** | | " + " | ".join(f"**{usd(c.total)}**" for c in cols) + " |")
 w("")
 w("- **Alarms, as billed**: " + ", ".join(f"`{name}` {n}" for name, n in ALARMS)
@@ -478,7 +486,8 @@ w(f"- 100 records per request: tally {usd(tx.total)} vs Firehose {usd(fh_tx)}. T
 w(f"- Batches of 1,000: tally {usd(batch.total)} vs Firehose {usd(fh_batch)}. The fixed alarms and DynamoDB's "
   "per-item write units are now tally's largest lines; Firehose's 5 KB rounding makes small records relatively "
   "expensive for it, but it is still cheaper per record here.")
-w(f"- Fixed per month whatever the volume: {ALARM_METRICS} alarm metrics ({usd(alarms)}), the weekly run's state "
+w(f"- Fixed per month whatever the volume: {ALARM_METRICS} alarm metrics ({usd(alarms)}), the report-link secret "
+  f"({usd(secrets)}), the weekly run's state "
   f"transitions ({usd(sfn)}) and metrics ({usd(emf)}); PITR and storage grow with the table.")
 w("- At higher volumes everything above scales linearly except the weekly Lambda (linear in records, small), "
   "the fixed items, and storage, which accumulates month after month for DynamoDB unless records expire.")

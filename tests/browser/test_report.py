@@ -9,15 +9,27 @@ resolve (files exist, #anchors exist), and week 3's warnings must be
 visible. Screenshots go to $TALLY_SCREENSHOTS (default: a temp dir;
 scripts/browser-test --screenshots writes docs/img/ for the README).
 
+The same site served by `tally serve` (issue 23): the signed link a real
+webhook delivery carries opens the week's page, the links between pages
+keep working (they carry the token), nothing is requested from anywhere but
+the server, and a changed byte in the token or a past expiry gets the 403
+page that says how to get a fresh link. `GET /` shows the landing page.
+
 Run with: scripts/browser-test   (needs $TALLY_BIN or builds target/debug/tally)
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import random
+import re
 import subprocess
+import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -193,4 +205,153 @@ def test_week_three_shows_its_warnings_first_linking_to_their_fields(bucket: Pat
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "report.png")
     assert_clean(path, seen)
+    page.close()
+
+
+# --- the site served by `tally serve` -------------------------------------
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: keeps each JSON body it is sent."""
+
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(bucket: Path):
+    """`tally serve` on the imported weeks, and the notification a real
+    webhook delivery of week 3's report carried."""
+    data = bucket.parent.parent
+    server = subprocess.Popen(
+        [TALLY, "serve", "--listen", "127.0.0.1:0", "--no-schedule", "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = None
+    deadline = time.monotonic() + 30
+    while base is None and time.monotonic() < deadline:
+        line = server.stderr.readline()
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        base = found.group(1) if found else None
+    if base is None:
+        server.kill()
+        pytest.fail("tally serve did not say where it listens")
+    threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    Hook.received.clear()
+    tally("summarize", "--week", WEEKS[2], "--segment-by", "kind",
+          "--notify-url", f"http://127.0.0.1:{hook.server_port}/hook", "--public-url", base, data_dir=data)
+    assert len(Hook.received) == 1, Hook.received
+    yield base, Hook.received[0], data
+    hook.shutdown()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def open_url(browser, url: str):
+    """Loads `url`, recording console errors, page errors and requests."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    seen = {"console": [], "errors": [], "requests": []}
+    page.on("console", lambda m: seen["console"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("request", lambda r: seen["requests"].append(r.url))
+    response = page.goto(url)
+    page.wait_for_load_state("load")
+    return page, response, seen
+
+
+def assert_served_clean(base: str, seen: dict) -> None:
+    assert not seen["console"], f"console errors {seen['console']}"
+    assert not seen["errors"], f"page errors {seen['errors']}"
+    elsewhere = [u for u in seen["requests"] if not u.startswith(base + "/")]
+    assert not elsewhere, f"requests that left the server: {elsewhere}"
+
+
+def test_the_link_a_webhook_delivery_carries_opens_the_week_and_its_links_work(served, browser) -> None:
+    base, notification, _ = served
+    link = notification["report"]
+    assert link.startswith(f"{base}/reports/{WEEKS[2]}/?exp="), link
+    assert link in notification["text"], "the message people read carries the link"
+    page, response, seen = open_url(browser, link)
+    assert response.status == 200
+    headers = response.headers
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff" and headers["referrer-policy"] == "no-referrer"
+    assert page.locator("h1").inner_text() == f"Week {WEEKS[2]}"
+    assert page.locator("#findings li.warn").count() >= 7
+    token = link.split("?", 1)[1]
+    # Every link to another page is a route of the site carrying the token.
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+    pages = [h for h in hrefs if not h.startswith("#")]
+    assert pages and all(h.endswith("?" + token) or ("?" + token + "#") in h for h in pages), pages
+    # The previous week, back, then every week from the index.
+    with page.expect_navigation():
+        page.locator("a[rel='prev']").click()
+    assert page.locator("h1").inner_text() == f"Week {WEEKS[1]}"
+    assert page.url == f"{base}/reports/{WEEKS[1]}/?{token}"
+    page.go_back()
+    with page.expect_navigation():
+        page.locator("a", has_text="All weeks").click()
+    assert page.url == f"{base}/reports/?{token}"
+    rows = page.locator("table tbody tr")
+    assert rows.count() == len(WEEKS)
+    for week in WEEKS:
+        with page.expect_navigation():
+            page.locator(f"tr[id='{week}'] a").click()
+        assert page.locator("h1").inner_text() == f"Week {week}"
+        page.go_back()
+    assert_served_clean(base, seen)
+    page.close()
+
+
+def test_a_changed_byte_in_the_token_or_a_past_expiry_gets_the_403_page(served, browser) -> None:
+    base, notification, data = served
+    link = notification["report"]
+    last = link[-1]
+    tampered = link[:-1] + ("1" if last == "0" else "0")
+    # A genuine signature of a past expiry, made with the data directory's
+    # secret as tally_core::report_link documents the signed message.
+    secret = (data / "report-link.secret").read_text().strip().encode()
+    exp = int(time.time()) - 60
+    sig = hmac.new(secret, b"tally-report-link-v1\n/reports/\n" + str(exp).encode(), hashlib.sha256).hexdigest()
+    expired = f"{base}/reports/{WEEKS[2]}/?exp={exp}&sig={sig}"
+    # The same signature with the expiry moved on is not genuine.
+    stretched = f"{base}/reports/{WEEKS[2]}/?exp={exp + 86_400 * 365}&sig={sig}"
+    for url, title in [
+        (tampered, "This report link is not valid"),
+        (expired, "This report link has expired"),
+        (stretched, "This report link is not valid"),
+        (f"{base}/reports/{WEEKS[2]}/", "This page needs a report link"),
+    ]:
+        page, response, seen = open_url(browser, url)
+        assert response.status == 403, url
+        assert page.locator("h1").inner_text() == title
+        assert f"tally report-link --week {WEEKS[2]}" in page.locator("pre").inner_text()
+        # Chromium reports the page's own 403 on the console; nothing else may be there.
+        own = "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+        assert seen["console"] == [own], seen["console"]
+        seen["console"] = []
+        assert_served_clean(base, seen)
+        page.close()
+
+
+def test_the_landing_page_says_what_tally_is_and_how_to_get_a_link(served, browser) -> None:
+    base, _, _ = served
+    page, response, seen = open_url(browser, base + "/")
+    assert response.status == 200 and response.headers["content-type"].startswith("text/html")
+    text = page.locator("main").inner_text()
+    assert "tally" in text and "Health: ok" in text and "tally report-link" in text
+    with page.expect_navigation():
+        page.locator("a", has_text="openapi.json").click()
+    assert page.url == base + "/openapi.json"
+    assert_served_clean(base, seen)
     page.close()

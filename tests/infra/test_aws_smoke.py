@@ -48,7 +48,8 @@ KEY_ID = "key1"
 KEY = "smoke-key-value-0123456789"
 ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = "AKIASMOKETEST", "s3cr3t/with+slash=", "session-token-xyz"
 BUCKET = "tally-smoke-summarybucket-1"
-REPORT_URL = "https://" + BUCKET + ".s3.us-east-1.amazonaws.com/summaries/{week}/summary.html?X-Amz-Signature=abc"
+# A notification's link: the week's page on the API, signed (issue 23).
+REPORT_URL = API + "reports/{week}/?exp=1799999999&sig=" + "ab" * 32
 
 # Every step, in order (the clean.sh step comes from the teardown).
 STEPS = [
@@ -349,10 +350,12 @@ class FakeAws:
 
     def http(self, call):
         url, method, h = call["url"], call["method"], call["headers"]
-        if url.startswith(f"https://{BUCKET}."):
-            week = re.search(r"summaries/([^/]+)/summary\.html", url).group(1)
-            return 200, {"content-type": "text/html"}, f"<!doctype html><html><title>tally {week}</title></html>"
         assert url.startswith(API), url
+        if url.startswith(API + "reports/"):
+            # The report site: a page for the signed link, without the API key.
+            assert "x-api-key" not in h, "a browser opens the link: no key"
+            week = re.search(r"reports/([^/]+)/\?exp=\d+&sig=[0-9a-f]{64}$", url).group(1)
+            return 200, {"content-type": "text/html; charset=utf-8"}, f"<!doctype html><html><title>tally · week {week}</title></html>"
         path, _, query = url[len(API):].partition("?")
 
         def js(status, doc, **headers):
@@ -598,11 +601,13 @@ def test_every_step_passes_against_answers_like_aws(good_run, deploy_help):
         "secrets only in curl config files, never on a command line"
     api = [c for c in http if c["url"].startswith(API) and c["url"] != API + "health"]
     keyless = [c for c in api if "x-api-key" not in c["headers"]]
-    # ...and sent as x-api-key on every API call but the 401/403 probe and the signed DELETEs.
+    # ...and sent as x-api-key on every API call but the 401/403 probe, the
+    # signed DELETEs and the report link (a browser's GET of the signed page).
     probe = [c for c in keyless if c["method"] == "POST"]
     assert len(probe) == 1 and probe[0]["url"] == API + "records"
     signed = [c for c in keyless if c["method"] == "DELETE"]
-    assert len(signed) == 2 and len(keyless) == 3
+    report = [c for c in keyless if c["url"].startswith(API + "reports/")]
+    assert len(signed) == 2 and len(report) == 1 and len(keyless) == 4
     for c in signed:
         assert c["sigv4"] == f"aws:amz:{REGION}:execute-api"
         assert c["user"] == f"{ACCESS_KEY}:{SECRET_KEY}" and c["headers"]["x-amz-security-token"] == SESSION_TOKEN
@@ -645,7 +650,7 @@ def test_every_step_passes_against_answers_like_aws(good_run, deploy_help):
     (subscribe,) = run.aws("sns subscribe")
     assert subscribe[subscribe.index("--topic-arn") + 1].startswith(f"arn:aws:sns:{REGION}:{ACCOUNT}:{stack}-ReportTopic")
     assert run.aws("sns unsubscribe") and run.aws("sqs delete-queue")
-    assert any(c["url"].startswith(f"https://{BUCKET}.") for c in http)
+    assert any(c["url"].startswith(API + "reports/") and "x-api-key" not in c["headers"] for c in http)
     # The erasure refresh: the summary lost the second erased record.
     assert run.fake.summaries[week] == 5
     assert "rewritten: 5 records" in run.line("erasure refresh")

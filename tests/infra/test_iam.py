@@ -50,6 +50,26 @@ from conftest import ROOT, resolve
 #   the permissions used for the underlying PutItem, UpdateItem, DeleteItem,
 #   and GetItem operations" - each Put of a transaction needs PutItem on its
 #   own partition key.
+#
+# The report-link secret (issue 23) is granted without a condition, on its
+# ARN alone:
+# - secretsmanager:GetSecretValue takes the secret as its resource (Service
+#   Authorization Reference, "Actions, resources, and condition keys for AWS
+#   Secrets Manager",
+#   https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssecretsmanager.html:
+#   GetSecretValue, resource type "Secret*", ARN
+#   arn:${Partition}:secretsmanager:${Region}:${Account}:secret:${SecretId}),
+#   and Ref of an AWS::SecretsManager::Secret is that full ARN, random suffix
+#   included (CloudFormation Template Reference, AWS::SecretsManager::Secret,
+#   "Return values":
+#   https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-secretsmanager-secret.html)
+#   - so the grant names exactly the one secret and no other secret whose
+#   name starts the same.
+# - No kms:Decrypt: the secret is encrypted with the AWS managed key
+#   aws/secretsmanager (no KmsKeyId), whose key policy lets Secrets Manager
+#   decrypt for principals of the account (Secrets Manager User Guide,
+#   "Secret encryption and decryption",
+#   https://docs.aws.amazon.com/secretsmanager/latest/userguide/security-encryption.html).
 
 
 def leading_keys(*patterns: str) -> str:
@@ -89,6 +109,8 @@ API_GRANTS = {
     ("s3:ListBucket", "SummaryBucket.Arn", None),
     # DELETE /records/{id}: S3WeekRefresh::request puts summaries/<week>/refresh.request.
     ("s3:PutObject", REFRESH_REQUESTS, None),
+    # GET /reports/...: checking a report link's signature (SecretsManagerLinkSecret::load).
+    ("secretsmanager:GetSecretValue", "Ref:ReportLinkSecret", None),
 }
 
 WEEKLY_GRANTS = {
@@ -115,10 +137,7 @@ WEEKLY_GRANTS = {
     # begin_week removes the old manifest before a re-run; S3WeekRefresh::done
     # removes a handled refresh request.
     ("s3:DeleteObject", "${SummaryBucket.Arn}/summaries/*", None),
-    # Not for reading: the report link of a notification (S3SummarySink::share_link)
-    # is a pre-signed GET of summaries/<week>/summary.html that this role
-    # signs, and a pre-signed URL only works while its signer may
-    # s3:GetObject the object - so the grant, on summaries/* only.
+    # A run reads the week's manifest, last week's summary.json, the part states.
     ("s3:GetObject", "${SummaryBucket.Arn}/summaries/*", None),
     # list_weeks, and S3WeekRefresh::pending (left-over requests); and a 404
     # (not 403) for a missing object: see MISSING_KEY_404 below.
@@ -126,6 +145,8 @@ WEEKLY_GRANTS = {
     ("sqs:SendMessage", "WeeklyDeadLetterQueue.Arn", None),
     # SnsNotifier::deliver: the weekly report digest, to this stack's topic only.
     ("sns:Publish", "Ref:ReportTopic", None),
+    # Signing each notification's link to its week's page.
+    ("secretsmanager:GetSecretValue", "Ref:ReportLinkSecret", None),
 }
 
 # Explicit denies. The weekly function must never start itself: creating a
@@ -629,9 +650,11 @@ def test_every_ref_getatt_sub_and_findinmap_resolves(cfn_template, overrides):
 
 # The identifiers each function gets, and the resources they must name.
 FUNCTION_ENV = {
-    "ApiFunction": {"TABLE_NAME": {"Ref": "RecordsTable"}, "BUCKET_NAME": {"Ref": "SummaryBucket"}},
+    "ApiFunction": {"TABLE_NAME": {"Ref": "RecordsTable"}, "BUCKET_NAME": {"Ref": "SummaryBucket"},
+                    "TALLY_LINK_SECRET_ARN": {"Ref": "ReportLinkSecret"}},
     "WeeklyFunction": {"TABLE_NAME": {"Ref": "RecordsTable"}, "BUCKET_NAME": {"Ref": "SummaryBucket"},
-                       "TALLY_REPORT_TOPIC_ARN": {"Ref": "ReportTopic"}},
+                       "TALLY_REPORT_TOPIC_ARN": {"Ref": "ReportTopic"},
+                       "TALLY_LINK_SECRET_ARN": {"Ref": "ReportLinkSecret"}},
 }
 
 # IAM action(s) of each SDK operation the code may call. DynamoDB's
@@ -647,6 +670,7 @@ SDK_ACTIONS = {
     "list_parts": ["s3:ListMultipartUploadParts"], "get_object": ["s3:GetObject"], "head_object": ["s3:GetObject"],
     "delete_object": ["s3:DeleteObject"], "delete_objects": ["s3:DeleteObject"], "list_objects_v2": ["s3:ListBucket"],
     "copy_object": ["s3:GetObject", "s3:PutObject"], "publish": ["sns:Publish"],
+    "get_secret_value": ["secretsmanager:GetSecretValue"],
 }
 TRANSACT_KINDS = {"put": "dynamodb:PutItem", "update": "dynamodb:UpdateItem", "delete": "dynamodb:DeleteItem",
                   "condition_check": "dynamodb:ConditionCheckItem"}
@@ -734,20 +758,23 @@ SDK_CALLS = {
     # the part states it merged.
     ("s3.rs", "delete_object", "delete_object"): [("weekly", obj("summaries/2026-W47/manifest.json"), {}),
                                                   ("weekly", obj("summaries/2026-W47/part-03.state"), {})],
-    # GET /summaries/{week} and the erasure's manifest check.
-    ("s3.rs", "read_object", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
+    # Every object read (read_object, read_index): GET /summaries/{week} and
+    # the erasure's manifest check; the report site's pages (GET /reports/...).
+    ("s3.rs", "get", "get_object"): [("api", obj("summaries/2026-W47/manifest.json"), {}),
                                              ("api", obj("summaries/2026-W47/summary.json"), {}),
+                                             ("api", obj("summaries/2026-W47/summary.html"), {}),
+                                             ("api", obj("summaries/index.html"), {}),
                                              # The fan-out's merge reads the part states; a run reads
                                              # the week's manifest (announce, erasure refresh) and
                                              # last week's summary.json (the comparison).
                                              ("weekly", obj("summaries/2026-W47/part-03.state"), {}),
                                              ("weekly", obj("summaries/2026-W46/summary.json"), {}),
                                              ("weekly", obj("summaries/2026-W47/manifest.json"), {})],
-    # The report link of a notification (summary::notify::announce): a GET
-    # pre-signed with the weekly role's credentials, which works only while
-    # that role may read the object.
-    ("s3.rs", "share_link", "get_object"): [("weekly", obj("summaries/2026-W47/summary.html"), {}),
-                                            ("cli", obj("summaries/2026-W47/summary.html"), {})],
+    # The report-link secret: checking links (api), signing each
+    # notification's (weekly), `tally report-link --link-secret-arn` (cli).
+    ("secret.rs", "load", "get_secret_value"): [("api", "Ref:ReportLinkSecret", {}),
+                                                ("weekly", "Ref:ReportLinkSecret", {}),
+                                                ("cli", "Ref:ReportLinkSecret", {})],
     ("s3.rs", "put_whole", "put_object"): [("api", obj("summaries/2026-W47/refresh.request"), {})]
     + [("weekly", obj(f"summaries/2026-W47/{name}"), {})
        for name in ("summary.json", "summary.html", "manifest.json", "part-03.state")],
@@ -943,15 +970,16 @@ def test_every_grant_of_a_function_role_has_a_caller():
 # moto does not enforce IAM, so no moto test can show this: the rehearsal is
 # the check.
 MISSING_KEY_404 = {
-    # GET /summaries/{week} of a week not summarized; the erasure's manifest check.
-    ("s3.rs", "read_object", "get_object"): ["api", "weekly"],
+    # GET /summaries/{week} of a week not summarized; the erasure's manifest
+    # check; GET /reports/ before any week is summarized.
+    ("s3.rs", "get", "get_object"): ["api", "weekly"],
 }
 
 
 def test_every_read_of_a_possibly_missing_object_gets_404_not_403(cfn_template):
     resources = resolve(cfn_template)["Resources"]
     scanned = scan_sdk_calls()
-    reads = {key for key in scanned if key[2] in ("get_object", "head_object") and key[1] != "share_link"}
+    reads = {key for key in scanned if key[2] in ("get_object", "head_object")}
     assert reads == set(MISSING_KEY_404), (
         f"reads of objects that may be missing changed: {sorted(reads)}; list each in MISSING_KEY_404")
     problems = []

@@ -380,7 +380,10 @@ if cmd == "cloudformation describe-stacks":
         "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/tally-WeeklyDeadLetterQueue-XYZ",
         "DeadLetterQueueArn": "arn:aws:sqs:us-east-1:123456789012:tally-WeeklyDeadLetterQueue-XYZ",
         "WeeklyFunctionLogGroupName": "tally-WeeklyFunctionLogGroup-LOG",
-        "RerunWeekCommand": "aws stepfunctions start-execution --state-machine-arn " + STACK}.items()]
+        "RerunWeekCommand": "aws stepfunctions start-execution --state-machine-arn " + STACK,
+        "ReportLinkCommand": "tally report-link --week 2026-W47 --public-url https://abc.execute-api.us-east-1.amazonaws.com/Prod/ "
+                             "--link-secret-arn arn:aws:secretsmanager:us-east-1:123456789012:secret:Link-AbC --region us-east-1",
+    }.items()]
     params = dict(scenario["params"])
     if executed:
         params.update(load("overrides.json", {}))
@@ -676,6 +679,8 @@ def test_verification_runs_the_weekly_job_through_the_schedule_role_and_prints_t
     assert res.stdout.count("  RUNNING (") == 2
     assert f"Verified: the schedule's role started the weekly run and it succeeded (week {week})" in res.stdout
     assert f"Report     {API_URL}summaries/{week}" in res.stdout
+    # ...and how to open its page in a browser: the ReportLinkCommand output, for that week.
+    assert f"  tally report-link --week {week} --public-url {API_URL} --link-secret-arn " in res.stdout
     # The schedule deleted itself after running; deploy.sh checked.
     assert (_stub_dir(env) / "schedule_gone").exists()
     log = calls()

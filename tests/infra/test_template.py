@@ -19,7 +19,8 @@ from conftest import ROOT, resolve
 from sam_transform import transform
 
 # Route -> how API Gateway authorizes it: the usage plan's API key, IAM
-# (SigV4), or nothing (then API Gateway answers it itself: MOCK).
+# (SigV4), nothing (then API Gateway answers it itself: MOCK), or "link": no
+# key, but the function answers only a valid signed link (the report site).
 ROUTES = {
     ("/records", "post"): "api_key",
     ("/post", "post"): "api_key",
@@ -28,9 +29,15 @@ ROUTES = {
     ("/records/{id}", "delete"): "iam",
     ("/summaries", "get"): "api_key",
     ("/summaries/{week}", "get"): "api_key",
+    ("/", "get"): "none",
     ("/health", "get"): "none",
     ("/openapi.json", "get"): "none",
+    ("/reports", "get"): "link",
+    ("/reports/{week}", "get"): "link",
 }
+
+# The only keyless routes that reach the function.
+LINK_ROUTES = {route for route, auth in ROUTES.items() if auth == "link"}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,11 @@ def test_every_route_exists_with_its_authorization(resources):
         for method, op in methods.items():
             integration = op["x-amazon-apigateway-integration"]
             found[(path, method)] = _auth(op)
-            if found[(path, method)] == "none":
+            if (path, method) in LINK_ROUTES and found[(path, method)] == "none":
+                # Keyless, but the function checks the link before reading anything.
+                assert integration["type"] == "aws_proxy", (path, method)
+                found[(path, method)] = "link"
+            elif found[(path, method)] == "none":
                 # No keyless request may invoke (and bill) a Lambda.
                 assert integration["type"] == "mock", (path, method)
                 assert "uri" not in integration and "credentials" not in integration
@@ -67,6 +78,77 @@ def test_every_route_exists_with_its_authorization(resources):
                 assert integration["type"] == "aws_proxy"
                 assert "${ApiFunction.Arn}" in integration["uri"]["Fn::Sub"]
     assert found == ROUTES
+
+
+def test_the_landing_page_is_html_for_browsers_and_json_for_api_clients_without_a_lambda(resources):
+    """GET / as `tally serve` answers it (crates/tally-http/src/site.rs):
+    HTML when Accept names text/html, else JSON. The mock's request template
+    picks a status by Accept and the integration response is selected by
+    that status: "If the back end is an AWS Lambda function, the AWS Lambda
+    function error header is matched. For all other HTTP and AWS back ends,
+    the HTTP status code is matched." (API Gateway API reference,
+    IntegrationResponse, selectionPattern:
+    https://docs.aws.amazon.com/apigateway/latest/api/API_IntegrationResponse.html)."""
+    op = resources["TallyApi"]["Properties"]["Body"]["paths"]["/"]["get"]
+    integration = op["x-amazon-apigateway-integration"]
+    assert integration["type"] == "mock"
+    request = integration["requestTemplates"]["application/json"]
+    assert "header.get('Accept')" in request and "header.get('accept')" in request
+    assert re.search(r"#if\(\$accept\.contains\('text/html'\)\)\s*\{\"statusCode\": 201\}\s*#else\s*\{\"statusCode\": 200\}\s*#end", request), request
+    responses = integration["responses"]
+    assert set(responses) == {"default", "201"}
+    assert {r["statusCode"] for r in responses.values()} == {"200"}
+    as_json = responses["default"]
+    assert as_json["responseParameters"]["method.response.header.Content-Type"] == "'application/json'"
+    landing = json.loads(as_json["responseTemplates"]["application/json"])
+    version = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    assert landing == {"service": "tally", "status": "ok", "version": version, "health": "health",
+                       "openapi": "openapi.json", "reports": "reports/"}
+    as_html = responses["201"]
+    params = as_html["responseParameters"]
+    assert params["method.response.header.Content-Type"] == "'text/html; charset=utf-8'"
+    assert params["method.response.header.X-Content-Type-Options"] == "'nosniff'"
+    assert params["method.response.header.Referrer-Policy"] == "'no-referrer'"
+    pages = set()
+    for key in ("text/html", "application/json"):
+        match = re.fullmatch(r'\$util\.base64Decode\("([A-Za-z0-9+/=]+)"\)', as_html["responseTemplates"][key])
+        assert match, f"the landing page's {key} template must be base64: run scripts/openapi"
+        pages.add(base64.b64decode(match.group(1)).decode())
+    (page,) = pages
+    assert "<title>tally</title>" in page and version in page and 'href="openapi.json"' in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    headers = set(op["responses"]["200"]["headers"])
+    assert {h.removeprefix("method.response.header.") for r in responses.values() for h in r["responseParameters"]} <= headers
+
+
+def test_the_report_site_is_throttled_tightly_and_reaches_the_function_only_with_its_secret(sam_template, resources):
+    """The report routes are keyless: a method throttle of their own (API
+    Gateway answers 429 above it, without invoking the function). A method's
+    ResourcePath has its slashes encoded as ~1 ("the path value
+    /resource/subresource must be encoded as /~1resource~1subresource",
+    AWS::ApiGateway::Stage MethodSetting, ResourcePath:
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-apigateway-stage-methodsetting.html)."""
+    settings = resources["TallyApiProdStage"]["Properties"]["MethodSettings"]
+    by_path = {(s["ResourcePath"], s["HttpMethod"]): s for s in settings}
+    for path, _ in LINK_ROUTES:
+        s = by_path[("/" + path.replace("/", "~1"), "GET")]
+        assert s["ThrottlingRateLimit"] == {"Ref": "ReportThrottleRateLimit"}
+        assert s["ThrottlingBurstLimit"] == {"Ref": "ReportThrottleBurstLimit"}
+    params = sam_template["Parameters"]
+    assert params["ReportThrottleRateLimit"]["Default"] < params["StageThrottleRateLimit"]["Default"]
+    # The function checks links with the template's generated secret.
+    secret = resources["ReportLinkSecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    generated = secret["Properties"]["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 32 and "SecretString" not in secret["Properties"]
+    env = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TALLY_LINK_SECRET_ARN"] == {"Ref": "ReportLinkSecret"}
+    weekly = resources["WeeklyFunction"]["Properties"]["Environment"]["Variables"]
+    assert weekly["TALLY_LINK_SECRET_ARN"] == {"Ref": "ReportLinkSecret"}
+    assert weekly["TALLY_REPORT_LINK_DAYS"] == {"Ref": "ReportLinkDays"}
+    # The links start with the API's stage URL, the ApiUrl output.
+    assert weekly["TALLY_PUBLIC_URL"] == {"Fn::Sub": "https://${TallyApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/Prod/"}
+    assert weekly["TALLY_PUBLIC_URL"] == resolve(sam_template)["Outputs"]["ApiUrl"]["Value"]
 
 
 def _mock_body(resources: dict[str, Any], path: str) -> str:
@@ -120,7 +202,8 @@ def test_the_api_has_one_stage_named_prod_with_access_logs_and_throttling(resour
     assert props["StageName"] == "Prod"
     assert props["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
     assert '"requestId":"$context.requestId"' in props["AccessLogSetting"]["Format"]
-    (setting,) = props["MethodSettings"]
+    setting = props["MethodSettings"][0]
+    assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
     assert setting["ThrottlingRateLimit"] == {"Ref": "StageThrottleRateLimit"}
     assert setting["ThrottlingBurstLimit"] == {"Ref": "StageThrottleBurstLimit"}
 

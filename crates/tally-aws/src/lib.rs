@@ -3,7 +3,8 @@
 //! [`RecordLifecycle`](tally_core::RecordLifecycle), [`S3SummarySink`]
 //! implements [`SummarySink`](tally_core::SummarySink) and [`S3WeekRefresh`]
 //! [`WeekRefresh`](tally_core::ports::WeekRefresh), [`SnsNotifier`]
-//! [`Notifier`](tally_core::ports::Notifier).
+//! [`Notifier`](tally_core::ports::Notifier), [`SecretsManagerLinkSecret`]
+//! [`LinkSecretStore`](tally_core::ports::LinkSecretStore).
 //!
 //! This is the only crate that depends on the AWS SDK; it must not depend on
 //! HTTP or Lambda crates. [`connect`] builds both adapters from an
@@ -16,11 +17,13 @@
 //! - [`batch`]: batches larger than one transaction, staged under a marker.
 //! - [`lease`]: one summary run per week at a time (the weekly Lambda).
 //! - [`sns`]: the weekly report announced on an SNS topic (e-mail).
+//! - [`secret`]: the key that signs report links, in Secrets Manager.
 
 pub mod batch;
 pub mod dynamo;
 pub mod lease;
 pub mod s3;
+pub mod secret;
 pub mod sns;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -33,6 +36,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 pub use dynamo::DynamoDbRecordStore;
 pub use lease::DynamoDbWeekLease;
 pub use s3::{S3SummarySink, S3WeekRefresh};
+pub use secret::SecretsManagerLinkSecret;
 pub use sns::SnsNotifier;
 pub use tally_core::retry::RetryPolicy;
 
@@ -144,6 +148,11 @@ pub fn s3_client(sdk: &SdkConfig, force_path_style: bool) -> aws_sdk_s3::Client 
 /// An SNS client (the report notifications of `tally-weekly`).
 pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::new(sdk)
+}
+
+/// A Secrets Manager client (the report-link secret).
+pub fn secrets_manager_client(sdk: &SdkConfig) -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(sdk)
 }
 
 /// Builds both adapters. Makes no request: a missing table or bucket shows

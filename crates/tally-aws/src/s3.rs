@@ -15,7 +15,6 @@
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -23,14 +22,6 @@ use sha2::{Digest, Sha256};
 use tally_core::IsoWeek;
 use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink, WeekRefresh, check_object_name};
 use tracing::instrument;
-
-/// How long a [`SummarySink::share_link`] URL is valid: 7 days, the
-/// longest SigV4 allows. A URL signed with temporary credentials (a Lambda
-/// function's role, an SSO or assumed-role session) stops working when those
-/// credentials expire, usually within hours — sooner than this. For links
-/// that last the full 7 days, sign with an IAM user's long-term keys; for
-/// longer, serve the bucket some other way (e.g. behind CloudFront).
-pub const SHARE_LINK_VALIDITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Default multipart part size.
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -50,6 +41,22 @@ pub struct S3SummarySink {
 }
 
 impl S3SummarySink {
+    /// One object's bytes, `None` when the key does not exist.
+    async fn get(&self, key: String) -> Result<Option<Bytes>, SinkError> {
+        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
+            Err(e) => return Err(classify("GetObject", e)),
+        };
+        let body = out.body.collect().await.map_err(|e| SinkError::Unavailable {
+            message: "reading an object from S3 failed".into(),
+            source: Some(Box::new(e)),
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
     /// `prefix` is prepended to every key (a `/` is added if it lacks one).
     pub fn new(client: Client, bucket: impl Into<String>, prefix: Option<String>) -> Self {
         let prefix = match prefix.as_deref().map(|p| p.trim_matches('/')) {
@@ -221,18 +228,7 @@ impl SummarySink for S3SummarySink {
 
     #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
-        let result = self.client.get_object().bucket(&self.bucket).key(self.key(week, name)?).send().await;
-        let out = match result {
-            Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
-            Err(e) => return Err(classify("GetObject", e)),
-        };
-        let body = out.body.collect().await.map_err(|e| SinkError::Unavailable {
-            message: "reading an object from S3 failed".into(),
-            source: Some(Box::new(e)),
-        })?;
-        Ok(Some(body.into_bytes()))
+        self.get(self.key(week, name)?).await
     }
 
     #[instrument(skip_all, fields(bucket = %self.bucket, week = %week, name))]
@@ -256,23 +252,10 @@ impl SummarySink for S3SummarySink {
         .await
     }
 
-    /// A pre-signed `GetObject` URL valid for [`SHARE_LINK_VALIDITY`],
-    /// signed locally with the client's credentials (no request is made).
-    /// Signed with temporary credentials (a Lambda role), it stops working
-    /// when they expire — hours, not 7 days; see [`SHARE_LINK_VALIDITY`].
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        let config = PresigningConfig::expires_in(SHARE_LINK_VALIDITY)
-            .map_err(|e| SinkError::internal("invalid pre-signing validity", e))?;
-        let request =
-            self.client.get_object().bucket(&self.bucket).key(self.key(week, name)?).presigned(config).await.map_err(
-                |e| {
-                    SinkError::internal(
-                        "could not pre-sign a link to the report; check that AWS credentials are configured",
-                        e,
-                    )
-                },
-            )?;
-        Ok(request.uri().to_owned())
+    #[instrument(skip_all, fields(bucket = %self.bucket, name))]
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        check_object_name(name)?;
+        self.get(format!("{}{name}", self.weeks_prefix())).await
     }
 }
 

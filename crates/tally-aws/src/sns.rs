@@ -4,7 +4,7 @@
 //!
 //! One `Publish` per notification, with a one-line `Subject` (what e-mail
 //! subscribers see as the subject) and the plain-text digest as the
-//! `Message`, which already holds the pre-signed link to the report.
+//! `Message`, which already holds the signed link to the report's page.
 //!
 //! Errors are all [final](NotifyError::Final): the SDK has already retried
 //! throttling, 5xx and network errors with its standard retry policy, and

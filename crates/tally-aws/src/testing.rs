@@ -105,3 +105,25 @@ pub async fn lease_holder(config: &AwsConfig, week: tally_core::IsoWeek) -> Opti
         .item?;
     item.get("owner").and_then(|v| v.as_s().ok()).cloned()
 }
+
+/// A fresh report-link secret on moto, as the template's `ReportLinkSecret`
+/// (a random string of 64 characters); returns its ARN.
+pub async fn create_link_secret(config: &AwsConfig) -> String {
+    let sdk = crate::sdk_config(config).await;
+    let client = crate::secrets_manager_client(&sdk);
+    let password = client
+        .get_random_password()
+        .password_length(64)
+        .exclude_punctuation(true)
+        .send()
+        .await
+        .expect("moto GetRandomPassword");
+    let out = client
+        .create_secret()
+        .name(unique_name("tally-report-link"))
+        .secret_string(password.random_password().expect("a password"))
+        .send()
+        .await
+        .expect("moto CreateSecret");
+    out.arn().expect("the secret's ARN").to_owned()
+}

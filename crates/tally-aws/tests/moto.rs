@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tally_aws::testing::{fresh_adapters, fresh_config};
-use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, dynamo::SHARDS};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, SecretsManagerLinkSecret, dynamo::SHARDS};
 use tally_core::idempotency::IdempotencyKey;
 use tally_core::ports::{Acquired, InsertOutcome, RecordStore, SummarySink, WeekLock, WeekRefresh};
 use tally_core::testing::{
@@ -220,6 +220,31 @@ async fn s3_week_refresh_meets_the_refresh_contract() {
     tally_core::testing::refresh_contract(&S3WeekRefresh::new(&sink)).await;
     // Requests are not summaries: no week was listed as complete on the way.
     assert_eq!(sink.list_weeks().await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn secrets_manager_link_secret_meets_the_secret_contract() {
+    let config = fresh_config().await;
+    let arn = tally_aws::testing::create_link_secret(&config).await;
+    let client = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+    // Two functions' adapters (the API checks links, the weekly run signs them) read one secret.
+    let (api, weekly) =
+        (SecretsManagerLinkSecret::new(client.clone(), arn.clone()), SecretsManagerLinkSecret::new(client, arn));
+    tally_core::testing::link_secret_contract(&api, &weekly).await;
+}
+
+#[tokio::test]
+async fn a_missing_or_short_link_secret_says_what_to_fix() {
+    use tally_core::ports::{LinkSecretStore, SecretError};
+    let config = fresh_config().await;
+    let client = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+    let missing = SecretsManagerLinkSecret::new(client.clone(), "no-such-secret").load().await.unwrap_err();
+    assert!(matches!(missing, SecretError::Invalid { .. }), "{missing:?}");
+    assert!(missing.to_string().contains("no-such-secret") && missing.to_string().contains("ReportLinkSecret"));
+    let name = tally_aws::testing::unique_name("short");
+    client.create_secret().name(&name).secret_string("too short").send().await.unwrap();
+    let short = SecretsManagerLinkSecret::new(client, name).load().await.unwrap_err();
+    assert!(matches!(short, SecretError::Invalid { .. }), "{short:?}");
 }
 
 #[tokio::test]
@@ -498,25 +523,17 @@ async fn an_expired_idempotency_key_is_forgotten_and_can_be_claimed_again() {
 }
 
 #[tokio::test]
-async fn a_share_link_is_a_presigned_get_valid_for_7_days_that_fetches_the_object() {
+async fn the_index_is_read_back_under_the_prefix_beside_the_weeks() {
     let config = fresh_config().await;
     let (_, s3) = raw_clients(&config).await;
-    let sink = S3SummarySink::new(s3, config.bucket.clone(), Some("team".into()));
-    let body = Bytes::from_static(b"<!doctype html><p>the report</p>");
-    sink.put_object(week(), "summary.html", "text/html; charset=utf-8", body.clone()).await.unwrap();
-
-    let link = sink.share_link(week(), "summary.html").await.unwrap();
-    let url = reqwest::Url::parse(&link).unwrap();
-    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
-    assert_eq!(query.get("X-Amz-Expires").map(String::as_str), Some("604800"), "{link}");
-    assert_eq!(tally_aws::s3::SHARE_LINK_VALIDITY.as_secs(), 7 * 24 * 3600);
-    assert!(query.contains_key("X-Amz-Signature") && query.contains_key("X-Amz-Credential"), "{link}");
-    assert!(url.path().ends_with(&format!("/{}/team/summaries/2026-W47/summary.html", config.bucket)), "{link}");
-
-    // A plain GET, no AWS client, no credentials: what a person's browser does.
-    let response = reqwest::get(&link).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.bytes().await.unwrap(), body);
+    let sink = S3SummarySink::new(s3.clone(), config.bucket.clone(), Some("team".into()));
+    let body = Bytes::from_static(b"<!doctype html><p>every week</p>");
+    let info = sink.put_index("index.html", "text/html; charset=utf-8", body.clone()).await.unwrap();
+    assert_eq!(info.key, "team/summaries/index.html");
+    assert_eq!(sink.read_index("index.html").await.unwrap(), Some(body));
+    // Another prefix is another site.
+    let other = S3SummarySink::new(s3, config.bucket.clone(), Some("other".into()));
+    assert_eq!(other.read_index("index.html").await.unwrap(), None);
 }
 
 /// An HTTP endpoint subscribed to an SNS topic on moto, which posts each

@@ -38,6 +38,45 @@ pub enum Command {
     Import(ImportArgs),
     /// Delete the records of summarized weeks older than the retention (their summaries stay).
     Prune(PruneArgs),
+    /// Print a signed link to a week's report page (or to the index of every
+    /// week), for people to open in a browser.
+    ReportLink(ReportLinkArgs),
+}
+
+/// Report links: where the report site is reached, how long a link works,
+/// and which secret signs them.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// The address people reach this tally at, the base of report links,
+    /// e.g. https://tally.example.com [default: http://<--listen> for
+    /// `serve`, else http://127.0.0.1:8080]. On AWS: the stack's ApiUrl.
+    #[arg(long, env = "TALLY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Days a report link works (notifications and `tally report-link`).
+    #[arg(long, env = "TALLY_REPORT_LINK_DAYS", value_name = "DAYS",
+          default_value_t = tally_core::report_link::DEFAULT_VALIDITY_DAYS,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(tally_core::report_link::MAX_VALIDITY_DAYS)))]
+    pub report_link_days: u16,
+
+    /// Sign with this AWS Secrets Manager secret (the stack's
+    /// ReportLinkSecretArn output) instead of DATA_DIR/report-link.secret:
+    /// links for a deployed stack.
+    #[arg(long, env = "TALLY_LINK_SECRET_ARN", value_name = "ARN")]
+    pub link_secret_arn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportLinkArgs {
+    /// The week whose page the link opens, e.g. 2026-W47 [default: the index of every week].
+    #[arg(long)]
+    pub week: Option<String>,
+
+    #[command(flatten)]
+    pub links: LinkArgs,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// How long records are kept.
@@ -227,6 +266,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    #[command(flatten)]
+    pub links: LinkArgs,
 }
 
 /// Who is told when a week's report is written.
@@ -238,7 +280,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct NotifyArgs {
     /// After each week's summary is written, POST a JSON notification
-    /// (week, records, warnings, findings, report path, text digest) to this
+    /// (week, records, warnings, findings, report link, text digest) to this
     /// URL, e.g. a Slack/Mattermost/Teams incoming webhook. Set
     /// TALLY_NOTIFY_SECRET to sign it (X-Tally-Signature).
     #[arg(long, env = "TALLY_NOTIFY_URL", value_name = "URL")]
@@ -366,6 +408,9 @@ pub struct SummarizeArgs {
 
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    #[command(flatten)]
+    pub links: LinkArgs,
 }
 
 /// `K/N` with `1 <= K <= N <= 28`.

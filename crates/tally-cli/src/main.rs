@@ -16,14 +16,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tally_core::lifecycle::{ImportOptions, RangeParams};
-use tally_core::ports::{Notifier, WeekLock};
+use tally_core::ports::{LinkSecretStore, Notifier, WeekLock};
+use tally_core::report_link::{LinkSigner, PublicUrl, ReportLinks};
 use tally_core::summary::{SummaryOptions, Trigger, Weekly, WeeklySchedule, WeeklySettings};
 use tally_core::{Clock, IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
 
 use crate::config::{
-    Cli, Command, ExportArgs, ImportArgs, NotifyArgs, PruneArgs, ServeArgs, StorageArgs, StoreKind, SummarizeArgs,
+    Cli, Command, ExportArgs, ImportArgs, LinkArgs, NotifyArgs, PruneArgs, ReportLinkArgs, ServeArgs, StorageArgs,
+    StoreKind, SummarizeArgs,
 };
 use crate::progress::CliProgress;
 
@@ -44,6 +46,7 @@ fn main() -> std::process::ExitCode {
             Command::Export(args) => export(args).await,
             Command::Import(args) => import(args).await,
             Command::Prune(args) => prune(args).await,
+            Command::ReportLink(args) => report_link(args).await,
         }
     });
     match result {
@@ -93,6 +96,54 @@ fn notifiers(args: &NotifyArgs) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
     let webhook = tally_notify::WebhookNotifier::new(url, secret.as_deref())?;
     tracing::info!(receiver = %webhook.receiver(), signed = secret.is_some(), "weekly reports are announced by webhook");
     Ok(vec![Arc::new(webhook)])
+}
+
+/// Where the report-link secret is: the stack's Secrets Manager secret
+/// with `--link-secret-arn`, else `DATA_DIR/report-link.secret` (made on
+/// first use).
+async fn link_secrets(links: &LinkArgs, storage: &StorageArgs) -> Arc<dyn LinkSecretStore> {
+    match links.link_secret_arn.as_deref().filter(|a| !a.is_empty()) {
+        Some(arn) => {
+            let config = tally_aws::AwsConfig {
+                region: storage.region.clone(),
+                endpoint_url: storage.endpoint_url.clone(),
+                ..tally_aws::AwsConfig::default()
+            };
+            let client = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+            Arc::new(tally_aws::SecretsManagerLinkSecret::new(client, arn))
+        }
+        None => Arc::new(tally_local::FileLinkSecret::in_dir(&storage.data_dir)),
+    }
+}
+
+/// The address report links start with: `--public-url`, else `fallback`.
+fn public_url(links: &LinkArgs, fallback: &str) -> anyhow::Result<PublicUrl> {
+    let url = links.public_url.as_deref().filter(|u| !u.trim().is_empty()).unwrap_or(fallback);
+    PublicUrl::parse(url).context("--public-url (TALLY_PUBLIC_URL)")
+}
+
+/// What notifications and `tally report-link` sign links with.
+async fn report_links(links: &LinkArgs, storage: &StorageArgs, fallback: &str) -> anyhow::Result<ReportLinks> {
+    let signer = LinkSigner::new(link_secrets(links, storage).await);
+    Ok(ReportLinks::new(signer, public_url(links, fallback)?, links.report_link_days))
+}
+
+/// The base of links when `tally serve` is not the one making them.
+const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
+/// `tally report-link [--week W]`: prints one signed link.
+async fn report_link(args: ReportLinkArgs) -> anyhow::Result<()> {
+    let links = report_links(&args.links, &args.storage, DEFAULT_PUBLIC_URL).await?;
+    let now = Timestamp::now();
+    let link = match args.week.as_deref() {
+        Some(week) => links.week(parse_week("week", week)?, now).await,
+        None => links.site(now).await,
+    }
+    .context("cannot sign the link; check the data directory (--data-dir) or, for AWS, --link-secret-arn and your credentials")?;
+    println!("{link}");
+    let until = Timestamp::from_millis(now.as_millis() + links.validity().as_millis() as i64);
+    eprintln!("valid until {} (--report-link-days {})", until.to_rfc3339(), args.links.report_link_days);
+    Ok(())
 }
 
 /// The adapters chosen by the storage flags.
@@ -199,36 +250,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let schedule = WeeklySchedule::parse(&args.schedule)?;
     let notifiers = notifiers(&args.notify)?;
     let Storage { store, sink, lock, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let signer = LinkSigner::new(link_secrets(&args.links, &args.storage).await);
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
-    let state = AppState::new(ingest, sink.clone(), auth);
-    // The weekly run, which the schedule and the refresher drive.
+    let state = AppState::new(ingest, sink.clone(), auth).with_report_links(signer.clone());
     let storage = Storage { store: store.clone(), sink: sink.clone(), lock, location };
-    let weekly = weekly(&storage, args.summary.options(), args.retention.retention_weeks, "tally serve")
-        .with_notifiers(notifiers);
-    let location = storage.location;
-    // Erasure, and the refresher that rewrites the summaries it changes, only with an admin key.
-    let (state, runs, refresher) = match admin_key {
+    // Erasure, and the refresher that rewrites the summaries it changes, only
+    // with an admin key (requests made before the refresher starts wait in
+    // its channel).
+    let (state, refresh) = match admin_key {
         Some(admin) => {
             let (queue, inbox) = tally_local::refresh::channel();
-            let runs = schedule::Runs::new(weekly.with_refresh(Arc::new(queue.clone())), schedule::Timing::default());
-            let task = schedule::spawn_refresher(runs.clone(), inbox);
-            let erasure = Erasure::new(store.clone(), Arc::new(queue), Admin::Key(Auth::key(&admin)));
-            (state.with_erasure(erasure), runs, Some(task))
+            let erasure = Erasure::new(store.clone(), Arc::new(queue.clone()), Admin::Key(Auth::key(&admin)));
+            (state.with_erasure(erasure), Some((queue, inbox)))
         }
-        None => (state, schedule::Runs::new(weekly, schedule::Timing::default()), None),
+        None => (state, None),
     };
     let router =
         tally_http::router(state, HttpOptions { request_timeout: Duration::from_secs(args.request_timeout_secs) });
 
     let listener = server::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    // Links say where this server is reached: --public-url, else its own address.
+    let own = match addr.ip() {
+        ip if ip.is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+        _ => format!("http://{addr}"),
+    };
+    if args.links.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(listen = %addr, "report links will start with {own}: set --public-url (TALLY_PUBLIC_URL) to the address people reach this server at");
+    }
+    let links = ReportLinks::new(signer, public_url(&args.links, &own)?, args.links.report_link_days);
     tracing::info!(
         %addr,
         store = ?args.storage.store,
-        summaries = %location,
+        summaries = %storage.location,
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
+    // The weekly run, which the schedule and the refresher drive; its
+    // announcements link to this server's pages.
+    let weekly = weekly(&storage, args.summary.options(), args.retention.retention_weeks, "tally serve")
+        .with_notifiers(notifiers, links);
+    let (runs, refresher) = match refresh {
+        Some((queue, inbox)) => {
+            let runs = schedule::Runs::new(weekly.with_refresh(Arc::new(queue)), schedule::Timing::default());
+            let task = schedule::spawn_refresher(runs.clone(), inbox);
+            (runs, Some(task))
+        }
+        None => (schedule::Runs::new(weekly, schedule::Timing::default()), None),
+    };
     let scheduler = (!args.no_schedule).then(|| schedule::spawn(runs.clone(), schedule));
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
     for task in scheduler.into_iter().chain(refresher) {
@@ -236,7 +305,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     // Dropping the last handle to the store lets its writer finish and close.
-    drop((store, sink, runs));
+    drop((store, sink, storage, runs));
     tracing::info!("stopped");
     Ok(())
 }
@@ -266,12 +335,14 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         _ => vec![IsoWeek::last_complete(Timestamp::now())],
     };
     let notifiers = notifiers(&args.notify)?;
+    let links = report_links(&args.links, &args.storage, DEFAULT_PUBLIC_URL).await?;
     let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
     // Each week under its lock (another process's run of it finishes
     // first), announced as soon as it is written; a failed delivery is
     // logged and does not fail the command.
-    let weekly = weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers);
+    let weekly =
+        weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers, links);
     let trigger = Trigger::Operator { partial: args.partial };
     let mut reports = Vec::with_capacity(weeks.len());
     let mut result = Ok(());

@@ -24,7 +24,7 @@ use tally_core::summary::{
 
 use crate::config::SummarizeArgs;
 use crate::progress::CliProgress;
-use crate::{Storage, notifiers, open_storage, weekly};
+use crate::{DEFAULT_PUBLIC_URL, Storage, notifiers, open_storage, report_links, weekly};
 
 pub async fn summarize_part(args: &SummarizeArgs, week: IsoWeek, (k, n): (u8, u8), out: &Path) -> anyhow::Result<()> {
     let parts: Vec<Part> =
@@ -78,11 +78,12 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     let options = args.summary.options();
     let mut source = StateFiles::open(&args.merge, week, &options)?;
     let notifiers = notifiers(&args.notify)?;
+    let links = report_links(&args.links, &args.storage, DEFAULT_PUBLIC_URL).await?;
     let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(1, false);
     // Under the week's lock, as any run of the week; announced like a plain
     // run (a failed delivery is logged and does not fail the command).
-    let weekly = weekly(&storage, options, None, "tally summarize --merge").with_notifiers(notifiers);
+    let weekly = weekly(&storage, options, None, "tally summarize --merge").with_notifiers(notifiers, links);
     let result = weekly.merged(week, &mut source, &progress).await;
     progress.finish();
     let report = result

@@ -66,8 +66,8 @@ impl SummarySink for Paused {
     async fn put_index(&self, name: &str, ct: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
         self.inner.put_index(name, ct, body).await
     }
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        self.inner.share_link(week, name).await
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.inner.read_index(name).await
     }
 }
 

@@ -66,7 +66,7 @@ async fn tally_summarize_posts_once_per_summarized_week() {
     let out = tally()
         .args(["summarize", "--from", &first.to_string(), "--to", &second.to_string(), "--data-dir"])
         .arg(dir.path())
-        .args(["--notify-url", &format!("http://{addr}/hook")])
+        .args(["--notify-url", &format!("http://{addr}/hook"), "--public-url", "https://reports.example.com/tally/"])
         .env("TALLY_NOTIFY_SECRET", "s3cr3t-for-tests")
         .output()
         .unwrap();
@@ -77,10 +77,11 @@ async fn tally_summarize_posts_once_per_summarized_week() {
     assert_eq!(sent.iter().map(|n| n.week).collect::<Vec<_>>(), vec![first, second], "one POST per week, in order");
     for (n, (headers, body)) in sent.iter().zip(posts.lock().unwrap().iter()) {
         assert_eq!(n.records, 4);
-        // The report is the absolute path of the week's summary.html.
-        let report = Path::new(&n.report);
-        assert!(report.is_absolute() && report.ends_with(format!("summaries/{}/summary.html", n.week)), "{}", n.report);
-        assert!(report.is_file());
+        // The report is a signed link to the week's page on the report site, valid 30 days.
+        let prefix = format!("https://reports.example.com/tally/reports/{}/?exp=", n.week);
+        let exp: i64 = n.report.strip_prefix(&prefix).and_then(|q| q.split('&').next()?.parse().ok()).unwrap();
+        let days = (exp * 1000 - Timestamp::now().as_millis()) as f64 / 86_400_000.0;
+        assert!((29.9..=30.0).contains(&days), "{}", n.report);
         assert!(n.text.contains(&n.week.to_string()) && n.text.contains(&n.report), "{}", n.text);
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(headers["x-tally-signature"].to_str().unwrap(), tally_notify::signature(b"s3cr3t-for-tests", body));
@@ -129,7 +130,65 @@ async fn serve_announces_each_week_its_catch_up_writes() {
     let sent = notifications(&posts);
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].week, sent[0].records), (past, 3));
-    assert!(Path::new(&sent[0].report).is_file());
+    // The link is the server's own address; it opens the week's page, and a changed one does not.
+    assert!(sent[0].report.starts_with(&format!("{}/reports/{past}/?exp=", server.base)), "{}", sent[0].report);
+    let page = reqwest::get(&sent[0].report).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains(&format!("Week {past}")));
+    let mut tampered = sent[0].report.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
     assert!(server.terminate().success());
     assert_eq!(posts.lock().unwrap().len(), 1, "no duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tally_report_link_prints_links_the_server_opens_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let week = IsoWeek::last_complete(Timestamp::now());
+    seed(dir.path(), &[week], 2).await;
+    let out = tally().args(["summarize", "--week", &week.to_string(), "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut server = Server::start(dir.path(), &[]);
+
+    let link = |args: &[&str]| {
+        let out = tally()
+            .arg("report-link")
+            .args(args)
+            .args(["--public-url", &server.base, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("valid until"));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let week_link = link(&["--week", &week.to_string()]);
+    assert!(week_link.starts_with(&format!("{}/reports/{week}/?exp=", server.base)), "{week_link}");
+    let page = reqwest::get(&week_link).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    let index_link = link(&[]);
+    assert!(index_link.starts_with(&format!("{}/reports/?exp=", server.base)), "{index_link}");
+    let index = reqwest::get(&index_link).await.unwrap().text().await.unwrap();
+    assert!(index.contains(&format!("href=\"{week}/?exp=")), "the index links to the week with the token: {index}");
+
+    // The secret is the data directory's, readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("report-link.secret")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Without the link, or once the secret is replaced (rotated), the page is refused.
+    let bare = reqwest::get(format!("{}/reports/{week}/", server.base)).await.unwrap();
+    assert_eq!(bare.status(), 403);
+    assert!(bare.text().await.unwrap().contains(&format!("tally report-link --week {week}")));
+    assert!(server.terminate().success());
+    std::fs::remove_file(dir.path().join("report-link.secret")).unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let old = week_link.replace(&week_link[..week_link.find("/reports/").unwrap()], &server.base);
+    assert_eq!(reqwest::get(&old).await.unwrap().status(), 403, "a rotated secret revokes old links");
+    assert!(server.terminate().success());
 }

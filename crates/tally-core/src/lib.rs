@@ -7,6 +7,8 @@
 //!   [`Notifier`](ports::Notifier), [`WeekLock`](ports::WeekLock)).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.
+//! - [`report_link`]: signed, expiring links to the report site;
+//!   [`report_site`]: its pages as tally serves them.
 //! - [`retry`]: the one backoff-and-retry mechanism every crate uses.
 //!
 //! This crate must not depend on HTTP, AWS or SQLite crates: it is what the
@@ -19,6 +21,8 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod ports;
 pub mod record;
+pub mod report_link;
+pub mod report_site;
 pub mod retry;
 pub mod summary;
 pub mod validate;

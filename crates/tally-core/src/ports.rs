@@ -14,6 +14,7 @@ use crate::clock::Timestamp;
 use crate::id::RecordId;
 use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::record::Record;
+use crate::report_link::LinkSecret;
 use crate::summary::Notification;
 use crate::week::IsoWeek;
 
@@ -311,16 +312,10 @@ pub trait SummarySink: Send + Sync + std::fmt::Debug {
     /// atomically replacing the old object.
     async fn put_index(&self, name: &str, content_type: &str, body: Bytes) -> Result<ObjectInfo, SinkError>;
 
-    /// Where a person opens object `name` of `week` (the report a
-    /// notification points to): locally the file's absolute path; on S3 a
-    /// pre-signed HTTPS `GET` URL that is valid for 7 days (SigV4's longest).
-    ///
-    /// A pre-signed URL is only as good as the credentials that signed it:
-    /// one signed with temporary credentials — a Lambda function's role,
-    /// an SSO or assumed-role session — stops working when those credentials
-    /// expire, which is usually hours, not 7 days.
-    /// Makes no request; does not check that the object exists.
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError>;
+    /// Reads `name` beside the week folders (what [`put_index`](Self::put_index)
+    /// wrote), `None` if absent: the report site's index, which tally serves
+    /// at `GET /reports/` (`crate::report_site`).
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError>;
 }
 
 /// A streamed object upload: nothing is visible until [`finish`](Self::finish);
@@ -458,4 +453,35 @@ pub trait WeekLock: Send + Sync + std::fmt::Debug {
     /// lease that expired but was not taken is released as if it had not.
     async fn release(&self, lease: WeekLease, done_from: Option<Timestamp>, now: Timestamp)
     -> Result<bool, StoreError>;
+}
+
+/// Why the report links' secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Worth another try later: the secret store did not answer, or access
+    /// was refused (a role without the permission).
+    #[error("the report link secret is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The stored secret cannot be used (too short, not text, missing where
+    /// it must be created by someone else): what to do is in the message.
+    #[error("the report link secret is unusable: {message}")]
+    Invalid { message: String },
+}
+
+/// Keeps the secret that signs report links ([`crate::report_link`]):
+/// locally a file in the data directory, created on first use; on AWS a
+/// Secrets Manager secret that the template creates. `testing::link_secret_contract`
+/// (feature `testing`) is the behaviour every adapter shows.
+#[async_trait]
+pub trait LinkSecretStore: Send + Sync + std::fmt::Debug {
+    /// The secret: the same bytes on every call and in every process that
+    /// shares the store (the server that checks links and the run that
+    /// signs them), at least [`LinkSecret::MIN_BYTES`] long. An adapter that
+    /// may create it does so once, atomically: two processes starting
+    /// together end up with one secret.
+    async fn load(&self) -> Result<LinkSecret, SecretError>;
 }

@@ -13,6 +13,8 @@
 //! - [`handlers`]: one function per route, each with its OpenAPI operation,
 //!   `GET /openapi.json` included (it serves the document it is handed).
 //! - [`data`]: the data lifecycle routes (range reads, erasure), like `handlers`.
+//! - [`site`]: what people open in a browser: the landing page (`GET /`) and
+//!   the report site (`GET /reports/…`, signed links), like `handlers`.
 //! - `router`: the route table (public and protected halves) plus
 //!   middleware (request ids, tracing, timeouts, API key, load shedding).
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document, built in this one place from
@@ -27,6 +29,7 @@ pub mod openapi;
 pub mod problem;
 mod router;
 pub mod schema;
+pub mod site;
 pub mod state;
 
 pub use openapi::openapi;

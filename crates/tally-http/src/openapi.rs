@@ -41,7 +41,10 @@ pub const ADMIN_KEY_SCHEME: &str = "admin_key";
             Send records with `POST /records` (or the original `POST /post`); read one back with \
             `GET /records/{id}`, or a time range with `GET /records`; erase one with \
             `DELETE /records/{id}` (admin key); read weekly summaries with `GET /summaries/{week}`. Every route but \
-            `/health` and `/openapi.json` needs the API key in the `x-api-key` header.\n\n\
+            `/`, `/health`, `/openapi.json` and the report site needs the API key in the `x-api-key` header.\n\n\
+            The report site (`GET /reports/`, `GET /reports/{week}/`) is for people: HTML pages that open with a \
+            signed, expiring link (`?exp=…&sig=…`, in each weekly notification, or printed by \
+            `tally report-link`) or with the API key.\n\n\
             Errors are RFC 9457 `application/problem+json` documents. Besides the answers listed per \
             operation: an unknown path is 404, a method a path does not take is 405 with an `Allow` \
             header, a request slower than the timeout (30 s by default) is 408, request headers over \
@@ -51,6 +54,7 @@ pub const ADMIN_KEY_SCHEME: &str = "admin_key";
     tags(
         (name = "records", description = "Send and read records."),
         (name = "summaries", description = "Weekly summaries."),
+        (name = "reports", description = "The report site, for people: HTML pages opened with a signed link."),
         (name = "service", description = "Health and this description."),
     ),
     components(schemas(Problem))
@@ -96,7 +100,7 @@ fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         for op in operations(item) {
             for param in op.parameters.iter_mut().flatten() {
-                if path == "/summaries/{week}" && param.name == "week" {
+                if (path == "/summaries/{week}" || path == "/reports/{week}/") && param.name == "week" {
                     param.schema =
                         Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(week_pattern())).into());
                 }

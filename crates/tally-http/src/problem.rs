@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tally_core::ports::SinkError;
+use tally_core::ports::{SecretError, SinkError};
 use tally_core::{IngestError, StoreError, ValidationError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -138,6 +138,9 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The report links' secret could not be read (a server fault).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 impl From<IngestError> for ApiError {
@@ -227,9 +230,19 @@ impl ApiError {
                 p.retry_after = Some(Duration::from_secs(5));
                 p
             }
-            Self::Store(StoreError::Internal { .. }) | Self::Sink(SinkError::Internal { .. }) => {
-                Problem::for_status(S::INTERNAL_SERVER_ERROR)
+            Self::Secret(SecretError::Unavailable { .. }) => {
+                let mut p = Problem::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "secret-unavailable",
+                    "Link secret unavailable",
+                    "the server could not read the secret that checks report links; retry after the time in Retry-After",
+                );
+                p.retry_after = Some(Duration::from_secs(5));
+                p
             }
+            Self::Store(StoreError::Internal { .. })
+            | Self::Sink(SinkError::Internal { .. })
+            | Self::Secret(SecretError::Invalid { .. }) => Problem::for_status(S::INTERNAL_SERVER_ERROR),
         }
     }
 }
@@ -240,6 +253,7 @@ impl IntoResponse for ApiError {
             // Internals stay in the log, never in the response.
             Self::Store(e) => tracing::error!(error = %tally_core::error_chain(e), "store error"),
             Self::Sink(e) => tracing::error!(error = %tally_core::error_chain(e), "summary bucket error"),
+            Self::Secret(e) => tracing::error!(error = %tally_core::error_chain(e), "report link secret error"),
             _ => {}
         }
         self.to_problem().into_response()

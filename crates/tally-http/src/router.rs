@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use crate::data;
 use crate::handlers::{self, API_KEY, OpenApiJson};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::site;
 use crate::state::AppState;
 
 /// Transport-level settings.
@@ -40,9 +41,18 @@ impl Default for HttpOptions {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Routes anyone may call.
+/// Routes anyone may call: the report site's pages check their own link
+/// (or key) before reading anything.
 pub(crate) fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(handlers::health)).routes(routes!(handlers::serve_openapi))
+    OpenApiRouter::new()
+        .routes(routes!(site::landing))
+        .routes(routes!(handlers::health))
+        .routes(routes!(handlers::serve_openapi))
+        .routes(routes!(site::report_index))
+        .routes(routes!(site::report_week))
+        // The pages' addresses without their final `/` redirect to them (not documented: not pages).
+        .route("/reports", axum::routing::get(site::report_slash))
+        .route("/reports/{week}", axum::routing::get(site::report_slash))
 }
 
 /// Routes that need the API key. Each handler's `#[utoipa::path]` documents
@@ -101,11 +111,14 @@ fn on_response<B>(res: &http::Response<B>, latency: Duration, _span: &Span) {
 }
 
 /// Turns error responses made outside tally's handlers (405 from the router,
-/// 408 from the timeout) into problem documents, keeping their headers.
+/// 408 from the timeout) into problem documents, keeping their headers. The
+/// report site's HTML pages (403, 404) are meant for people and stay.
 async fn problemize(res: Response) -> Response {
     let status = res.status();
-    let is_problem = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    let content_type = res.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let is_problem = content_type == Some(PROBLEM_JSON.as_bytes());
+    let is_page = content_type == Some(site::HTML.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
         return res;
     }
     let (parts, _) = res.into_parts();

@@ -292,6 +292,43 @@ fn any_value() -> ObjectBuilder {
     ObjectBuilder::new()
 }
 
+/// Body of `GET /` for API clients (`Accept` without `text/html`). The
+/// links are relative to the API's base URL (on AWS it ends in `/Prod/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Landing {
+    /// Always `tally`.
+    #[schema(example = "tally")]
+    pub service: &'static str,
+    /// Always `ok` when the server answers, as `GET /health`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// The server's crate version.
+    #[schema(example = "0.4.0")]
+    pub version: &'static str,
+    /// Where `GET /health` is, relative to this URL.
+    #[schema(example = "health")]
+    pub health: &'static str,
+    /// Where this API's OpenAPI document is, relative to this URL.
+    #[schema(example = "openapi.json")]
+    pub openapi: &'static str,
+    /// Where the report site is, relative to this URL (it opens with a signed link).
+    #[schema(example = "reports/")]
+    pub reports: &'static str,
+}
+
+impl Landing {
+    pub fn current() -> Self {
+        Self {
+            service: "tally",
+            status: "ok",
+            version: tally_core::VERSION,
+            health: "health",
+            openapi: "openapi.json",
+            reports: "reports/",
+        }
+    }
+}
+
 /// Body of `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tally_core::lifecycle::RecordReader;
 use tally_core::ports::WeekRefresh;
+use tally_core::report_link::LinkSigner;
 use tally_core::{IngestService, RecordLifecycle, SummarySink, SystemClock};
 
 use crate::problem::ApiError;
@@ -26,6 +27,14 @@ pub enum Auth {
 impl Auth {
     pub fn key(key: &str) -> Self {
         Self::Key(Arc::new(Sha256::digest(key.as_bytes()).into()))
+    }
+
+    /// True only when a key is configured and `presented` is it: what opens
+    /// the report site without a signed link. [`Auth::Open`] never does (on
+    /// AWS the router runs open behind API Gateway, which does not check a
+    /// key on those routes).
+    pub fn verifies(&self, presented: Option<&[u8]>) -> bool {
+        matches!(self, Self::Key(_)) && self.allows(presented)
     }
 
     /// True when `presented` (the raw `x-api-key` header) is acceptable.
@@ -110,6 +119,9 @@ pub struct AppState {
     /// with 503 before its body is read, so memory stays bounded by
     /// `slots x body limit` however many clients flood the server.
     pub(crate) ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// Checks the signed links of the report site (`GET /reports/…`);
+    /// `None`: only the API key opens it.
+    pub(crate) links: Option<LinkSigner>,
 }
 
 impl AppState {
@@ -130,6 +142,7 @@ impl AppState {
             auth,
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(Self::DEFAULT_INGEST_CONCURRENCY)),
+            links: None,
         }
     }
 
@@ -144,6 +157,13 @@ impl AppState {
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
         self.reader = RecordReader::new(self.ingest.store().clone(), Arc::new(SystemClock), timeout);
+        self
+    }
+
+    /// Lets signed links open the report site (`GET /reports/…`): `signer`
+    /// checks them with the secret that signed them.
+    pub fn with_report_links(mut self, signer: LinkSigner) -> Self {
+        self.links = Some(signer);
         self
     }
 

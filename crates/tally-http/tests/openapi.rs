@@ -48,13 +48,17 @@ fn every_route_is_documented_with_its_errors_and_security() {
         serde_json::json!({"type": "apiKey", "in": "header", "name": "x-api-key", "description": doc["components"]["securitySchemes"]["api_key"]["description"]})
     );
     let ops = [
-        ("/health", "get", &[200][..], false),
+        ("/", "get", &[200][..], false),
+        ("/health", "get", &[200], false),
         ("/openapi.json", "get", &[200], false),
         ("/records", "post", &[201, 400, 401, 409, 413, 415, 422, 503], true),
         ("/post", "post", &[201, 400, 401, 409, 413, 415, 422, 503], true),
         ("/records/{id}", "get", &[200, 400, 401, 404, 503], true),
         ("/summaries", "get", &[200, 401, 503], true),
         ("/summaries/{week}", "get", &[200, 400, 401, 404, 503], true),
+        // The report site: a signed link or the key (an empty requirement and api_key), pages for people.
+        ("/reports/", "get", &[200, 403, 404, 503], true),
+        ("/reports/{week}/", "get", &[200, 400, 403, 404, 503], true),
     ];
     assert_eq!(doc["paths"].as_object().unwrap().len(), ops.len(), "a route is missing from this test");
     for (path, method, statuses, secured) in ops {
@@ -64,7 +68,10 @@ fn every_route_is_documented_with_its_errors_and_security() {
         assert_eq!(got, statuses, "{method} {path}");
         for (status, response) in responses {
             assert!(response["headers"]["x-request-id"].is_object(), "{method} {path} {status}");
-            if status.starts_with('4') || status.starts_with('5') {
+            let page = path.starts_with("/reports/") && (status == "403" || status == "404");
+            if page {
+                assert!(response["content"]["text/html"].is_object(), "{method} {path} {status}: an HTML page");
+            } else if status.starts_with('4') || status.starts_with('5') {
                 assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
             }
             if status == "503" {
@@ -72,6 +79,17 @@ fn every_route_is_documented_with_its_errors_and_security() {
             }
         }
         assert_eq!(op["security"].is_array(), secured, "{method} {path}");
+    }
+    for path in ["/reports/", "/reports/{week}/"] {
+        let security = doc["paths"][path]["get"]["security"].as_array().unwrap();
+        assert!(security.iter().any(|s| s.as_object().is_some_and(|o| o.is_empty())), "{path}: open to a signed link");
+        let params: Vec<&str> = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(params.contains(&"exp") && params.contains(&"sig"), "{path}: {params:?}");
     }
     let post = &doc["paths"]["/records"]["post"];
     assert_eq!(post["parameters"][0]["name"], "Idempotency-Key");

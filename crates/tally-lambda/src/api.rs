@@ -11,6 +11,7 @@ use http::Method;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use tally_core::ports::WeekRefresh;
+use tally_core::report_link::LinkSigner;
 use tally_core::{Clock, IngestService, Limits, RecordLifecycle, RecordStore, SummarySink};
 use tally_http::{Admin, ApiError, AppState, Auth, Erasure, HttpOptions};
 use tower::util::MapRequest;
@@ -33,6 +34,10 @@ pub type ApiService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http
 /// caller API Gateway adds. An erasure asks `refresh` (on AWS
 /// [`tally_aws::S3WeekRefresh`]) to rewrite the week's summary.
 ///
+/// The report site (`GET /reports/…`) is the one keyless route that reaches
+/// the function: `links` checks its signed links (with the template's
+/// Secrets Manager secret) before anything is read from the bucket.
+///
 /// The REST stage (`/Prod`) is removed from paths here as well as by
 /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`, so routing does not hinge on one
 /// environment variable.
@@ -40,11 +45,14 @@ pub fn api_service(
     store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     refresh: Arc<dyn WeekRefresh>,
+    links: LinkSigner,
     clock: Arc<dyn Clock>,
 ) -> ApiService {
     let records: Arc<dyn RecordStore> = store.clone();
     let ingest = IngestService::new(records, clock, Limits::default());
-    let state = AppState::new(ingest, sink, Auth::Open).with_erasure(Erasure::new(store, refresh, Admin::Upstream));
+    let state = AppState::new(ingest, sink, Auth::Open)
+        .with_erasure(Erasure::new(store, refresh, Admin::Upstream))
+        .with_report_links(links);
     let router = tally_http::router(state, HttpOptions { request_timeout: API_REQUEST_TIMEOUT })
         .layer(axum::middleware::from_fn(require_iam_identity));
     MapRequest::new(router, strip_stage as fn(lambda_http::Request) -> lambda_http::Request)

@@ -24,6 +24,7 @@ pub mod weekly;
 use std::sync::Arc;
 
 use tally_core::ports::Notifier;
+use tally_core::report_link::{self, LinkSigner, PublicUrl, ReportLinks};
 use tally_core::summary::{SummaryOptions, Thresholds};
 
 pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
@@ -83,6 +84,15 @@ pub struct FunctionConfig {
     /// `TALLY_WEEKLY_PARTS` (optional, 1–28, default 7): how many shares
     /// the weekly state machine cuts each week into.
     pub weekly_parts: u8,
+    /// `TALLY_LINK_SECRET_ARN`: the Secrets Manager secret that signs report
+    /// links (the template's `ReportLinkSecret`); both functions need it.
+    pub link_secret_arn: Option<String>,
+    /// `TALLY_PUBLIC_URL`: the API's URL, the start of the report links the
+    /// weekly function sends (the template passes its stage URL).
+    pub public_url: Option<PublicUrl>,
+    /// `TALLY_REPORT_LINK_DAYS` (optional, 1–366, default 30): how long a
+    /// notification's link works.
+    pub report_link_days: u16,
 }
 
 /// A value that `Debug` never prints.
@@ -141,6 +151,21 @@ impl FunctionConfig {
             }
         };
         let optional = |name: &str| var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let public_url = optional("TALLY_PUBLIC_URL")
+            .map(|u| PublicUrl::parse(&u).map_err(|e| anyhow::anyhow!("TALLY_PUBLIC_URL: {e}")))
+            .transpose()?;
+        let report_link_days = match optional("TALLY_REPORT_LINK_DAYS") {
+            None => report_link::DEFAULT_VALIDITY_DAYS,
+            Some(v) => {
+                v.parse::<u16>().ok().filter(|d| (1..=report_link::MAX_VALIDITY_DAYS).contains(d)).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "TALLY_REPORT_LINK_DAYS is {v:?}; set it to a number of days from 1 to {}, or unset it for {}",
+                        report_link::MAX_VALIDITY_DAYS,
+                        report_link::DEFAULT_VALIDITY_DAYS
+                    )
+                })?
+            }
+        };
         Ok(Self {
             table: get("TABLE_NAME")?,
             bucket: get("BUCKET_NAME")?,
@@ -152,7 +177,35 @@ impl FunctionConfig {
             notify_secret: optional("TALLY_NOTIFY_SECRET").map(Secret),
             report_topic_arn: optional("TALLY_REPORT_TOPIC_ARN"),
             weekly_parts,
+            link_secret_arn: optional("TALLY_LINK_SECRET_ARN"),
+            public_url,
+            report_link_days,
         })
+    }
+
+    /// Checks report links with `TALLY_LINK_SECRET_ARN`'s secret, read on
+    /// first use and kept for the life of the function instance (one
+    /// `GetSecretValue` per cold start). Its absence fails the cold start.
+    pub async fn link_signer(&self) -> anyhow::Result<LinkSigner> {
+        let arn = self.link_secret_arn.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "environment variable TALLY_LINK_SECRET_ARN is not set; template.yaml sets it for the function"
+            )
+        })?;
+        let sdk = tally_aws::sdk_config(&self.aws_config()).await;
+        Ok(LinkSigner::new(Arc::new(tally_aws::SecretsManagerLinkSecret::new(
+            tally_aws::secrets_manager_client(&sdk),
+            arn,
+        ))))
+    }
+
+    /// The links the weekly function sends: `TALLY_PUBLIC_URL`, the secret,
+    /// `TALLY_REPORT_LINK_DAYS`. Either variable missing fails the cold start.
+    pub async fn report_links(&self) -> anyhow::Result<ReportLinks> {
+        let base = self.public_url.clone().ok_or_else(|| {
+            anyhow::anyhow!("environment variable TALLY_PUBLIC_URL is not set; template.yaml sets it to the API's URL")
+        })?;
+        Ok(ReportLinks::new(self.link_signer().await?, base, self.report_link_days))
     }
 
     /// The notifiers `TALLY_NOTIFY_URL` (with `TALLY_NOTIFY_SECRET`) and
@@ -257,5 +310,23 @@ mod tests {
 
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
+
+        assert_eq!((config.public_url.as_ref(), config.report_link_days), (None, 30));
+        let links = FunctionConfig::from_env(env(&[
+            base[0],
+            base[1],
+            ("TALLY_PUBLIC_URL", "https://abc.execute-api.eu-west-1.amazonaws.com/Prod/"),
+            ("TALLY_REPORT_LINK_DAYS", "7"),
+            ("TALLY_LINK_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"),
+        ]))
+        .unwrap();
+        assert_eq!(links.public_url.unwrap().as_str(), "https://abc.execute-api.eu-west-1.amazonaws.com/Prod");
+        assert_eq!(links.report_link_days, 7);
+        for (name, bad) in
+            [("TALLY_REPORT_LINK_DAYS", "0"), ("TALLY_REPORT_LINK_DAYS", "367"), ("TALLY_PUBLIC_URL", "abc")]
+        {
+            let err = FunctionConfig::from_env(env(&[base[0], base[1], (name, bad)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+        }
     }
 }

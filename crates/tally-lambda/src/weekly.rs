@@ -25,7 +25,8 @@ use serde_json::Value;
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
 use tally_core::lifecycle::PruneReport;
-use tally_core::ports::{Notifier, StoreError, WeekLock};
+use tally_core::ports::{LinkSecretStore, Notifier, SecretError, StoreError, WeekLock};
+use tally_core::report_link::{LinkSecret, LinkSigner, PublicUrl, ReportLinks};
 use tally_core::retry::RetryPolicy;
 use tally_core::summary::fanout::FanOutError;
 use tally_core::summary::locked::{LockError, LockSettings, OnBusy};
@@ -247,6 +248,10 @@ pub struct WeeklyDeps {
     pub lease_wait: Duration,
     /// Told about each week a scheduled or operator run writes (none by default).
     pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// Signs the link each notification carries (`TALLY_PUBLIC_URL`,
+    /// `TALLY_LINK_SECRET_ARN`). The default, for tests without notifiers,
+    /// has no secret: its links go out unsigned.
+    pub links: ReportLinks,
     /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
     pub notify_policy: RetryPolicy,
     /// Shares per week when the state machine fans the run out
@@ -270,6 +275,7 @@ impl WeeklyDeps {
             lease_hold: LEASE_HOLD,
             lease_wait: LEASE_WAIT,
             notifiers: Vec::new(),
+            links: unconfigured_links(),
             notify_policy: RetryPolicy::NOTIFICATION,
             shares: DEFAULT_SHARES,
             max_weeks: MAX_WEEKS_PER_RUN,
@@ -295,7 +301,7 @@ impl WeeklyDeps {
         };
         let identity = format!("tally-weekly {}", RecordId::generate(self.clock.now()));
         Weekly::new(store, self.sink.clone(), self.lease.clone(), self.clock.clone(), settings, identity)
-            .with_notifiers(self.notifiers.clone())
+            .with_notifiers(self.notifiers.clone(), self.links.clone())
             .with_refresh(Arc::new(self.refresh.clone()))
     }
 
@@ -306,6 +312,20 @@ impl WeeklyDeps {
             None => PruneReport::default(),
         }
     }
+}
+
+/// [`WeeklyDeps::links`] before the binary sets them from its environment.
+fn unconfigured_links() -> ReportLinks {
+    #[derive(Debug)]
+    struct NoSecret;
+    #[async_trait::async_trait]
+    impl LinkSecretStore for NoSecret {
+        async fn load(&self) -> Result<LinkSecret, SecretError> {
+            Err(SecretError::Invalid { message: "TALLY_LINK_SECRET_ARN is not set; template.yaml sets it".into() })
+        }
+    }
+    let base = PublicUrl::parse("https://tally.invalid").unwrap_or_else(|_| unreachable!("a valid URL"));
+    ReportLinks::new(LinkSigner::new(Arc::new(NoSecret)), base, tally_core::report_link::DEFAULT_VALIDITY_DAYS)
 }
 
 /// Retention on AWS: after each successful run, the records of summarized

@@ -16,6 +16,11 @@ use tally_core::ports::WeekRefresh;
 use tally_core::testing::{FixedClock, collect_week};
 use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink, Timestamp};
 use tally_lambda::api_service;
+
+/// Report links are not what these tests are about: a fixed secret.
+fn links() -> tally_core::report_link::LinkSigner {
+    tally_core::report_link::LinkSigner::new(Arc::new(tally_core::testing::MemoryLinkSecret::new("k".repeat(32))))
+}
 use tower::ServiceExt;
 
 const FIXTURE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/apigw-post-records.json"));
@@ -97,7 +102,7 @@ async fn bad_requests_get_their_4xx_problem_and_store_nothing() {
     let before = collect_week(store.as_ref(), week, 1000).await.len();
     for (name, e, status, kind) in &cases {
         let request = lambda_http::request::from_str(e).unwrap_or_else(|err| panic!("{name}: bad event: {err}"));
-        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone());
+        let service = api_service(store.clone(), sink.clone(), refresh.clone(), links(), clock.clone());
         let response = service.oneshot(request).await.expect("infallible");
         let got = response.status().as_u16();
         let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

@@ -13,6 +13,7 @@ use tally_aws::testing::fresh_adapters;
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 use tally_core::lifecycle::{SummaryState, erase};
 use tally_core::ports::WeekRefresh;
+use tally_core::report_link::{LinkSigner, PublicUrl, ReportLinks};
 use tally_core::summary::fanout::part_object;
 use tally_core::summary::{MANIFEST_JSON, Part, RECORDS_NDJSON_GZ, SUMMARY_HTML, SUMMARY_JSON};
 use tally_core::testing::FixedClock;
@@ -38,6 +39,8 @@ struct Env {
     dynamo: Arc<DynamoDbRecordStore>,
     s3: S3SummarySink,
     config: tally_aws::AwsConfig,
+    /// Checks report links with a Secrets Manager secret on moto, as the API function does.
+    signer: LinkSigner,
 }
 
 async fn env() -> Env {
@@ -47,7 +50,11 @@ async fn env() -> Env {
 async fn env_at(now: Timestamp) -> Env {
     let (store, sink, config) = fresh_adapters().await;
     let store = Arc::new(store);
+    let arn = tally_aws::testing::create_link_secret(&config).await;
+    let secrets = tally_aws::secrets_manager_client(&tally_aws::sdk_config(&config).await);
+    let signer = LinkSigner::new(Arc::new(tally_aws::SecretsManagerLinkSecret::new(secrets, arn)));
     Env {
+        signer,
         config,
         store: store.clone(),
         lifecycle: store.clone(),
@@ -65,16 +72,62 @@ struct Answer {
 }
 
 async fn call(env: &Env, fixture: &str) -> Answer {
+    let (status, headers, bytes) = call_raw(env, fixture).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer { status, headers, json }
+}
+
+async fn call_raw(env: &Env, fixture: &str) -> (u16, http::HeaderMap, bytes::Bytes) {
     let request = lambda_http::request::from_str(fixture).expect("fixture is an API Gateway event");
     let clock: Arc<dyn Clock> = env.clock.clone();
     let refresh = Arc::new(S3WeekRefresh::new(&env.s3));
-    let service = api_service(env.lifecycle.clone(), env.sink.clone(), refresh, clock);
+    let service = api_service(env.lifecycle.clone(), env.sink.clone(), refresh, env.signer.clone(), clock);
     let response = service.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer { status, headers, json }
+    (status, headers, bytes)
+}
+
+/// The API's URL, as the template passes it to the weekly function (`TALLY_PUBLIC_URL`).
+const API_URL: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com/Prod/";
+
+/// The event API Gateway sends the function when a browser opens `link`
+/// (a report link under [`API_URL`], or a relative one from a page):
+/// `apigw-get-report-week.json` with the link's path and query.
+fn report_event(link: &str) -> String {
+    let rest = link.strip_prefix(API_URL.trim_end_matches('/')).unwrap_or(link);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut event: Value = serde_json::from_str(event!("apigw-get-report-week.json")).unwrap();
+    let week = path.strip_prefix("/reports/").and_then(|w| w.strip_suffix('/')).filter(|w| !w.is_empty());
+    event["path"] = path.into();
+    event["requestContext"]["path"] = format!("/Prod{path}").into();
+    let resource = if week.is_some() { "/reports/{week}" } else { "/reports" };
+    event["resource"] = resource.into();
+    event["requestContext"]["resourcePath"] = resource.into();
+    event["pathParameters"] = week.map_or(Value::Null, |w| serde_json::json!({ "week": w }));
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+        .collect();
+    event["queryStringParameters"] = if pairs.is_empty() {
+        Value::Null
+    } else {
+        pairs.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect()
+    };
+    event["multiValueQueryStringParameters"] = if pairs.is_empty() {
+        Value::Null
+    } else {
+        pairs.iter().map(|(k, v)| (k.clone(), serde_json::json!([v]))).collect()
+    };
+    event.to_string()
+}
+
+/// Opens `link` through the API function: status, headers, body.
+async fn open(env: &Env, link: &str) -> (u16, http::HeaderMap, String) {
+    let (status, headers, body) = call_raw(env, &report_event(link)).await;
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[tokio::test]
@@ -604,7 +657,8 @@ fn notifying(env: &Env, url: &str) -> WeeklyDeps {
         max_delay: std::time::Duration::from_millis(5),
         jitter: false,
     };
-    WeeklyDeps { notifiers: vec![Arc::new(webhook)], notify_policy: fast, ..weekly_deps(env) }
+    let links = ReportLinks::new(env.signer.clone(), PublicUrl::parse(API_URL).unwrap(), 30);
+    WeeklyDeps { notifiers: vec![Arc::new(webhook)], notify_policy: fast, links, ..weekly_deps(env) }
 }
 
 #[tokio::test]
@@ -635,16 +689,72 @@ async fn scheduled_and_operator_runs_announce_their_weeks_and_refresh_rewrites_d
     // THEN only W48, the week the schedule owes, is announced, once
     let sent = posts.lock().unwrap().clone();
     assert_eq!(sent.iter().map(|n| (n.week, n.records)).collect::<Vec<_>>(), vec![(w48, 4)]);
-    // with a pre-signed link to its report
+    // with a signed link to its page on the API, valid 30 days
     let report = &sent[0].report;
-    assert!(report.contains("/summaries/2026-W48/summary.html?") && report.contains("X-Amz-Signature="), "{report}");
-    assert!(report.contains("X-Amz-Expires=604800"), "{report}");
+    let exp = report.strip_prefix(&format!("{API_URL}reports/2026-W48/?exp=")).unwrap_or_else(|| panic!("{report}"));
+    let exp: i64 = exp.split('&').next().unwrap().parse().unwrap();
+    assert_eq!(exp, env.clock.now().as_millis() / 1000 + 30 * 86_400, "{report}");
     assert!(sent[0].text.contains(report.as_str()));
 
     // An operator's run of a week is announced.
     handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap();
     let sent = posts.lock().unwrap().clone();
     assert_eq!(sent.iter().map(|n| (n.week, n.records)).collect::<Vec<_>>(), vec![(w48, 4), (w47(), 1)]);
+}
+
+/// The link a weekly notification carries opens the week's page through the
+/// API function, which reads it from S3 (moto); the page's links open the
+/// other weeks and the index; a changed or expired link gets the 403 page,
+/// and nothing is read for it.
+#[tokio::test]
+async fn the_notifications_link_opens_the_week_page_from_s3_through_the_api() {
+    let env = env_at(at("2026-11-30T11:00:00Z")).await;
+    let w48 = w47().next();
+    seed_week(&env, w47(), 3).await;
+    seed_week(&env, w48, 4).await;
+    let (posts, url) = webhook_receiver().await;
+    let deps = notifying(&env, &url);
+    handle_weekly(&deps, weekly_event(event!("schedule-week.json"))).await.unwrap();
+    handle_weekly(&deps, weekly_event(event!("schedule-weekly.json"))).await.unwrap();
+    let link = posts.lock().unwrap().iter().find(|n| n.week == w48).unwrap().report.clone();
+    let query = link.split_once('?').unwrap().1.to_owned();
+
+    // WHEN a browser opens it THEN the week's page comes from S3, its links carrying the token
+    let (status, headers, page) = open(&env, &link).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["content-security-policy"], tally_http::site::CONTENT_SECURITY_POLICY);
+    assert_eq!(
+        (headers["referrer-policy"].to_str().unwrap(), headers["x-content-type-options"].to_str().unwrap()),
+        ("no-referrer", "nosniff")
+    );
+    let stored = String::from_utf8(env.sink.read_object(w48, SUMMARY_HTML).await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(page.contains("<h1>Week 2026-W48</h1>") && stored.contains("<h1>Week 2026-W48</h1>"));
+    assert!(stored.contains(r#"href="../2026-W47/summary.html""#), "the stored page keeps its file links");
+    assert!(page.contains(&format!(r#"href="../2026-W47/?{query}""#)), "{page}");
+    // AND following its links opens the previous week and the index
+    let (status, _, previous) = open(&env, &format!("/reports/2026-W47/?{query}")).await;
+    assert_eq!(status, 200);
+    assert!(previous.contains("<h1>Week 2026-W47</h1>"));
+    let (status, _, index) = open(&env, &format!("/reports/?{query}")).await;
+    assert_eq!(status, 200);
+    assert!(index.contains(&format!(r#"href="2026-W48/?{query}""#)), "{index}");
+
+    // WHEN a byte of the signature changes, or the link is past its expiry, THEN the 403 page
+    let mut tampered = link.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let (status, headers, refused) = open(&env, &tampered).await;
+    assert_eq!(status, 403);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(refused.contains("This report link is not valid") && refused.contains("tally report-link --week 2026-W48"));
+    env.clock.advance_ms(31 * 86_400_000);
+    let (status, _, expired) = open(&env, &link).await;
+    assert_eq!(status, 403);
+    assert!(expired.contains("This report link has expired"), "{expired}");
+    // AND the fixture (a signature tally never made) is refused too
+    let (status, _, body) = call_raw(&env, event!("apigw-get-report-week.json")).await;
+    assert_eq!(status, 403, "{body:?}");
 }
 
 #[tokio::test]

@@ -237,16 +237,15 @@ impl SummarySink for DirSummarySink {
         .await
     }
 
-    /// The object's absolute path (relative roots are made absolute against
-    /// the working directory, without resolving symlinks), so a link in a
-    /// notification still works from another directory.
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        let path = self.object_path(week, name)?;
-        let absolute = std::path::absolute(&path).map_err(io_err(format!(
-            "cannot make {} an absolute path; pass --out as an absolute path",
-            path.display()
-        )))?;
-        Ok(absolute.display().to_string())
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        check_object_name(name)?;
+        let path = self.root.join(PREFIX).join(name);
+        blocking(move || match fs::read(&path) {
+            Ok(body) => Ok(Some(Bytes::from(body))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SinkError::internal(format!("cannot read {}", path.display()), e)),
+        })
+        .await
     }
 }
 
@@ -391,22 +390,6 @@ mod tests {
         fs::write(sink.week_dir(week()).join(".summary.json.1-0.tmp"), b"torn").unwrap();
         sink.begin_week(week()).await.unwrap();
         assert!(files_in(&sink.week_dir(week())).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_share_link_is_the_absolute_path_of_the_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = DirSummarySink::new(dir.path());
-        sink.put_object(week(), "summary.html", "text/html", Bytes::from_static(b"<p>hi</p>")).await.unwrap();
-        let link = sink.share_link(week(), "summary.html").await.unwrap();
-        assert!(Path::new(&link).is_absolute(), "{link}");
-        assert_eq!(fs::read(&link).unwrap(), b"<p>hi</p>");
-        assert!(sink.share_link(week(), "../x").await.is_err());
-
-        let relative = DirSummarySink::new("some/bucket");
-        let link = relative.share_link(week(), "summary.html").await.unwrap();
-        let expected = std::env::current_dir().unwrap().join("some/bucket/summaries").join(week().to_string());
-        assert_eq!(link, expected.join("summary.html").display().to_string());
     }
 
     #[tokio::test]

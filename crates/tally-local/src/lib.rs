@@ -6,17 +6,21 @@
 //! - [`ChannelWeekRefresh`]: the in-process queue of weeks to rewrite after
 //!   erasures, drained by `tally serve`'s refresher.
 //! - [`SqliteWeekLock`]: one run per week at a time, in the records' file.
+//! - [`FileLinkSecret`]: the secret that signs report links, a file in the
+//!   data directory.
 //!
 //! Only this crate depends on `rusqlite`; it knows nothing of HTTP or AWS.
 
 pub mod dir;
 pub mod lock;
 pub mod refresh;
+pub mod secret;
 pub mod sqlite;
 
 pub use dir::DirSummarySink;
 pub use lock::SqliteWeekLock;
 pub use refresh::ChannelWeekRefresh;
+pub use secret::FileLinkSecret;
 #[cfg(feature = "fault-injection")]
 pub use sqlite::CommitHook;
 pub use sqlite::{SqliteOptions, SqliteRecordStore};

@@ -99,6 +99,15 @@ async fn summarized() -> (MemorySummarySink, WeekReport) {
     (sink, report)
 }
 
+/// When the notifications are made.
+const NOW: tally_core::Timestamp = tally_core::Timestamp::from_millis(1_796_000_000_000);
+
+fn links() -> tally_core::report_link::ReportLinks {
+    let secret = Arc::new(tally_core::testing::MemoryLinkSecret::new("k".repeat(32)));
+    let base = tally_core::report_link::PublicUrl::parse("https://tally.example.com").unwrap();
+    tally_core::report_link::ReportLinks::new(tally_core::report_link::LinkSigner::new(secret), base, 30)
+}
+
 fn notifiers(n: WebhookNotifier) -> Vec<Arc<dyn Notifier>> {
     vec![Arc::new(n)]
 }
@@ -135,7 +144,7 @@ async fn the_body_is_the_notification_signed_with_the_secret() {
     let (sink, report) = summarized().await;
     let secret = "correct horse battery staple";
     let webhook = WebhookNotifier::new(&url(addr), Some(secret)).unwrap();
-    let announced = announce(&notifiers(webhook), &sink, &report, &FAST).await;
+    let announced = announce(&notifiers(webhook), &sink, &links(), &report, NOW, &FAST).await;
     assert_eq!(announced, Announced { delivered: 1, failed: 0 });
 
     let received = receiver.received();
@@ -160,7 +169,7 @@ async fn the_body_is_the_notification_signed_with_the_secret() {
     assert_eq!(keys, ["findings", "records", "report", "text", "warnings", "week"]);
     let n: Notification = serde_json::from_slice(body).unwrap();
     assert_eq!((n.week, n.records, n.warnings), (week(), 3, 0));
-    assert_eq!(n.report, "memory:summaries/2026-W47/summary.html");
+    assert!(n.report.starts_with("https://tally.example.com/reports/2026-W47/?exp="), "{}", n.report);
     assert!(n.text.contains("2026-W47") && n.text.contains(&n.report), "{}", n.text);
 
     // Without a secret there is no signature header.
@@ -174,7 +183,7 @@ async fn a_receiver_failing_twice_gets_three_attempts_and_no_duplicate_after_suc
     let (receiver, addr) = Receiver::start(&[500, 503], false).await;
     let (sink, report) = summarized().await;
     let webhook = WebhookNotifier::new(&url(addr), Some("k")).unwrap();
-    let announced = announce(&notifiers(webhook), &sink, &report, &FAST).await;
+    let announced = announce(&notifiers(webhook), &sink, &links(), &report, NOW, &FAST).await;
     assert_eq!(announced, Announced { delivered: 1, failed: 0 });
     let received = receiver.received();
     assert_eq!(received.len(), 3, "two failures, one success, nothing after it");
@@ -186,18 +195,20 @@ async fn a_receiver_failing_twice_gets_three_attempts_and_no_duplicate_after_suc
 async fn too_many_requests_is_retried_a_client_error_or_a_redirect_is_not() {
     let (sink, report) = summarized().await;
     let (receiver, addr) = Receiver::start(&[429], false).await;
-    let announced = announce(&notifiers(WebhookNotifier::new(&url(addr), None).unwrap()), &sink, &report, &FAST).await;
+    let announced =
+        announce(&notifiers(WebhookNotifier::new(&url(addr), None).unwrap()), &sink, &links(), &report, NOW, &FAST)
+            .await;
     assert_eq!((announced.delivered, receiver.received().len()), (1, 2));
 
     for status in [400, 401, 404, 302] {
         let (receiver, addr) = Receiver::start(&[status, status], false).await;
         let webhook = WebhookNotifier::new(&url(addr), Some("k")).unwrap();
-        let n = tally_core::summary::notify::notification(&sink, &report).await;
+        let n = tally_core::summary::notify::notification(&sink, &links(), &report, NOW).await;
         let err = webhook.deliver(&n).await.unwrap_err();
         assert!(!err.is_retryable(), "{status}: {err}");
         assert!(err.to_string().contains(&status.to_string()), "{err}");
         assert!(!err.to_string().contains("SECRETTOKEN"), "the URL's path is not shown: {err}");
-        let announced = announce(&notifiers(webhook), &sink, &report, &FAST).await;
+        let announced = announce(&notifiers(webhook), &sink, &links(), &report, NOW, &FAST).await;
         assert_eq!(announced, Announced { delivered: 0, failed: 1 });
         // One request from deliver, one from announce: never retried.
         assert_eq!(receiver.received().len(), 2, "{status}");
@@ -213,12 +224,12 @@ async fn an_unreachable_receiver_is_counted_as_failed_and_the_summary_stands() {
     };
     let (sink, report) = summarized().await;
     let webhook = WebhookNotifier::new(&url(addr), Some("k")).unwrap();
-    let n = tally_core::summary::notify::notification(&sink, &report).await;
+    let n = tally_core::summary::notify::notification(&sink, &links(), &report, NOW).await;
     let err = webhook.deliver(&n).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("could not connect") && !err.to_string().contains("SECRETTOKEN"), "{err}");
 
-    let announced = announce(&notifiers(webhook), &sink, &report, &FAST).await;
+    let announced = announce(&notifiers(webhook), &sink, &links(), &report, NOW, &FAST).await;
     assert_eq!(announced, Announced { delivered: 0, failed: 1 });
     assert!(is_summarized(&sink, week()).await.unwrap(), "the week's manifest is still there");
     assert_eq!(sink.list_weeks().await.unwrap(), vec![week()]);
@@ -230,7 +241,7 @@ async fn a_receiver_that_never_answers_times_out_and_is_retried() {
     let (sink, report) = summarized().await;
     let webhook = WebhookNotifier::new(&url(addr), None).unwrap().with_attempt_timeout(Duration::from_millis(200));
     let policy = RetryPolicy { max_attempts: 3, ..FAST };
-    let announced = announce(&notifiers(webhook), &sink, &report, &policy).await;
+    let announced = announce(&notifiers(webhook), &sink, &links(), &report, NOW, &policy).await;
     assert_eq!(announced, Announced { delivered: 0, failed: 1 });
     assert_eq!(receiver.received().len(), 3, "each timed-out attempt was retried");
 }

@@ -439,8 +439,8 @@ impl SummarySink for FencedSink {
         self.inner.put_index(name, content_type, body).await
     }
 
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        self.inner.share_link(week, name).await
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.inner.read_index(name).await
     }
 }
 

@@ -36,8 +36,8 @@ pub struct Notification {
     /// Every finding of the comparison with the previous week, as in
     /// `summary.json` (empty when there is no earlier week).
     pub findings: Vec<Finding>,
-    /// Where the report (`summary.html`) is: a path locally, a pre-signed
-    /// HTTPS URL on AWS.
+    /// The week's page on the report site tally serves, as a signed,
+    /// expiring link (`crate::report_link`): `<public URL>/reports/<week>/?exp=…&sig=…`.
     pub report: String,
     /// A short digest for people (see the module docs).
     pub text: String,

@@ -18,17 +18,22 @@
 //!   and only for errors a notifier marks [retryable](NotifyError::is_retryable).
 //!   Notifiers are tried concurrently, so a dead webhook does not delay the
 //!   e-mail.
-//! - **The link** is [`SummarySink::share_link`] of `summary.html`: a path
-//!   locally, a pre-signed URL on S3. The digest's "change vs the previous
-//!   week" reads that week's manifest (one small object); if either fails,
-//!   the notification still goes out, with the object's key or without the
-//!   change.
+//! - **The link** opens the week's page on the report site that tally
+//!   serves (`<public URL>/reports/<week>/?exp=…&sig=…`), signed by
+//!   [`ReportLinks`] and valid for its validity (30 days by default): the
+//!   same link works locally (`tally serve`, `--public-url`) and on AWS (the
+//!   API's URL). The digest's "change vs the previous week" reads that
+//!   week's manifest (one small object). If either fails the notification
+//!   still goes out: with the page's address unsigned (its 403 page says how
+//!   to get a fresh link) or without the change.
 
 use std::sync::Arc;
 
 use super::notification::Notification;
-use super::service::{MANIFEST_JSON, Manifest, SUMMARY_HTML, WeekReport};
+use super::service::{MANIFEST_JSON, Manifest, WeekReport};
+use crate::clock::Timestamp;
 use crate::ports::{Notifier, NotifyError, SummarySink};
+use crate::report_link::ReportLinks;
 use crate::retry::{RetryPolicy, retry};
 use crate::week::IsoWeek;
 
@@ -41,35 +46,43 @@ pub struct Announced {
     pub failed: usize,
 }
 
-/// Builds `report`'s [`Notification`] and delivers it to every notifier,
-/// retrying retryable failures per `policy`. Never fails: see the module docs.
+/// Builds `report`'s [`Notification`] at `now` (its link is valid from
+/// then) and delivers it to every notifier, retrying retryable failures per
+/// `policy`. Never fails: see the module docs.
 pub async fn announce(
     notifiers: &[Arc<dyn Notifier>],
     sink: &dyn SummarySink,
+    links: &ReportLinks,
     report: &WeekReport,
+    now: Timestamp,
     policy: &RetryPolicy,
 ) -> Announced {
     if notifiers.is_empty() {
         return Announced::default();
     }
-    let notification = notification(sink, report).await;
+    let notification = notification(sink, links, report, now).await;
     let outcomes =
         futures::future::join_all(notifiers.iter().map(|n| deliver(n.as_ref(), &notification, policy))).await;
     let delivered = outcomes.iter().filter(|ok| **ok).count();
     Announced { delivered, failed: outcomes.len() - delivered }
 }
 
-/// The notification of `report`: its link, and the previous week's count.
-pub async fn notification(sink: &dyn SummarySink, report: &WeekReport) -> Notification {
+/// The notification of `report` sent at `now`: its signed link, and the
+/// previous week's count.
+pub async fn notification(
+    sink: &dyn SummarySink,
+    links: &ReportLinks,
+    report: &WeekReport,
+    now: Timestamp,
+) -> Notification {
     let week = report.week;
-    let link = match sink.share_link(week, SUMMARY_HTML).await {
+    let link = match links.week(week, now).await {
         Ok(link) => link,
         Err(e) => {
-            // The key still tells a person where to look in the bucket.
-            let key = report.objects.iter().find(|o| o.key.ends_with(SUMMARY_HTML)).map(|o| o.key.clone());
-            let key = key.unwrap_or_else(|| format!("summaries/{week}/{SUMMARY_HTML}"));
-            tracing::warn!(%week, error = %crate::error_chain(&e), "could not make a link to the report; the notification names its key instead");
-            key
+            // The address still leads a person to the page that says how to
+            // get a working link.
+            tracing::warn!(%week, error = %crate::error_chain(&e), "could not sign the report's link; the notification carries its unsigned address (run `tally report-link --week {week}` for a working one)");
+            links.week_url(week)
         }
     };
     let comparison = report.comparison.as_ref();
@@ -147,8 +160,15 @@ mod tests {
 
     use super::*;
     use crate::ports::ObjectInfo;
+    use crate::ports::{LinkSecretStore, SecretError};
+    use crate::report_link::{LinkSecret, LinkSigner, PublicUrl};
     use crate::summary::{Comparison, Finding, FindingKind, Severity};
-    use crate::testing::MemorySummarySink;
+    use crate::testing::{MemoryLinkSecret, MemorySummarySink};
+
+    fn links() -> ReportLinks {
+        let signer = LinkSigner::new(Arc::new(MemoryLinkSecret::new("s".repeat(32))));
+        ReportLinks::new(signer, PublicUrl::parse("https://tally.example.com/Prod/").unwrap(), 30)
+    }
 
     /// Answers with the scripted results in turn (then `Ok`), recording
     /// every notification it was given.
@@ -239,12 +259,19 @@ mod tests {
             }],
         };
         let started = tokio::time::Instant::now();
-        let announced = announce(&notifiers, &sink, &report(Some(comparison)), &POLICY).await;
+        let announced =
+            announce(&notifiers, &sink, &links(), &report(Some(comparison)), Timestamp::now(), &POLICY).await;
         assert_eq!(announced, Announced { delivered: 2, failed: 0 });
         assert_eq!((flaky.calls(), steady.calls()), (3, 1), "retried until success, then no duplicate");
         assert_eq!(started.elapsed(), Duration::from_secs(10 + 20), "the policy's backoff");
         let n = steady.seen.lock().unwrap()[0].clone();
-        assert_eq!(n.report, "memory:summaries/2026-W47/summary.html");
+        let (url, token) = n.report.split_once("?exp=").unwrap();
+        assert_eq!(url, "https://tally.example.com/Prod/reports/2026-W47/");
+        let (exp, sig) = token.split_once("&sig=").unwrap();
+        let signer = LinkSigner::new(Arc::new(MemoryLinkSecret::new("s".repeat(32))));
+        let checked = signer.check(Some(exp), Some(sig), Timestamp::now()).await.unwrap().unwrap();
+        let days = (checked.expires().as_millis() - Timestamp::now().as_millis()) as f64 / 86_400_000.0;
+        assert!((29.9..=30.0).contains(&days), "valid 30 days: {days}");
         assert_eq!((n.records, n.warnings, n.findings.len()), (150, 1, 1));
         assert!(
             n.text.starts_with("tally report for 2026-W47: 150 records (+50% vs 2026-W46: 100). 1 warning:"),
@@ -259,7 +286,7 @@ mod tests {
         let refused = Scripted::new(vec![Err(NotifyError::final_("400", None))]);
         let down = Scripted::new((0..10).map(|_| busy()).collect());
         let notifiers: Vec<Arc<dyn Notifier>> = vec![refused.clone(), down.clone()];
-        let announced = announce(&notifiers, &sink, &report(None), &POLICY).await;
+        let announced = announce(&notifiers, &sink, &links(), &report(None), Timestamp::now(), &POLICY).await;
         assert_eq!(announced, Announced { delivered: 0, failed: 2 });
         assert_eq!((refused.calls(), down.calls()), (1, POLICY.max_attempts as usize));
         assert!(down.seen.lock().unwrap()[0].text.contains("no earlier week"));
@@ -307,10 +334,32 @@ mod tests {
             async fn list_weeks(&self) -> Result<Vec<IsoWeek>, crate::ports::SinkError> {
                 unreachable!()
             }
-            async fn share_link(&self, _: IsoWeek, _: &str) -> Result<String, crate::ports::SinkError> {
+            async fn read_index(&self, _: &str) -> Result<Option<Bytes>, crate::ports::SinkError> {
                 unreachable!()
             }
         }
-        assert_eq!(announce(&[], &Untouchable, &report(None), &POLICY).await, Announced::default());
+        assert_eq!(
+            announce(&[], &Untouchable, &links(), &report(None), Timestamp::now(), &POLICY).await,
+            Announced::default()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_that_cannot_be_signed_still_names_the_page() {
+        #[derive(Debug)]
+        struct Down;
+        #[async_trait]
+        impl LinkSecretStore for Down {
+            async fn load(&self) -> Result<LinkSecret, SecretError> {
+                Err(SecretError::Unavailable { message: "down".into(), source: None })
+            }
+        }
+        let links = ReportLinks::new(LinkSigner::new(Arc::new(Down)), PublicUrl::parse("http://h:1").unwrap(), 30);
+        let steady = Scripted::new(vec![]);
+        let notifiers: Vec<Arc<dyn Notifier>> = vec![steady.clone()];
+        let announced =
+            announce(&notifiers, &MemorySummarySink::default(), &links, &report(None), Timestamp::now(), &POLICY).await;
+        assert_eq!(announced, Announced { delivered: 1, failed: 0 });
+        assert_eq!(steady.seen.lock().unwrap()[0].report, "http://h:1/reports/2026-W47/");
     }
 }

@@ -45,6 +45,7 @@ use super::state::Part;
 use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::retention::{PruneError, PruneReport, expired};
 use crate::ports::{Notifier, RecordLifecycle, SummarySink, WeekLease, WeekLock, WeekRefresh};
+use crate::report_link::ReportLinks;
 use crate::retry::RetryPolicy;
 use crate::week::IsoWeek;
 
@@ -251,6 +252,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     refresh: Option<Arc<dyn WeekRefresh>>,
     notifiers: Vec<Arc<dyn Notifier>>,
+    /// The signed links the announcements carry (set with the notifiers).
+    links: Option<ReportLinks>,
     settings: WeeklySettings,
     /// Who runs, for the lock's holder: e.g. `pid 4242`.
     identity: String,
@@ -281,6 +284,7 @@ impl Weekly {
             clock,
             refresh: None,
             notifiers: Vec::new(),
+            links: None,
             settings,
             identity: identity.into(),
         };
@@ -297,6 +301,7 @@ impl Weekly {
                 clock: shared.clock.clone(),
                 refresh: shared.refresh.clone(),
                 notifiers: shared.notifiers.clone(),
+                links: shared.links.clone(),
                 settings: shared.settings.clone(),
                 identity: shared.identity.clone(),
             },
@@ -305,9 +310,13 @@ impl Weekly {
         Self { inner: Arc::new(inner) }
     }
 
-    /// Announces the weeks it writes (scheduled, catch-up, operator runs).
-    pub fn with_notifiers(self, notifiers: Vec<Arc<dyn Notifier>>) -> Self {
-        self.with_inner(|i| i.notifiers = notifiers)
+    /// Announces the weeks it writes (scheduled, catch-up, operator runs),
+    /// each message carrying a signed link to its week's page made by `links`.
+    pub fn with_notifiers(self, notifiers: Vec<Arc<dyn Notifier>>, links: ReportLinks) -> Self {
+        self.with_inner(|i| {
+            i.notifiers = notifiers;
+            i.links = Some(links);
+        })
     }
 
     /// Takes pending refresh requests into scheduled runs and withdraws
@@ -501,9 +510,9 @@ impl Weekly {
         if trigger == Trigger::Refresh {
             self.withdraw(report.week).await;
         }
-        let announced = if trigger.announced() {
-            let i = &self.inner;
-            announce(&i.notifiers, i.sink.as_ref(), &report, &i.settings.notify_policy).await
+        let i = &self.inner;
+        let announced = if let (true, Some(links)) = (trigger.announced(), &i.links) {
+            announce(&i.notifiers, i.sink.as_ref(), links, &report, i.clock.now(), &i.settings.notify_policy).await
         } else {
             Announced::default()
         };

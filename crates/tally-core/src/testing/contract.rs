@@ -11,7 +11,8 @@ use bytes::Bytes;
 use sha2::Digest;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::ports::{Notifier, SinkError, SummarySink, WeekRefresh};
+use crate::ports::{LinkSecretStore, Notifier, SinkError, SummarySink, WeekRefresh};
+use crate::report_link::LinkSecret;
 use crate::summary::{Finding, FindingKind, Notification, Severity};
 use crate::week::IsoWeek;
 
@@ -133,10 +134,11 @@ pub async fn sink_contract(sink: &dyn SummarySink) {
     assert_eq!(info.key, "summaries/index.html");
     assert_eq!((info.bytes, info.sha256.as_str()), (index.len() as u64, sha256(&index).as_str()));
     assert_eq!(sink.list_weeks().await.expect("list"), expected);
-
-    // AND a share link names the object
-    let link = sink.share_link(w, "summary.json").await.expect("share link");
-    assert!(link.contains("2026-W47/summary.json"), "{link}");
+    // AND it reads back; a missing one reads as None
+    assert_eq!(sink.read_index("index.html").await.expect("read index").as_ref(), Some(&index));
+    assert_eq!(sink.read_index("other.html").await.expect("read a missing index"), None);
+    // AND it is not an object of any week
+    assert_eq!(sink.read_object(w, "index.html").await.expect("read"), None);
 
     // AND names that are not one plain path component are refused as a bug, touching nothing
     let refused = |what: &str, name: &str, result: Result<(), SinkError>| match result {
@@ -150,7 +152,7 @@ pub async fn sink_contract(sink: &dyn SummarySink) {
         refused("open_object", bad, sink.open_object(w, bad, "text/plain").await.map(drop));
         refused("read_object", bad, sink.read_object(w, bad).await.map(drop));
         refused("delete_object", bad, sink.delete_object(w, bad).await);
-        refused("share_link", bad, sink.share_link(w, bad).await.map(drop));
+        refused("read_index", bad, sink.read_index(bad).await.map(drop));
     }
     assert_eq!(sink.list_weeks().await.expect("list"), expected);
     assert_eq!(sink.read_object(w, "summary.json").await.expect("read").as_ref(), Some(&short));
@@ -249,4 +251,18 @@ pub async fn notifier_contract(
     let err = failing.deliver(&second).await.expect_err("delivering to a failing endpoint must be an error");
     let chain = crate::error_chain(&err);
     assert!(!chain.contains(BODY_MARKER), "the error quotes the notification: {chain}");
+}
+
+/// The behaviour every [`LinkSecretStore`] must show. `first` and `second`
+/// are two adapters over the same backing store (two processes: the server
+/// and a weekly run), which may or may not hold a secret yet.
+pub async fn link_secret_contract(first: &dyn LinkSecretStore, second: &dyn LinkSecretStore) {
+    // WHEN the secret is loaded
+    let secret = first.load().await.expect("load the secret");
+    // THEN loading again, here or from another process, gives the same bytes
+    assert_eq!(first.load().await.expect("load again"), secret);
+    assert_eq!(second.load().await.expect("load from another process"), secret);
+    // AND it is a secret (LinkSecret's only constructor checks its length) that Debug does not show
+    let _: &LinkSecret = &secret;
+    assert_eq!(format!("{secret:?}"), "LinkSecret(<redacted>)");
 }

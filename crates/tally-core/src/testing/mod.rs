@@ -11,7 +11,7 @@ mod lock;
 
 pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 
-pub use contract::{notifier_contract, refresh_contract, sink_contract};
+pub use contract::{link_secret_contract, notifier_contract, refresh_contract, sink_contract};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -262,8 +262,27 @@ impl SummarySink for MemorySummarySink {
             .filter_map(|w| IsoWeek::parse(w).ok())
             .collect())
     }
-    async fn share_link(&self, week: IsoWeek, name: &str) -> Result<String, SinkError> {
-        Ok(format!("memory:{}", Self::key(week, name)?))
+    async fn read_index(&self, name: &str) -> Result<Option<bytes::Bytes>, SinkError> {
+        check_object_name(name)?;
+        Ok(self.lock().get(&format!("summaries/{name}")).cloned())
+    }
+}
+
+/// A [`LinkSecretStore`](crate::ports::LinkSecretStore) holding a fixed secret.
+#[derive(Debug, Clone)]
+pub struct MemoryLinkSecret(String);
+
+impl MemoryLinkSecret {
+    /// `text` must be at least 32 bytes, or every load fails.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+}
+
+#[async_trait]
+impl crate::ports::LinkSecretStore for MemoryLinkSecret {
+    async fn load(&self) -> Result<crate::report_link::LinkSecret, crate::ports::SecretError> {
+        crate::report_link::LinkSecret::from_text(&self.0)
     }
 }
 

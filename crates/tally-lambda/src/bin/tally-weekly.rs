@@ -20,10 +20,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
     // TALLY_NOTIFY_URL / TALLY_NOTIFY_SECRET / TALLY_REPORT_TOPIC_ARN, each optional.
     let notifiers = config.notifiers().await?;
+    // Each notification's signed link: TALLY_PUBLIC_URL and the secret (read once per cold start, when first needed).
+    let links = config.report_links().await?;
     let deps = WeeklyDeps {
         options: config.summary_options(),
         retention,
         notifiers,
+        links,
         shares: config.weekly_parts,
         ..WeeklyDeps::new(store, sink)
     };

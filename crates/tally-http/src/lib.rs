@@ -9,6 +9,8 @@
 //! Modules depend only on those above them in this list, never back:
 //! - [`schema`]: the documented shapes of bodies and parameters (a leaf).
 //! - [`state`]: what handlers share ([`AppState`]) and the API-key check.
+//! - [`encoding`]: compressed request bodies (`Content-Encoding`), decoded
+//!   under the body limit.
 //! - [`problem`]: [`ApiError`] and the problem+json responses.
 //! - [`handlers`]: one function per route, each with its OpenAPI operation,
 //!   `GET /openapi.json` included (it serves the document it is handed).
@@ -22,6 +24,7 @@
 //! them the finished document to serve.
 
 pub mod data;
+pub mod encoding;
 pub mod handlers;
 pub mod openapi;
 pub mod problem;

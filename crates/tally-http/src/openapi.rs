@@ -38,7 +38,8 @@ pub const ADMIN_KEY_SCHEME: &str = "admin_key";
     info(
         title = "tally",
         description = "JSON records in, weekly reports out.\n\n\
-            Send records with `POST /records` (or the original `POST /post`); read one back with \
+            Send records with `POST /records` (or the original `POST /post`), compressed or not \
+            (`Content-Encoding` gzip, zstd or deflate); read one back with \
             `GET /records/{id}`, or a time range with `GET /records`; erase one with \
             `DELETE /records/{id}` (admin key); read weekly summaries with `GET /summaries/{week}`. Every route but \
             `/health` and `/openapi.json` needs the API key in the `x-api-key` header.\n\n\

@@ -8,6 +8,8 @@ use serde::Serialize;
 use tally_core::ports::SinkError;
 use tally_core::{IngestError, StoreError, ValidationError};
 
+use crate::encoding::DecodeError;
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A problem document. `type` is a relative URI naming the problem kind
@@ -135,6 +137,8 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -150,33 +154,33 @@ impl From<IngestError> for ApiError {
     }
 }
 
+/// Status, problem slug and title of a validation error.
+fn validation_kind(v: &ValidationError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match v {
+        ValidationError::EmptyBody => (S::BAD_REQUEST, "empty-body", "Empty body"),
+        ValidationError::Encoding { .. } | ValidationError::InvalidUtf8 { .. } => {
+            (S::BAD_REQUEST, "invalid-encoding", "Body is not UTF-8")
+        }
+        ValidationError::Syntax { .. } => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+        ValidationError::NotAnObject { .. } => {
+            (S::UNPROCESSABLE_ENTITY, "not-an-object", "Record is not a JSON object")
+        }
+        ValidationError::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch", "Empty batch"),
+        ValidationError::TooManyRecords { .. } => (S::UNPROCESSABLE_ENTITY, "too-many-records", "Too many records"),
+        ValidationError::RecordTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "record-too-large", "Record too large"),
+        ValidationError::TooDeep { .. } => (S::UNPROCESSABLE_ENTITY, "too-deep", "Record nested too deeply"),
+        ValidationError::DuplicateKey { .. } => (S::UNPROCESSABLE_ENTITY, "duplicate-key", "Duplicate key"),
+    }
+}
+
 impl ApiError {
     pub fn to_problem(&self) -> Problem {
         use StatusCode as S;
         let detail = self.to_string();
         match self {
             Self::Invalid(v) => {
-                let (status, slug, title) = match v {
-                    ValidationError::EmptyBody => (S::BAD_REQUEST, "empty-body", "Empty body"),
-                    ValidationError::Encoding { .. } | ValidationError::InvalidUtf8 { .. } => {
-                        (S::BAD_REQUEST, "invalid-encoding", "Body is not UTF-8")
-                    }
-                    ValidationError::Syntax { .. } => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
-                    ValidationError::NotAnObject { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "not-an-object", "Record is not a JSON object")
-                    }
-                    ValidationError::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch", "Empty batch"),
-                    ValidationError::TooManyRecords { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "too-many-records", "Too many records")
-                    }
-                    ValidationError::RecordTooLarge { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "record-too-large", "Record too large")
-                    }
-                    ValidationError::TooDeep { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "too-deep", "Record nested too deeply")
-                    }
-                    ValidationError::DuplicateKey { .. } => (S::UNPROCESSABLE_ENTITY, "duplicate-key", "Duplicate key"),
-                };
+                let (status, slug, title) = validation_kind(v);
                 let mut p = Problem::new(status, slug, title, detail);
                 if let Some(pos) = v.position() {
                     p.index = pos.index;
@@ -206,6 +210,15 @@ impl ApiError {
             Self::BodyTooLarge(_) => Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail),
             Self::UnsupportedMediaType(_) => {
                 Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+            }
+            Self::Decode(DecodeError::Unsupported(..) | DecodeError::Stacked(..)) => {
+                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+            }
+            Self::Decode(DecodeError::Corrupt { .. }) => {
+                Problem::new(S::BAD_REQUEST, "undecodable-body", "Body cannot be decompressed", detail)
+            }
+            Self::Decode(DecodeError::TooLarge { .. }) => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail)
             }
             Self::Store(StoreError::Unavailable { retry_after, .. }) => {
                 let mut p = Problem::new(

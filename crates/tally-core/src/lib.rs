@@ -6,6 +6,7 @@
 //! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`],
 //!   [`Notifier`](ports::Notifier)).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
+//! - [`firehose`]: Amazon Data Firehose HTTP endpoint deliveries, stored through [`ingest`].
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.
 //! - [`retry`]: the one backoff-and-retry mechanism every crate uses.
 //!
@@ -13,6 +14,7 @@
 //! local server, the Lambda functions and every adapter share.
 
 pub mod clock;
+pub mod firehose;
 pub mod id;
 pub mod idempotency;
 pub mod ingest;

@@ -15,7 +15,8 @@
 //! - [`handlers`]: one function per route, each with its OpenAPI operation,
 //!   `GET /openapi.json` included (it serves the document it is handed).
 //! - [`data`]: the data lifecycle routes (range reads, erasure), like `handlers`.
-//! - `router`: the route table (public and protected halves) plus
+//! - [`firehose`]: `POST /firehose`, Amazon Data Firehose deliveries, like `handlers`.
+//! - `router`: the route table (public, protected and Firehose parts) plus
 //!   middleware (request ids, tracing, timeouts, API key, load shedding).
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document, built in this one place from
 //!   the route table.
@@ -25,6 +26,7 @@
 
 pub mod data;
 pub mod encoding;
+pub mod firehose;
 pub mod handlers;
 pub mod openapi;
 pub mod problem;

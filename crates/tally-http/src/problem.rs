@@ -5,12 +5,19 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tally_core::firehose::FirehoseError;
 use tally_core::ports::SinkError;
 use tally_core::{IngestError, StoreError, ValidationError};
 
 use crate::encoding::DecodeError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Marks an error answer written in a format its caller requires instead of
+/// problem+json (Firehose's `{"requestId","timestamp","errorMessage"}`), so
+/// the router's middleware does not rewrite it into a problem document.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorFormat;
 
 /// A problem document. `type` is a relative URI naming the problem kind
 /// (documented in the README); `title` is fixed per kind; `detail` says what
@@ -138,6 +145,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A Firehose delivery that is not one, or one of whose records is refused.
+    #[error(transparent)]
+    Firehose(FirehoseError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -150,6 +160,16 @@ impl From<IngestError> for ApiError {
             IngestError::Invalid(v) => Self::Invalid(v),
             IngestError::IdempotencyConflict => Self::IdempotencyConflict,
             IngestError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+impl From<FirehoseError> for ApiError {
+    fn from(e: FirehoseError) -> Self {
+        match e {
+            FirehoseError::Invalid(v) => Self::Invalid(v),
+            FirehoseError::Ingest(e) => e.into(),
+            other => Self::Firehose(other),
         }
     }
 }
@@ -210,6 +230,16 @@ impl ApiError {
             Self::BodyTooLarge(_) => Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail),
             Self::UnsupportedMediaType(_) => {
                 Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+            }
+            Self::Firehose(FirehoseError::Record { source, .. }) => {
+                let (status, slug, title) = validation_kind(source);
+                Problem::new(status, slug, title, detail)
+            }
+            Self::Firehose(FirehoseError::TooLarge { .. } | FirehoseError::EnvelopeTooLarge { .. }) => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail)
+            }
+            Self::Firehose(_) => {
+                Problem::new(S::BAD_REQUEST, "bad-firehose-delivery", "Not a Firehose delivery", detail)
             }
             Self::Decode(DecodeError::Unsupported(..) | DecodeError::Stacked(..)) => {
                 Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)

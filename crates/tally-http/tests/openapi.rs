@@ -55,6 +55,7 @@ fn every_route_is_documented_with_its_errors_and_security() {
         ("/records/{id}", "get", &[200, 400, 401, 404, 503], true),
         ("/summaries", "get", &[200, 401, 503], true),
         ("/summaries/{week}", "get", &[200, 400, 401, 404, 503], true),
+        ("/firehose", "post", &[200, 400, 401, 403, 409, 415, 422, 503], true),
     ];
     assert_eq!(doc["paths"].as_object().unwrap().len(), ops.len(), "a route is missing from this test");
     for (path, method, statuses, secured) in ops {
@@ -64,8 +65,10 @@ fn every_route_is_documented_with_its_errors_and_security() {
         assert_eq!(got, statuses, "{method} {path}");
         for (status, response) in responses {
             assert!(response["headers"]["x-request-id"].is_object(), "{method} {path} {status}");
+            // Firehose takes only application/json answers: its errors carry the problem members there.
+            let errors = if path == "/firehose" { "application/json" } else { "application/problem+json" };
             if status.starts_with('4') || status.starts_with('5') {
-                assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
+                assert!(response["content"][errors].is_object(), "{method} {path} {status}");
             }
             if status == "503" {
                 assert!(response["headers"]["Retry-After"].is_object(), "{method} {path}");
@@ -81,6 +84,16 @@ fn every_route_is_documented_with_its_errors_and_security() {
     assert!(created["headers"]["Location"].is_object() && created["headers"]["Idempotent-Replayed"].is_object());
     assert!(created["headers"]["First-Record-Id"].is_object());
     assert_eq!(created["links"]["GetRecord"]["operationId"], "get_record");
+    // Both record routes document the codings they decode.
+    for path in ["/records", "/post"] {
+        let names: Vec<&Value> =
+            doc["paths"][path]["post"]["parameters"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
+        assert!(names.contains(&&Value::from("Content-Encoding")), "{path}: {names:?}");
+    }
+    let firehose = &doc["paths"]["/firehose"]["post"];
+    assert_eq!(firehose["security"], serde_json::json!([{"firehose_access_key": []}]));
+    assert_eq!(doc["components"]["securitySchemes"]["firehose_access_key"]["name"], "X-Amz-Firehose-Access-Key");
+    assert!(firehose["requestBody"]["content"]["application/json"].is_object());
 }
 
 /// A link is followed after every response it is declared on, so what it

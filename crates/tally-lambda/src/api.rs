@@ -36,15 +36,24 @@ pub type ApiService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http
 /// The REST stage (`/Prod`) is removed from paths here as well as by
 /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`, so routing does not hinge on one
 /// environment variable.
+///
+/// `POST /firehose` is the one route API Gateway lets through without the
+/// API key (Firehose cannot send `x-api-key`): the function checks the
+/// stream's `X-Amz-Firehose-Access-Key` against `firehose` (the SHA-256 from
+/// the stack's `FirehoseAccessKeySha256` parameter); with `None` the route
+/// answers 403.
 pub fn api_service(
     store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     refresh: Arc<dyn WeekRefresh>,
     clock: Arc<dyn Clock>,
+    firehose: Option<Auth>,
 ) -> ApiService {
     let records: Arc<dyn RecordStore> = store.clone();
     let ingest = IngestService::new(records, clock, Limits::default());
-    let state = AppState::new(ingest, sink, Auth::Open).with_erasure(Erasure::new(store, refresh, Admin::Upstream));
+    let state = AppState::new(ingest, sink, Auth::Open)
+        .with_erasure(Erasure::new(store, refresh, Admin::Upstream))
+        .with_firehose_auth(firehose);
     let router = tally_http::router(state, HttpOptions { request_timeout: API_REQUEST_TIMEOUT })
         .layer(axum::middleware::from_fn(require_iam_identity));
     MapRequest::new(router, from_gateway as fn(lambda_http::Request) -> lambda_http::Request)

@@ -83,6 +83,11 @@ pub struct FunctionConfig {
     /// `TALLY_WEEKLY_PARTS` (optional, 1–28, default 7): how many shares
     /// the weekly state machine cuts each week into.
     pub weekly_parts: u8,
+    /// `TALLY_FIREHOSE_ACCESS_KEY_SHA256` (optional, 64 hex digits): the
+    /// SHA-256 of the access key Amazon Data Firehose streams send to
+    /// `POST /firehose`; unset, that route answers 403. Only the hash is
+    /// configured, so the function's environment holds no key.
+    pub firehose_key_sha256: Option<String>,
 }
 
 /// A value that `Debug` never prints.
@@ -141,6 +146,15 @@ impl FunctionConfig {
             }
         };
         let optional = |name: &str| var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let firehose_key_sha256 = optional("TALLY_FIREHOSE_ACCESS_KEY_SHA256");
+        if let Some(hash) = &firehose_key_sha256 {
+            if tally_http::Auth::sha256_hex(hash).is_none() {
+                anyhow::bail!(
+                    "TALLY_FIREHOSE_ACCESS_KEY_SHA256 is not a SHA-256 in hex; set the FirehoseAccessKeySha256 \
+                     parameter to the 64 hex digits `printf %s \"$KEY\" | sha256sum` prints, or leave it empty"
+                );
+            }
+        }
         Ok(Self {
             table: get("TABLE_NAME")?,
             bucket: get("BUCKET_NAME")?,
@@ -152,7 +166,14 @@ impl FunctionConfig {
             notify_secret: optional("TALLY_NOTIFY_SECRET").map(Secret),
             report_topic_arn: optional("TALLY_REPORT_TOPIC_ARN"),
             weekly_parts,
+            firehose_key_sha256,
         })
+    }
+
+    /// Who may deliver to `POST /firehose`: the key whose SHA-256 is
+    /// `TALLY_FIREHOSE_ACCESS_KEY_SHA256`, or nobody.
+    pub fn firehose_auth(&self) -> Option<tally_http::Auth> {
+        self.firehose_key_sha256.as_deref().and_then(tally_http::Auth::sha256_hex)
     }
 
     /// The notifiers `TALLY_NOTIFY_URL` (with `TALLY_NOTIFY_SECRET`) and
@@ -204,6 +225,13 @@ mod tests {
         let base = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b")];
         let config = FunctionConfig::from_env(env(&base)).unwrap();
         assert_eq!((config.table.as_str(), config.bucket.as_str(), config.gzip_level), ("t", "b", None));
+        assert!(config.firehose_auth().is_none());
+        // sha256("s3cret")
+        let hash = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
+        let with_key = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_FIREHOSE_ACCESS_KEY_SHA256", hash)]));
+        assert!(with_key.unwrap().firehose_auth().unwrap().allows(Some(b"s3cret")));
+        let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_FIREHOSE_ACCESS_KEY_SHA256", "s3cret")]));
+        assert!(err.unwrap_err().to_string().contains("64 hex digits"));
         assert_eq!(config.summary_options(), SummaryOptions::default());
 
         let config = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", "6")])).unwrap();

@@ -96,7 +96,7 @@ async fn bad_requests_get_their_4xx_problem_and_store_nothing() {
     let before = collect_week(store.as_ref(), week, 1000).await.len();
     for (name, e, status, kind) in &cases {
         let request = lambda_http::request::from_str(e).unwrap_or_else(|err| panic!("{name}: bad event: {err}"));
-        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone());
+        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone(), None);
         let response = service.oneshot(request).await.expect("infallible");
         let got = response.status().as_u16();
         let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -149,7 +149,7 @@ async fn compressed_bodies_through_the_gateway_are_stored_once_decoded_and_bombs
     let mut expected = collect_week(store.as_ref(), week, 1000).await.len();
     for (name, e, status, kind) in &cases {
         let request = lambda_http::request::from_str(e).unwrap_or_else(|err| panic!("{name}: bad event: {err}"));
-        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone());
+        let service = api_service(store.clone(), sink.clone(), refresh.clone(), clock.clone(), None);
         let response = service.oneshot(request).await.expect("infallible");
         let got = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

@@ -40,7 +40,7 @@ async fn one_request_writes_one_info_line_and_its_size_is_what_cost_md_assumes()
     let (store, sink, _) = fresh_adapters().await;
     let store = Arc::new(store);
     let refresh = Arc::new(S3WeekRefresh::new(&sink));
-    let service = api_service(store.clone(), Arc::new(sink), refresh, Arc::new(SystemClock));
+    let service = api_service(store.clone(), Arc::new(sink), refresh, Arc::new(SystemClock), None);
     let request = lambda_http::request::from_str(include_str!("../../../events/apigw-post-records.json")).unwrap();
 
     // GIVEN the subscriber of init_default_subscriber (JSON, INFO, no target, no time)

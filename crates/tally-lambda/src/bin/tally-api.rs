@@ -16,6 +16,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
     // Erasures ask for their week's rewrite with an object beside its summary.
     let refresh = Arc::new(S3WeekRefresh::new(&sink));
-    let service = tally_lambda::api_service(Arc::new(store), Arc::new(sink), refresh, Arc::new(SystemClock));
+    let service = tally_lambda::api_service(
+        Arc::new(store),
+        Arc::new(sink),
+        refresh,
+        Arc::new(SystemClock),
+        config.firehose_auth(),
+    );
     lambda_http::run(service).await
 }

@@ -27,7 +27,7 @@ use tally_core::firehose::{FirehoseDelivery, FirehoseError, FirehoseOutcome, env
 use crate::encoding::{self, DecodeError};
 use crate::handlers::read_decoded_body;
 use crate::problem::{ApiError, ErrorFormat};
-use crate::schema::{ContentEncodingHeader, FirehoseAck, FirehoseHeaders, FirehoseRequest};
+use crate::schema::{FirehoseAck, FirehoseHeaders, FirehoseRequest};
 use crate::state::AppState;
 
 pub const PROTOCOL_VERSION: &str = "x-amz-firehose-protocol-version";
@@ -44,9 +44,10 @@ pub const ACCESS_KEY: &str = "x-amz-firehose-access-key";
     path = "/firehose",
     tag = "records",
     operation_id = "deliver_firehose",
-    params(FirehoseHeaders, ContentEncodingHeader),
+    params(FirehoseHeaders),
     request_body(
-        description = "A Firehose HTTP endpoint delivery (format 1.0), optionally gzip-compressed.",
+        description = "A Firehose HTTP endpoint delivery (format 1.0), optionally compressed \
+            (`Content-Encoding: gzip`, as Firehose sends it when the stream's content encoding is GZIP).",
         content((FirehoseRequest = "application/json")),
     ),
     security(("firehose_access_key" = [])),

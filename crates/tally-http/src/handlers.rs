@@ -15,8 +15,8 @@ use tally_core::{BodyFormat, IngestResponse, IsoWeek, RecordId};
 use crate::encoding::{self, Coding};
 use crate::problem::{ApiError, Problem};
 use crate::schema::{
-    AnyObject, ContentEncodingHeader, Created, Health, IdempotencyKeyHeader, RecordIdString, RecordsJson,
-    RecordsNdjson, StoredRecord, WeekLink, WeekList, WeekSummary,
+    AnyObject, Created, Health, IdempotencyKeyHeader, RecordIdString, RecordsJson, RecordsNdjson, StoredRecord,
+    WeekLink, WeekList, WeekSummary,
 };
 use crate::state::AppState;
 
@@ -158,10 +158,13 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
     path = "/records",
     tag = "records",
     operation_id = "create_records",
-    params(IdempotencyKeyHeader, ContentEncodingHeader),
+    params(IdempotencyKeyHeader),
     request_body(
-        description = "One JSON object, an array of objects, or NDJSON; optionally compressed \
-            (`Content-Encoding` gzip, zstd or deflate).",
+        description = "One JSON object, an array of objects, or NDJSON; optionally compressed, said in \
+            `Content-Encoding`: `gzip` (or `x-gzip`), `zstd` (windows up to 8 MiB, RFC 9659) or `deflate` (the \
+            zlib format), any case; `identity` or no header for none. One coding only. The body limit applies \
+            to the decompressed body (413 past it, decided while decompressing). Through API Gateway (AWS), \
+            gzip and deflate.",
         content((RecordsJson = "application/json"), (RecordsNdjson = "application/x-ndjson")),
     ),
     responses(

@@ -412,21 +412,6 @@ pub struct FirehoseHeaders {
     pub request_id: String,
 }
 
-/// The `Content-Encoding` request header of the routes that take records.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct ContentEncodingHeader {
-    /// How the body is compressed: `gzip` (or `x-gzip`), `zstd`, `deflate`
-    /// (the zlib format), or `identity`/absent for none; any case. One coding
-    /// only: a list of two (`gzip, gzip`) is 415, as is any other coding. The
-    /// body limit applies to the decompressed body (413 past it, decided while
-    /// decompressing); a body that is not what its coding says, or is cut
-    /// short, is 400 (`/problems/undecodable-body`). zstd windows are limited
-    /// to 8 MiB (RFC 9659). Through API Gateway (AWS), only gzip and deflate.
-    #[param(rename = "Content-Encoding", required = false, example = "gzip")]
-    pub content_encoding: String,
-}
-
 #[cfg(test)]
 mod tests {
     use tally_core::{IngestResponse, RecordId, Timestamp};

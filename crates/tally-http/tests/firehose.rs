@@ -142,8 +142,10 @@ async fn bad_deliveries_are_refused_whole_with_firehose_error_bodies() {
         br#"{"requestId":"r-b64","timestamp":1,"records":[{"data":"e30="},{"data":"%%% not base64"}]}"#.to_vec();
     let big = format!("{{\"s\":\"{}\"}}", "x".repeat(60_000));
     let too_big: Vec<&[u8]> = vec![big.as_bytes(); 40];
+    /// Name, request id, body, status, problem type, what `errorMessage` says.
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, u16, &'a str, &'a str);
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("bad base64", "r-b64", bad_b64, 400, "/problems/bad-firehose-delivery", "records[1].data is not valid base64"),
         ("a record that is not an object", "r-arr", envelope("r-arr", &[b"{}", b"[1,2]"]), 422, "/problems/not-an-object", "records[1].data, line 1: the body is an array"),
         ("a bad NDJSON line", "r-line", envelope("r-line", &[b"{}\n{\"a\":\n"]), 400, "/problems/malformed-json", "records[0].data, line 2"),

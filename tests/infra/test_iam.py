@@ -102,7 +102,7 @@ WEEKLY_GRANTS = {
     # ...then the markers of the batches within the week and the week's
     # marker (pk "W"); sweep_week deletes the staged items of aborted batches.
     ("dynamodb:DeleteItem", "{table}.Arn", leading_keys("D#*", "W", "B#*")),
-    # DynamoDbWeekLease::try_acquire / release: one run per week at a time.
+    # DynamoDbWeekLease::try_acquire / extend (renew, check) / release: one run per week at a time.
     ("dynamodb:UpdateItem", "{table}.Arn", LEASE_KEYS),
     # Scans and delete_week read the markers of staged batches; sweep_week
     # aborts abandoned ones (a conditional PutItem of the marker).
@@ -720,8 +720,12 @@ SDK_CALLS = {
     ("batch.rs", "delete_marker", "delete_item"): [("weekly", TABLE, MARKER), ("cli", TABLE, MARKER)],
     # sweep_week: the staged records of aborted batches (conditional on their batch).
     ("batch.rs", "delete_staged", "delete_item"): [("weekly", TABLE, RECORD)],
-    ("lease.rs", "try_acquire", "update_item"): [("weekly", TABLE, LEASE)],
-    ("lease.rs", "release", "update_item"): [("weekly", TABLE, LEASE)],
+    # The week lock (tally_core::summary::locked): every run of a week, the
+    # weekly function's and `tally summarize/import --store dynamodb`'s, takes,
+    # checks (before each write) and releases the week's lease.
+    ("lease.rs", "try_acquire", "update_item"): [("weekly", TABLE, LEASE), ("cli", TABLE, LEASE)],
+    ("lease.rs", "extend", "update_item"): [("weekly", TABLE, LEASE), ("cli", TABLE, LEASE)],
+    ("lease.rs", "release", "update_item"): [("weekly", TABLE, LEASE), ("cli", TABLE, LEASE)],
     # GET /summaries (api); catch-up, retention and left-over refresh requests (weekly).
     ("s3.rs", "weeks_of_objects", "list_objects_v2"): [("api", BUCKET, {"s3:prefix": "summaries/"}),
                                                       ("weekly", BUCKET, {"s3:prefix": "summaries/"})],

@@ -6,7 +6,7 @@
 //! week marker  pk = W                 sk = 2026-W48
 //! idempotency  pk = I#<key>           sk = I               fingerprint, received_at, status, response,
 //!                                                          expires_at (epoch s, TTL), expires_at_ms, complete
-//! week lease   pk = L#2026-W47        sk = L               owner, until, done_from, expires_at (see [`crate::lease`])
+//! week lease   pk = L#2026-W47        sk = L               owner, until, fence, done_from, expires_at (see [`crate::lease`])
 //! batch marker pk = B#<batch id>      sk = B               state, at, first, last (see [`crate::batch`])
 //! staged record: a record item with `batch = <batch id>`, visible once its marker says committed
 //! ```
@@ -903,6 +903,16 @@ impl DynamoDbRecordStore {
 
 #[async_trait]
 impl RecordLifecycle for DynamoDbRecordStore {
+    /// [`sweep_week`](DynamoDbRecordStore::sweep_week): the staged items of
+    /// batches whose writer died before committing them.
+    async fn clear_abandoned(&self, week: IsoWeek, now: Timestamp) -> Result<u64, StoreError> {
+        let report = DynamoDbRecordStore::sweep_week(self, week, now).await?;
+        if report.aborted > 0 {
+            tracing::info!(%week, aborted = report.aborted, deleted = report.deleted, "aborted batches that never committed");
+        }
+        Ok(report.deleted)
+    }
+
     /// Reads the batch's ids first (BatchGetItem) so a conflict writes
     /// nothing, then writes the missing records with BatchWriteItem, 25 at a
     /// time with retries; not atomic across chunks (a rerun converges). A

@@ -31,7 +31,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 pub use dynamo::DynamoDbRecordStore;
-pub use lease::{DynamoDbWeekLease, Lease};
+pub use lease::DynamoDbWeekLease;
 pub use s3::{S3SummarySink, S3WeekRefresh};
 pub use sns::SnsNotifier;
 pub use tally_core::retry::RetryPolicy;

@@ -12,8 +12,10 @@ use sha2::{Digest, Sha256};
 use tally_aws::testing::{fresh_adapters, fresh_config};
 use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh, dynamo::SHARDS};
 use tally_core::idempotency::IdempotencyKey;
-use tally_core::ports::{InsertOutcome, RecordStore, SummarySink, WeekRefresh};
-use tally_core::testing::{FixedClock, MemoryRecordStore, collect_week, lifecycle_contract, store_contract};
+use tally_core::ports::{Acquired, InsertOutcome, RecordStore, SummarySink, WeekLock, WeekRefresh};
+use tally_core::testing::{
+    FixedClock, MemoryRecordStore, collect_week, lifecycle_contract, lock_contract, store_contract,
+};
 use tally_core::{BodyFormat, IngestError, IngestService, IsoWeek, Limits, Record, RecordId, Timestamp};
 
 async fn store() -> DynamoDbRecordStore {
@@ -291,38 +293,59 @@ async fn only_refresh_request_keys_name_a_week() {
 }
 
 #[tokio::test]
-async fn a_week_lease_has_one_holder_until_released_or_expired() {
-    let store = store().await;
-    let lease = store.week_lease();
-    let w = week();
-    let t0 = Timestamp::from_millis(1_795_000_000_000);
-    let at = |ms: i64| Timestamp::from_millis(t0.as_millis() + ms);
-    let hold = std::time::Duration::from_secs(60);
-    // GIVEN run A holds the week
-    let a = lease.try_acquire(w, "run-a", t0, hold).await.unwrap().expect("free at first");
-    assert_eq!(a.done_from, None);
-    // THEN run B cannot take it, but can take another week
-    assert_eq!(lease.try_acquire(w, "run-b", at(1_000), hold).await.unwrap(), None);
-    let other = lease.try_acquire(w.previous(), "run-b", at(1_000), hold).await.unwrap().unwrap();
-    lease.release(other, None, at(2_000)).await.unwrap();
-    // WHEN A completes a run that started at t0 and releases
-    lease.release(a, Some(t0), at(5_000)).await.unwrap();
-    // THEN B gets it and learns when the last complete run started
-    let b = lease.try_acquire(w, "run-b", at(6_000), hold).await.unwrap().unwrap();
-    assert_eq!(b.done_from, Some(t0));
-    // A holder that dies keeps it only until its time is up.
-    assert_eq!(lease.try_acquire(w, "run-c", at(60_000), hold).await.unwrap(), None);
-    let c = lease.try_acquire(w, "run-c", at(66_001), hold).await.unwrap().unwrap();
-    assert_eq!(c.done_from, Some(t0));
-    // The late B's release does not free C's lease, nor record B's run.
-    lease.release(b, Some(at(6_000)), at(70_000)).await.unwrap();
-    assert_eq!(lease.try_acquire(w, "run-d", at(71_000), hold).await.unwrap(), None);
-    lease.release(c, None, at(72_000)).await.unwrap();
-    let d = lease.try_acquire(w, "run-d", at(73_000), hold).await.unwrap().unwrap();
-    assert_eq!(d.done_from, Some(t0), "a failed run (released without done_from) keeps the last one");
+async fn dynamodb_lease_meets_the_lock_contract() {
+    // Each handle is a client of its own on the same table: another
+    // invocation, or a `tally --store dynamodb` process.
+    let config = fresh_config().await;
+    lock_contract(|| {
+        let config = config.clone();
+        async move {
+            let (store, _) = tally_aws::connect(&config).await.expect("connect to moto");
+            Arc::new(store.week_lease()) as Arc<dyn WeekLock>
+        }
+    })
+    .await;
     // Lease items never show up as records or weeks.
+    let (store, _) = tally_aws::connect(&config).await.unwrap();
     assert_eq!(store.weeks().await.unwrap(), vec![]);
-    assert!(collect_week(&store, w, 100).await.is_empty());
+    assert!(collect_week(&store, IsoWeek::parse("2026-W20").unwrap(), 100).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_lease_item_from_before_the_fencing_token_is_taken_over_with_token_1() {
+    // GIVEN the item a 0.3 weekly function left: owner and until expired, no fence
+    let config = fresh_config().await;
+    let (ddb, _) = raw_clients(&config).await;
+    let w = week();
+    let item = |k: &str, v: &str| (k.to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned()));
+    let num = |k: &str, v: i64| (k.to_owned(), aws_sdk_dynamodb::types::AttributeValue::N(v.to_string()));
+    ddb.put_item()
+        .table_name(&config.table)
+        .set_item(Some(
+            [
+                item("pk", &format!("L#{w}")),
+                item("sk", "L"),
+                item("owner", "old-run"),
+                num("until", 1_000),
+                num("done_from", 500),
+            ]
+            .into_iter()
+            .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (store, _) = tally_aws::connect(&config).await.unwrap();
+    let lock = store.week_lease();
+    // WHEN a run takes it, THEN its token is 1 and done_from is kept
+    let now = Timestamp::from_millis(2_000);
+    let Acquired::Taken(lease) = lock.try_acquire(w, "new-run", now, std::time::Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("an expired lease is free")
+    };
+    assert_eq!((lease.token, lease.done_from), (1, Some(Timestamp::from_millis(500))));
+    assert!(lock.check(&lease, now).await.unwrap());
+    assert!(lock.release(lease, None, now).await.unwrap());
 }
 
 /// Deterministic incompressible-ish bytes.
@@ -578,4 +601,15 @@ async fn sns_publishes_the_digest_with_a_short_subject() {
     let err = tally_aws::SnsNotifier::new(sns, missing.clone()).deliver(&n).await.unwrap_err();
     assert!(!err.is_retryable());
     assert!(err.to_string().contains(&missing) && err.to_string().contains("TALLY_REPORT_TOPIC_ARN"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_before_during_or_after_a_run_is_never_undone_on_dynamodb_and_s3() {
+    // The weekly run over the table, its lease and the bucket (moto): the
+    // run paused after its reader passed the record, the erasure's rewrite
+    // waiting for the lease.
+    let (store, sink, _) = tally_aws::testing::fresh_adapters().await;
+    let store = Arc::new(store);
+    let lock = Arc::new(store.week_lease());
+    tally_core::testing::erasure::erasure_scenario(store, Arc::new(sink), lock).await;
 }

@@ -13,10 +13,10 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::lifecycle::{
-    ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson, prune,
+    ImportError, ImportOptions, ImportReport, Importer, RangeParams, ReadMode, RecordReader, ndjson,
 };
-use tally_core::summary::{SummaryOptions, summarize_week};
-use tally_core::{Clock, IsoWeek, Limits, SystemClock, Timestamp};
+use tally_core::summary::{SummaryOptions, Trigger};
+use tally_core::{IsoWeek, Limits, SystemClock, Timestamp};
 
 use crate::Storage;
 use crate::progress::CliProgress;
@@ -262,13 +262,12 @@ async fn resummarize(
     }
     eprintln!("summarizing again {} week(s) that gained records: {}", stale.len(), join(&stale));
     let progress = CliProgress::new(stale.len() as u64, false);
+    // Each week under its lock, as any run of the week; not announced.
+    let weekly = crate::weekly(storage, summary.clone(), None, "tally import");
     let mut result = Ok(());
     for week in stale {
-        let options = summary.for_rewrite(week, Timestamp::now());
-        result = summarize_week(storage.store.as_ref(), storage.sink.as_ref(), &SystemClock, week, &options, &progress)
-            .await
-            .map(drop);
-        if result.is_err() {
+        if let Err(e) = weekly.week(week, Trigger::Import, &progress).await {
+            result = Err(e);
             break;
         }
     }
@@ -283,7 +282,9 @@ fn join(weeks: &[IsoWeek]) -> String {
 
 /// `tally prune`: deletes the records of summarized weeks past the retention.
 pub async fn prune_now(storage: &Storage, keep_weeks: u32) -> anyhow::Result<()> {
-    let report = prune(storage.store.as_ref(), storage.sink.as_ref(), SystemClock.now(), keep_weeks)
+    // Each week under its lock: a run of it finishes first.
+    let report = crate::weekly(storage, SummaryOptions::default(), Some(keep_weeks), "tally prune")
+        .prune(keep_weeks)
         .await
         .context("pruning stopped; run the same command again to finish")?;
     for (week, records) in &report.pruned {

@@ -16,13 +16,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use tally_core::lifecycle::{ImportOptions, RangeParams};
-use tally_core::ports::Notifier;
-use tally_core::retry::RetryPolicy;
-use tally_core::summary::notify::announce;
-use tally_core::summary::{SummaryOptions, WeeklySchedule, summarize_week};
-use tally_core::{IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
+use tally_core::ports::{Notifier, WeekLock};
+use tally_core::summary::{SummaryOptions, Trigger, Weekly, WeeklySchedule, WeeklySettings};
+use tally_core::{Clock, IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
-use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore};
+use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
 
 use crate::config::{
     Cli, Command, ExportArgs, ImportArgs, NotifyArgs, PruneArgs, ServeArgs, StorageArgs, StoreKind, SummarizeArgs,
@@ -101,8 +99,34 @@ fn notifiers(args: &NotifyArgs) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
 struct Storage {
     store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
+    /// One run per week at a time, beside the records (the SQLite file, the
+    /// DynamoDB table): every command that writes a week takes its lock.
+    lock: Arc<dyn WeekLock>,
     /// Where people find the summaries, for messages.
     location: String,
+}
+
+/// Who this process is, in the week locks' messages ("2026-W47 is being
+/// written by tally summarize (pid 4242)").
+fn holder(what: &str) -> String {
+    format!("{what}, pid {}", std::process::id())
+}
+
+/// The weekly run over `storage`, for the command `what` (named in the
+/// week lock's holder: e.g. `scheduled run (tally serve, pid 42)`).
+fn weekly(storage: &Storage, options: SummaryOptions, retention_weeks: Option<u32>, what: &str) -> Weekly {
+    Weekly::new(
+        storage.store.clone(),
+        storage.sink.clone(),
+        storage.lock.clone(),
+        clock(),
+        WeeklySettings::local(options, retention_weeks),
+        holder(what),
+    )
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
 }
 
 async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Result<Storage> {
@@ -114,13 +138,14 @@ async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Resu
                     storage.data_dir.display()
                 )
             })?;
-            let store = SqliteRecordStore::open(storage.db_path(), SqliteOptions::default())?;
+            let store = Arc::new(SqliteRecordStore::open(storage.db_path(), SqliteOptions::default())?);
             let dir = storage.bucket_dir(out);
             std::fs::create_dir_all(&dir).with_context(|| {
                 format!("cannot use {} as the summary folder; choose another with --out", dir.display())
             })?;
             Ok(Storage {
-                store: Arc::new(store),
+                lock: Arc::new(SqliteWeekLock::new(store.clone())),
+                store,
                 sink: Arc::new(DirSummarySink::new(&dir)),
                 location: dir.display().to_string(),
             })
@@ -138,7 +163,12 @@ async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Resu
                     "cannot use DynamoDB table {table} and bucket {bucket}; check the names, region and AWS credentials"
                 )
             })?;
-            Ok(Storage { store: Arc::new(store), sink: Arc::new(sink), location: bucket.clone() })
+            Ok(Storage {
+                lock: Arc::new(store.week_lease()),
+                store: Arc::new(store),
+                sink: Arc::new(sink),
+                location: bucket.clone(),
+            })
         }
     }
 }
@@ -168,17 +198,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let schedule = WeeklySchedule::parse(&args.schedule)?;
     let notifiers = notifiers(&args.notify)?;
-    let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let Storage { store, sink, lock, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth);
+    // The weekly run, which the schedule and the refresher drive.
+    let storage = Storage { store: store.clone(), sink: sink.clone(), lock, location };
+    let weekly = weekly(&storage, args.summary.options(), args.retention.retention_weeks, "tally serve")
+        .with_notifiers(notifiers);
+    let location = storage.location;
     // Erasure, and the refresher that rewrites the summaries it changes, only with an admin key.
-    let (state, refresher) = match admin_key {
+    let (state, runs, refresher) = match admin_key {
         Some(admin) => {
-            let (queue, task) = schedule::spawn_refresher(store.clone(), sink.clone(), args.summary.options());
+            let (queue, inbox) = tally_local::refresh::channel();
+            let runs = schedule::Runs::new(weekly.with_refresh(Arc::new(queue.clone())), schedule::Timing::default());
+            let task = schedule::spawn_refresher(runs.clone(), inbox);
             let erasure = Erasure::new(store.clone(), Arc::new(queue), Admin::Key(Auth::key(&admin)));
-            (state.with_erasure(erasure), Some(task))
+            (state.with_erasure(erasure), runs, Some(task))
         }
-        None => (state, None),
+        None => (state, schedule::Runs::new(weekly, schedule::Timing::default()), None),
     };
     let router =
         tally_http::router(state, HttpOptions { request_timeout: Duration::from_secs(args.request_timeout_secs) });
@@ -192,23 +229,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         version = tally_core::VERSION,
         "tally is listening on http://{addr}"
     );
-    let scheduler = (!args.no_schedule).then(|| {
-        schedule::spawn(
-            store.clone(),
-            sink.clone(),
-            schedule,
-            args.summary.options(),
-            args.retention.retention_weeks,
-            notifiers,
-        )
-    });
+    let scheduler = (!args.no_schedule).then(|| schedule::spawn(runs.clone(), schedule));
     server::serve(listener, router, server::ServerLimits::default(), server::shutdown_signal()).await?;
     for task in scheduler.into_iter().chain(refresher) {
         task.abort();
         let _ = task.await;
     }
     // Dropping the last handle to the store lets its writer finish and close.
-    drop((store, sink));
+    drop((store, sink, runs));
     tracing::info!("stopped");
     Ok(())
 }
@@ -238,25 +266,27 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         _ => vec![IsoWeek::last_complete(Timestamp::now())],
     };
     let notifiers = notifiers(&args.notify)?;
-    let Storage { store, sink, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(weeks.len() as u64, false);
-    let options = SummaryOptions { partial_until: args.partial.then(Timestamp::now), ..args.summary.options() };
+    // Each week under its lock (another process's run of it finishes
+    // first), announced as soon as it is written; a failed delivery is
+    // logged and does not fail the command.
+    let weekly = weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers);
+    let trigger = Trigger::Operator { partial: args.partial };
     let mut reports = Vec::with_capacity(weeks.len());
     let mut result = Ok(());
     for week in weeks {
-        match summarize_week(store.as_ref(), sink.as_ref(), &SystemClock, week, &options, &progress).await {
-            Ok(report) => {
-                // Each week is announced as soon as it is written; a failed
-                // delivery is logged and does not fail the command.
-                announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
-                reports.push(report);
-            }
+        match weekly.week(week, trigger, &progress).await {
+            // Skipped (logged): a run that waits is never skipped.
+            Ok(None) => {}
+            Ok(Some(ran)) => reports.push(ran.report),
             Err(e) => {
                 result = Err(e);
                 break;
             }
         }
     }
+    let location = storage.location;
     progress.finish();
     result.context(
         "the summary run failed; nothing was committed for that week — fix the cause and run the same command again",

@@ -16,17 +16,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use tally_core::retry::RetryPolicy;
-use tally_core::summary::notify::announce;
+use tally_core::IsoWeek;
 use tally_core::summary::{
     Part, PartHeader, PartSource, PartState, StateError, SummaryOptions, check_parts, ensure_not_pruned, read_header,
-    summarize_merged, summarize_parts,
+    summarize_parts,
 };
-use tally_core::{IsoWeek, SystemClock};
 
 use crate::config::SummarizeArgs;
 use crate::progress::CliProgress;
-use crate::{Storage, notifiers, open_storage};
+use crate::{Storage, notifiers, open_storage, weekly};
 
 pub async fn summarize_part(args: &SummarizeArgs, week: IsoWeek, (k, n): (u8, u8), out: &Path) -> anyhow::Result<()> {
     let parts: Vec<Part> =
@@ -80,16 +78,19 @@ pub async fn merge(args: &SummarizeArgs, week: IsoWeek) -> anyhow::Result<()> {
     let options = args.summary.options();
     let mut source = StateFiles::open(&args.merge, week, &options)?;
     let notifiers = notifiers(&args.notify)?;
-    let Storage { sink, location, .. } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
     let progress = CliProgress::new(1, false);
-    let result = summarize_merged(sink.as_ref(), &SystemClock, week, &options, &mut source, &progress).await;
+    // Under the week's lock, as any run of the week; announced like a plain
+    // run (a failed delivery is logged and does not fail the command).
+    let weekly = weekly(&storage, options, None, "tally summarize --merge").with_notifiers(notifiers);
+    let result = weekly.merged(week, &mut source, &progress).await;
     progress.finish();
-    let report = result.context(
-        "the merge failed; nothing was committed for that week — fix the cause and run the same command again",
-    )?;
-    // A merged week is announced like a plain run's; a failed delivery is
-    // logged and does not fail the command.
-    announce(&notifiers, sink.as_ref(), &report, &RetryPolicy::NOTIFICATION).await;
+    let report = result
+        .context(
+            "the merge failed; nothing was committed for that week — fix the cause and run the same command again",
+        )?
+        .report;
+    let location = storage.location;
     println!(
         "{}  {:>10} records  {}/summaries/{}/summary.html",
         report.week,

@@ -4,7 +4,7 @@
 //! - [`id`], [`time`](mod@crate::clock), [`week`]: the value types every record carries.
 //! - [`validate`]: turns a request body into raw, validated record texts (lossless).
 //! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`],
-//!   [`Notifier`](ports::Notifier)).
+//!   [`Notifier`](ports::Notifier), [`WeekLock`](ports::WeekLock)).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
 //! - [`firehose`]: Amazon Data Firehose HTTP endpoint deliveries, stored through [`ingest`].
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.

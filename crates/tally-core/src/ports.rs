@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use crate::clock::Timestamp;
 use crate::id::RecordId;
 use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::record::Record;
@@ -175,6 +176,16 @@ pub trait RecordLifecycle: RecordStore {
     /// ingest is never blocked for long: after an error a prefix of the week
     /// may be gone, and calling again finishes the job.
     async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError>;
+
+    /// Clears what writes that never committed left in `week` (as of `now`)
+    /// before a run reads it — on DynamoDB, the staged items of a batch
+    /// abandoned mid-way; returns how many items went. Readers already
+    /// ignore such items: this only frees their storage. Stores whose writes
+    /// are atomic have nothing to clear.
+    async fn clear_abandoned(&self, week: IsoWeek, now: crate::clock::Timestamp) -> Result<u64, StoreError> {
+        let _ = (week, now);
+        Ok(0)
+    }
 }
 
 /// Asks for a week's summary to be rewritten soon (after an erasure changed
@@ -370,4 +381,81 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
 
     /// One delivery attempt.
     async fn deliver(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+/// One week's lock, as [`WeekLock::try_acquire`] hands it to the run that
+/// took it. The run passes it back to [`renew`](WeekLock::renew),
+/// [`check`](WeekLock::check) and [`release`](WeekLock::release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeekLease {
+    pub week: IsoWeek,
+    /// Who holds it, for messages: e.g. `tally summarize (pid 4242)`.
+    pub holder: String,
+    /// The fencing token: greater than the token of every earlier lease of
+    /// the week, so a lease is current only while the lock still carries it.
+    pub token: u64,
+    /// Held until then (inclusive), unless renewed.
+    pub until: Timestamp,
+    /// When the last run of the week that completed started (the
+    /// `done_from` of an earlier [`release`](WeekLock::release)), if the
+    /// lock remembers one: a run triggered by a request made before that
+    /// time has nothing left to do.
+    pub done_from: Option<Timestamp>,
+}
+
+/// What [`WeekLock::try_acquire`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// The lock was free (or its holder's time was up): it is this run's now.
+    Taken(WeekLease),
+    /// Another run holds the week until `until`.
+    Held { holder: String, until: Timestamp },
+}
+
+/// Mutual exclusion of the runs of one week, across tasks, processes and
+/// machines: SQLite in the records' own database file (processes on one
+/// machine), a DynamoDB item beside the records (every Lambda invocation and
+/// `tally --store dynamodb`), memory in tests.
+///
+/// - **Exclusion**: while a lease is held (`now <= until`), `try_acquire`
+///   of its week answers [`Acquired::Held`], whoever asks.
+/// - **Expiry**: a holder that dies stops renewing; once `now > until`
+///   anyone may take the week.
+/// - **Fencing**: every `try_acquire` that succeeds gets a token greater
+///   than all before it for that week. [`check`](Self::check) and
+///   [`renew`](Self::renew) succeed only while the lock still carries the
+///   lease's token and has not expired, so a holder that outlived its lease
+///   learns so before it writes (the summary's sink is wrapped to check
+///   before every write, see `summary::locked`).
+/// - **Release** frees the week at once, and with `done_from` records when
+///   the run that completed started; a lease lost meanwhile changes nothing.
+///
+/// Times are passed in, never read from a clock, so the contract
+/// (`testing::lock_contract`) can move them; every adapter compares them
+/// with what it stored, nothing else.
+#[async_trait]
+pub trait WeekLock: Send + Sync + std::fmt::Debug {
+    /// Takes `week`'s lock until `now + ttl` if it is free or expired.
+    async fn try_acquire(
+        &self,
+        week: IsoWeek,
+        holder: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Acquired, StoreError>;
+
+    /// Extends a held lease to `now + ttl` (updating `lease.until`);
+    /// `false`, changing nothing, when it was lost: expired, or taken since.
+    async fn renew(&self, lease: &mut WeekLease, now: Timestamp, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Whether `lease` is still held at `now`: the lock carries its token
+    /// and has not expired.
+    async fn check(&self, lease: &WeekLease, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Gives the lease back; with `done_from` (the run completed), records
+    /// when that run started. `false` when another run has taken the week
+    /// since: its lock is left alone (and `done_from` not recorded). A
+    /// lease that expired but was not taken is released as if it had not.
+    async fn release(&self, lease: WeekLease, done_from: Option<Timestamp>, now: Timestamp)
+    -> Result<bool, StoreError>;
 }

@@ -34,16 +34,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_core::summary::NoProgress;
-use tally_core::summary::PARTS;
-use tally_core::summary::fanout::{merge_parts, summarize_part};
-use tally_core::summary::notify::announce;
+use tally_core::summary::fanout::summarize_part;
+use tally_core::summary::{NoProgress, PARTS, Trigger};
 use tally_core::{IsoWeek, Timestamp};
 
-use crate::weekly::{
-    WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, finish_request, plan_weeks,
-    prune_after_run, release, summarize_leased, sweep, take_lease,
-};
+use crate::weekly::{WeekDone, WeekPruned, WeeklyDeps, WeeklyError, WeeklyOutput, WeeklyRequest, emf_line, plan_weeks};
 
 /// Most shares a week may be cut into: one per canonical part.
 pub const MAX_SHARES: u8 = PARTS;
@@ -208,34 +203,13 @@ async fn part_step(deps: &WeeklyDeps, week: IsoWeek, share: &str) -> Result<Part
     Ok(PartDone { week, part: share.to_owned(), records: written.records })
 }
 
-/// Step 3: one week's merge, under its lease.
+/// Step 3: one week's merge, under its lease ([`Weekly::merge`](tally_core::summary::Weekly::merge)).
 async fn merge_step(deps: &WeeklyDeps, merge: &MergeStep) -> Result<MergeDone, WeeklyError> {
     let week = merge.week;
-    let lease = take_lease(deps, week).await?;
-    let report = if lease.done_from.is_some_and(|from| from.as_millis() > merge.started_ms) {
-        // A run of this week that started after this run's plan — before or
-        // while its shares read the store — has completed since: typically
-        // the rewrite an erasure asked for. Its summary may lack a record
-        // the part states still hold, so merging them could undo the
-        // erasure: the week is summarized again from the store instead.
-        tracing::warn!(%week, plan_started_ms = merge.started_ms, "a newer run of the week completed after the shares read the store (an erasure's rewrite): summarizing the week again from the store instead of merging the shares' states");
-        discard_part_states(deps, week).await;
-        summarize_leased(deps, lease).await?
-    } else {
-        sweep(deps, week, deps.clock.now()).await;
-        let result = merge_parts(deps.sink.as_ref(), deps.clock.as_ref(), week, &deps.options, &NoProgress).await;
-        let started = Timestamp::from_millis(merge.started_ms);
-        release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-        result?
-    };
-    let mut done = MergeDone::from(WeekDone::from(&report));
-    if merge.refresh {
-        finish_request(deps, week).await;
-    }
-    if merge.announce {
-        let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
-        done.notifications_failed = outcome.failed;
-    }
+    let trigger = if merge.announce { Trigger::Scheduled } else { Trigger::Refresh };
+    let plan_started = Timestamp::from_millis(merge.started_ms);
+    let ran = deps.weekly().merge(week, plan_started, trigger, merge.refresh).await?;
+    let done = MergeDone::from(WeekDone::from(&ran));
     tracing::info!(%week, records = done.records, "week merged");
     Ok(done)
 }
@@ -246,16 +220,6 @@ impl From<WeekDone> for MergeDone {
     }
 }
 
-/// Deletes the part states of `week` that a merge will not use (a failed
-/// delete costs storage only: the next run of the week overwrites them).
-async fn discard_part_states(deps: &WeeklyDeps, week: IsoWeek) {
-    for part in tally_core::summary::Part::all() {
-        if let Err(e) = deps.sink.delete_object(week, &tally_core::summary::fanout::part_object(part)).await {
-            tracing::warn!(%week, %part, error = %crate::weekly::error_chain(&e), "could not delete a stale part state");
-        }
-    }
-}
-
 /// Step 4: the retention and the run's metric line.
 async fn finish(deps: &WeeklyDeps, weeks: Vec<MergeDone>, function: &str) -> WeeklyOutput {
     let records = weeks.iter().map(|w| w.records).sum();
@@ -263,10 +227,7 @@ async fn finish(deps: &WeeklyDeps, weeks: Vec<MergeDone>, function: &str) -> Wee
     // The execution's duration is Step Functions' to report; this line
     // counts what it wrote, like a single invocation's.
     println!("{}", emf_line(function, records, weeks.len(), 0, false, Timestamp::now()));
-    let report = match &deps.retention {
-        Some(retention) => prune_after_run(retention, deps.sink.as_ref(), deps.clock.now()).await,
-        None => Default::default(),
-    };
+    let report = deps.prune_after_run().await;
     tracing::info!(weeks = weeks.len(), records, "weekly run finished");
     WeeklyOutput {
         weeks: weeks

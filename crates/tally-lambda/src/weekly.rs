@@ -3,8 +3,11 @@
 //! after an erasure, invoked by the creation of its refresh request object
 //! (`summaries/<week>/refresh.request`, written by the API function).
 //!
-//! Every week is written under its lease ([`DynamoDbWeekLease`]): runs of one
-//! week never interleave, whichever invocations they come from.
+//! Every week is written under its lease (the [`WeekLock`] port, a
+//! [`DynamoDbWeekLease`](tally_aws::DynamoDbWeekLease)): runs of one week
+//! never interleave, whichever invocations (or `tally --store dynamodb`
+//! processes) they come from, and every write of a run first checks that
+//! its lease still holds (`tally_core::summary::locked`).
 //!
 //! Each week a scheduled or operator run writes is announced to the
 //! configured notifiers (webhook, SNS topic) right after its manifest
@@ -19,21 +22,21 @@ use std::time::{Duration, Instant};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tally_aws::{DynamoDbRecordStore, DynamoDbWeekLease, Lease, S3SummarySink, S3WeekRefresh};
+use tally_aws::{DynamoDbRecordStore, S3SummarySink, S3WeekRefresh};
 pub use tally_core::error_chain;
-use tally_core::lifecycle::{PruneReport, prune};
-use tally_core::ports::{Notifier, StoreError, WeekRefresh};
-use tally_core::retry::{RetryPolicy, retry};
+use tally_core::lifecycle::PruneReport;
+use tally_core::ports::{Notifier, StoreError, WeekLock};
+use tally_core::retry::RetryPolicy;
 use tally_core::summary::fanout::FanOutError;
-use tally_core::summary::notify::announce;
+use tally_core::summary::locked::{LockError, LockSettings, OnBusy};
 /// Most weeks one run builds: a range may span no more, and the schedule's
 /// catch-up continues in the next run beyond it.
 pub use tally_core::summary::plan::MAX_WEEKS_PER_RUN;
-use tally_core::summary::plan::plan_scheduled;
 use tally_core::summary::{
-    SummarizeError, SummaryOptions, WeekReport, ensure_not_pruned, pending_weeks, summarize_week,
+    NoProgress, Ran, RefreshRequest as CoreRefresh, Request, SummarizeError, SummaryOptions, WeekReport, Weekly,
+    WeeklyError as CoreError, WeeklySettings,
 };
-use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, RecordStore, SummarySink, SystemClock, Timestamp};
+use tally_core::{Clock, IsoWeek, RecordId, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 
 use crate::s3_event::{self, S3Event};
 
@@ -180,6 +183,22 @@ pub enum WeeklyError {
     FanOut(#[from] FanOutError),
     #[error("another run kept writing {week} for {waited_s} s; Lambda retries this event later")]
     Busy { week: IsoWeek, waited_s: u64 },
+    /// The run lost its lease, panicked or was cancelled.
+    #[error(transparent)]
+    Run(CoreError),
+}
+
+impl From<CoreError> for WeeklyError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Summarize(e) => Self::Summarize(e),
+            CoreError::Merge(e) => Self::FanOut(e),
+            CoreError::Lock(LockError::Busy { week, waited_s, .. }) => Self::Busy { week, waited_s },
+            CoreError::Lock(LockError::Store { week, source }) => Self::Lease { week, source },
+            e @ CoreError::TooManyWeeks { .. } => Self::BadRequest(e.to_string()),
+            e => Self::Run(e),
+        }
+    }
 }
 
 impl From<WeeklyError> for Diagnostic {
@@ -190,6 +209,7 @@ impl From<WeeklyError> for Diagnostic {
             WeeklyError::FanOut(_) => "tally.FanOutFailed",
             WeeklyError::Lease { .. } => "tally.LeaseFailed",
             WeeklyError::Busy { .. } => "tally.Busy",
+            WeeklyError::Run(_) => "tally.RunFailed",
         };
         Diagnostic { error_type: error_type.into(), error_message: error_chain(&e) }
     }
@@ -211,22 +231,20 @@ pub const COVER_MARGIN: Duration = Duration::from_secs(5);
 /// What the weekly function needs; built once per cold start.
 #[derive(Debug, Clone)]
 pub struct WeeklyDeps {
-    pub store: Arc<dyn RecordStore>,
+    pub store: Arc<dyn RecordLifecycle>,
     pub sink: Arc<dyn SummarySink>,
     pub clock: Arc<dyn Clock>,
     pub options: SummaryOptions,
     /// `None`: records are kept forever (`TALLY_RETENTION_WEEKS` unset).
     pub retention: Option<Retention>,
-    /// One run per week at a time, across invocations.
-    pub lease: DynamoDbWeekLease,
+    /// One run per week at a time, across invocations: the
+    /// [`DynamoDbWeekLease`](tally_aws::DynamoDbWeekLease) of the table.
+    pub lease: Arc<dyn WeekLock>,
     /// The refresh requests beside the summaries.
     pub refresh: S3WeekRefresh,
     /// [`LEASE_HOLD`] and [`LEASE_WAIT`]; tests shorten them.
     pub lease_hold: Duration,
     pub lease_wait: Duration,
-    /// The table whose abandoned staged batches are swept
-    /// ([`DynamoDbRecordStore::sweep_week`]) before each week is summarized.
-    pub staged: Option<Arc<DynamoDbRecordStore>>,
     /// Told about each week a scheduled or operator run writes (none by default).
     pub notifiers: Vec<Arc<dyn Notifier>>,
     /// [`RetryPolicy::NOTIFICATION`]; tests shorten it.
@@ -242,8 +260,7 @@ pub struct WeeklyDeps {
 impl WeeklyDeps {
     pub fn new(store: Arc<DynamoDbRecordStore>, sink: S3SummarySink) -> Self {
         Self {
-            lease: store.week_lease(),
-            staged: Some(store.clone()),
+            lease: Arc::new(store.week_lease()),
             refresh: S3WeekRefresh::new(&sink),
             store,
             sink: Arc::new(sink),
@@ -256,6 +273,37 @@ impl WeeklyDeps {
             notify_policy: RetryPolicy::NOTIFICATION,
             shares: DEFAULT_SHARES,
             max_weeks: MAX_WEEKS_PER_RUN,
+        }
+    }
+
+    /// The weekly run (tally-core's one use case) over these ports: leases
+    /// of [`LEASE_HOLD`], never renewed (the function's timeout is shorter),
+    /// waited for up to [`LEASE_WAIT`].
+    pub fn weekly(&self) -> Weekly {
+        self.weekly_over(self.store.clone())
+    }
+
+    fn weekly_over(&self, store: Arc<dyn RecordLifecycle>) -> Weekly {
+        let settings = WeeklySettings {
+            options: self.options.clone(),
+            lock: LockSettings { ttl: self.lease_hold, on_busy: OnBusy::Wait(self.lease_wait) },
+            renew: false,
+            max_weeks: self.max_weeks,
+            retention_weeks: self.retention.as_ref().map(|r| r.keep_weeks),
+            notify_policy: self.notify_policy,
+            cover_margin: COVER_MARGIN,
+        };
+        let identity = format!("tally-weekly {}", RecordId::generate(self.clock.now()));
+        Weekly::new(store, self.sink.clone(), self.lease.clone(), self.clock.clone(), settings, identity)
+            .with_notifiers(self.notifiers.clone())
+            .with_refresh(Arc::new(self.refresh.clone()))
+    }
+
+    /// The retention after a run, over [`Retention::store`].
+    pub(crate) async fn prune_after_run(&self) -> PruneReport {
+        match &self.retention {
+            Some(retention) => self.weekly_over(retention.store.clone()).prune_after_run().await,
+            None => PruneReport::default(),
         }
     }
 }
@@ -318,6 +366,12 @@ impl From<&WeekReport> for WeekDone {
     }
 }
 
+impl From<&Ran> for WeekDone {
+    fn from(ran: &Ran) -> Self {
+        Self { notifications_failed: ran.announced.failed, ..Self::from(&ran.report) }
+    }
+}
+
 /// The `tally-weekly` handler: parses the event, builds the weeks, prunes
 /// (after a scheduled or operator run), prints one CloudWatch EMF metric line
 /// (success or not) and returns the result.
@@ -348,10 +402,7 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
     match result {
         Ok(prune_now) => {
             tracing::info!(weeks = done.len(), records, duration_ms, covered = covered.len(), "weekly summary done");
-            let report = match &deps.retention {
-                Some(retention) if prune_now => prune_after_run(retention, deps.sink.as_ref(), deps.clock.now()).await,
-                _ => PruneReport::default(),
-            };
+            let report = if prune_now { deps.prune_after_run().await } else { PruneReport::default() };
             Ok(WeeklyOutput {
                 weeks: done,
                 records,
@@ -369,247 +420,67 @@ pub async fn handle_weekly(deps: &WeeklyDeps, event: LambdaEvent<Value>) -> Resu
     }
 }
 
-/// Deletes what the retention allows. A failure is logged and does not fail
-/// the run (its summaries are written): the next run prunes again, and
-/// `delete_week` resumes where a failed one stopped.
-pub(crate) async fn prune_after_run(retention: &Retention, sink: &dyn SummarySink, now: Timestamp) -> PruneReport {
-    let keep_weeks = retention.keep_weeks;
-    match prune(retention.store.as_ref(), sink, now, keep_weeks).await {
-        Ok(report) => {
-            for (week, records) in &report.pruned {
-                tracing::info!(%week, records, keep_weeks, "retention: deleted the week's records (its summary stays)");
-            }
-            for week in &report.unsummarized {
-                tracing::warn!(
-                    %week,
-                    keep_weeks,
-                    "retention: the week is past the retention but has no summary, so its records are kept; \
-                     invoke the function with {{\"week\":\"{week}\"}} to summarize it"
-                );
-            }
-            report
-        }
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), keep_weeks, "retention: pruning failed; the next run tries again");
-            PruneReport::default()
-        }
-    }
-}
-
-/// Builds the requested weeks in order, recording each one done in `done`.
-/// The schedule's run (`{}`) also rewrites the weeks whose refresh request is
-/// still in the bucket (its event failed for good or never came).
+/// Builds the requested weeks in order, recording each one done in `done`
+/// (the weekly run: [`Weekly::run`]). The schedule's run (`{}`) also
+/// rewrites the weeks whose refresh request is still in the bucket (its
+/// event failed for good or never came). Every planned week is attempted;
+/// the first failure then fails the invocation (Lambda retries it).
 pub async fn run_weekly(
     deps: &WeeklyDeps,
     request: &WeeklyRequest,
     done: &mut Vec<WeekDone>,
 ) -> Result<(), WeeklyError> {
-    let PlannedWeeks { weeks, requested, announced, .. } = plan_weeks(deps, request).await?;
-    for week in weeks {
-        let report = build_week(deps, week).await?;
-        let mut week_done = WeekDone::from(&report);
-        if requested.contains(&week) {
-            finish_request(deps, week).await;
-        }
-        if announced.contains(&week) {
-            let outcome = announce(&deps.notifiers, deps.sink.as_ref(), &report, &deps.notify_policy).await;
-            week_done.notifications_failed = outcome.failed;
-        }
-        done.push(week_done);
+    let outcome = deps.weekly().run(&core_request(deps, request)?, Arc::new(NoProgress)).await?;
+    done.extend(outcome.ran.iter().map(WeekDone::from));
+    match outcome.failed.into_iter().next() {
+        Some((_, _, e)) => Err(e.into()),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// `request` as the weekly run's [`Request`].
+pub(crate) fn core_request(deps: &WeeklyDeps, request: &WeeklyRequest) -> Result<Request, WeeklyError> {
+    Ok(match request.weeks()? {
+        Some(weeks) => Request::Weeks(weeks),
+        None if request.catch_up => Request::CatchUp,
+        None => Request::Scheduled(IsoWeek::last_complete(deps.clock.now())),
+    })
 }
 
 /// The weeks a run builds, ascending, which of them it announces and whose
 /// refresh request it deletes, and those left to the next run.
 pub use tally_core::summary::plan::RunPlan as PlannedWeeks;
 
-/// Which weeks `request` builds: the given ones, or for the schedule (`{}`)
-/// the previous week, earlier weeks with records but no summary, and weeks
-/// whose refresh request is still in the bucket (its event failed for good
-/// or never came) — at most [`MAX_WEEKS_PER_RUN`](tally_core::summary::plan::MAX_WEEKS_PER_RUN),
-/// chosen by [`plan_scheduled`]. Shared by the single invocation and the
-/// state machine's plan step.
+/// Which weeks `request` builds ([`Weekly::plan`]): the given ones, or for
+/// the schedule (`{}`) the previous week, earlier weeks with records but no
+/// summary, and weeks whose refresh request is still in the bucket — at most
+/// [`MAX_WEEKS_PER_RUN`](tally_core::summary::plan::MAX_WEEKS_PER_RUN).
+/// Shared by the single invocation and the state machine's plan step.
 pub async fn plan_weeks(deps: &WeeklyDeps, request: &WeeklyRequest) -> Result<PlannedWeeks, WeeklyError> {
-    if let Some(weeks) = request.weeks()? {
-        return Ok(PlannedWeeks { announced: weeks.clone(), weeks, ..PlannedWeeks::default() });
-    }
-    let now = deps.clock.now();
-    let pending = pending_weeks(deps.store.as_ref(), deps.sink.as_ref(), now).await?;
-    let requested = deps.refresh.pending().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %error_chain(&e), "could not list leftover refresh requests; the next run tries again");
-        Vec::new()
-    });
-    // Rebuild the previous week even when it already has a summary or no
-    // records: the schedule promises that week, and reruns converge. A
-    // continuation of a catch-up does not rebuild it again.
-    let mut scheduled = (!request.catch_up).then(|| IsoWeek::last_complete(now));
-    if let Some(week) = scheduled {
-        // A retention of 0 weeks prunes the previous week right after its
-        // run: a rerun of the schedule (a retry, deploy.sh's verification)
-        // keeps its summary instead of refusing the whole run.
-        match ensure_not_pruned(deps.store.as_ref(), deps.sink.as_ref(), week).await {
-            Err(SummarizeError::Pruned { .. }) => {
-                tracing::info!(%week, "the previous week is summarized and pruned already: its summary stands");
-                scheduled = None;
-            }
-            other => other?,
-        }
-    }
-    let plan = plan_scheduled(scheduled, &requested, &pending, deps.max_weeks);
-    if plan.more() {
-        tracing::warn!(
-            weeks = plan.weeks.len(),
-            deferred = plan.deferred.len(),
-            first_deferred = %plan.deferred[0],
-            "more weeks need a summary than one run builds; the rest are left to the next run"
-        );
-    }
-    Ok(plan)
+    Ok(deps.weekly().plan(&core_request(deps, request)?).await?)
 }
 
-/// Rewrites each requested week, unless a run that started after its request
-/// has completed since (a burst of erasures in one week then costs one or two
-/// rewrites, not one each); deletes each request object afterwards.
+/// Rewrites each requested week ([`Weekly::refresh`]): unless a run that
+/// started after its request has completed since, or the retention deleted
+/// its records; withdraws each request object afterwards.
 pub async fn refresh_weeks(
     deps: &WeeklyDeps,
     requests: &[RefreshRequest],
     done: &mut Vec<WeekDone>,
     covered: &mut Vec<IsoWeek>,
 ) -> Result<(), WeeklyError> {
-    let margin = i64::try_from(COVER_MARGIN.as_millis()).unwrap_or(i64::MAX);
-    for request in requests {
-        let week = request.week;
-        let lease = take_lease(deps, week).await?;
-        let covered_by = lease.done_from.filter(|from| from.as_millis() >= request.requested_at.as_millis() + margin);
-        if let Some(from) = covered_by {
-            tracing::info!(%week, requested_at = %request.requested_at, run_started = %from, "the week was rewritten after this request: nothing to do");
-            release(deps, lease, None).await;
-            covered.push(week);
-        } else if !has_records(deps, week).await? {
-            // The retention deleted the week's records since: rewriting it
-            // now would replace the summary it keeps with an empty one.
-            tracing::warn!(%week, "the week's records were deleted by the retention; its summary is kept as it is");
-            release(deps, lease, None).await;
-            covered.push(week);
-        } else {
-            done.push(WeekDone::from(&summarize_leased(deps, lease).await?));
-        }
-        finish_request(deps, week).await;
-    }
+    let requests: Vec<CoreRefresh> =
+        requests.iter().map(|r| CoreRefresh { week: r.week, requested_at: r.requested_at }).collect();
+    let outcome = deps.weekly().refresh(&requests, &NoProgress).await?;
+    done.extend(outcome.ran.iter().map(WeekDone::from));
+    covered.extend(outcome.covered);
     Ok(())
 }
 
-/// Whether the store still knows `week` (its marker goes only with
-/// `delete_week`, i.e. the retention; erasing every record keeps it).
-async fn has_records(deps: &WeeklyDeps, week: IsoWeek) -> Result<bool, WeeklyError> {
-    let weeks = deps.store.weeks().await.map_err(|source| SummarizeError::ListWeeks { source })?;
-    Ok(weeks.contains(&week))
-}
-
-/// Summarizes `week` under its lease.
-async fn build_week(deps: &WeeklyDeps, week: IsoWeek) -> Result<WeekReport, WeeklyError> {
-    let lease = take_lease(deps, week).await?;
-    summarize_leased(deps, lease).await
-}
-
-pub(crate) async fn summarize_leased(deps: &WeeklyDeps, lease: Lease) -> Result<WeekReport, WeeklyError> {
-    let started = deps.clock.now();
-    sweep(deps, lease.week, started).await;
-    let result = summarize_week(
-        deps.store.as_ref(),
-        deps.sink.as_ref(),
-        deps.clock.as_ref(),
-        lease.week,
-        &deps.options,
-        &tally_core::summary::NoProgress,
-    )
-    .await;
-    // Only a complete run covers the requests made before it started.
-    release(deps, lease, result.as_ref().ok().map(|_| started)).await;
-    Ok(result?)
-}
-
-/// Deletes the staged items of `week`'s batches that never committed.
-pub(crate) async fn sweep(deps: &WeeklyDeps, week: IsoWeek, started: Timestamp) {
-    if let Some(store) = &deps.staged {
-        // Readers already ignore uncommitted batches: a failed sweep costs
-        // storage only, and the next run of the week sweeps again.
-        match store.sweep_week(week, started).await {
-            Ok(report) if report.deleted > 0 || report.aborted > 0 => {
-                tracing::info!(%week, aborted = report.aborted, deleted = report.deleted, "swept the staged items of batches that never committed");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(%week, error = %error_chain(&e), "could not sweep abandoned batches; the next run of the week tries again")
-            }
-        }
-    }
-}
-
 /// How the weekly function polls a week's lease held by another run:
-/// 200 ms doubling to 5 s, as many attempts as fit in `wait`.
-pub fn lease_polling(wait: Duration) -> RetryPolicy {
-    let mut policy = RetryPolicy {
-        max_attempts: 1,
-        base: Duration::from_millis(200),
-        max_delay: Duration::from_secs(5),
-        jitter: false,
-    };
-    while (RetryPolicy { max_attempts: policy.max_attempts + 1, ..policy }).worst_case_wait() <= wait {
-        policy.max_attempts += 1;
-    }
-    policy
-}
-
-/// Waits for `week`'s lease, polling with backoff ([`lease_polling`]), up to `lease_wait`.
-pub(crate) async fn take_lease(deps: &WeeklyDeps, week: IsoWeek) -> Result<Lease, WeeklyError> {
-    /// Why one attempt did not get the lease.
-    enum NotTaken {
-        Held,
-        Failed(StoreError),
-    }
-    let owner = RecordId::generate(deps.clock.now()).to_string();
-    let waiting = Instant::now();
-    let taken = retry(
-        &lease_polling(deps.lease_wait),
-        || async {
-            match deps.lease.try_acquire(week, &owner, deps.clock.now(), deps.lease_hold).await {
-                Ok(Some(lease)) => Ok(lease),
-                Ok(None) => Err(NotTaken::Held),
-                Err(e) => Err(NotTaken::Failed(e)),
-            }
-        },
-        |e| matches!(e, NotTaken::Held),
-        |e, attempt| {
-            if matches!(e, NotTaken::Held) && attempt.next_in.is_some() {
-                tracing::info!(%week, "another run is writing this week; waiting for it to finish");
-            }
-        },
-    )
-    .await;
-    match taken {
-        Ok(lease) => Ok(lease),
-        Err(NotTaken::Held) => Err(WeeklyError::Busy { week, waited_s: waiting.elapsed().as_secs() }),
-        Err(NotTaken::Failed(source)) => Err(WeeklyError::Lease { week, source }),
-    }
-}
-
-/// A lease that cannot be released expires after `lease_hold`: logged only.
-pub(crate) async fn release(deps: &WeeklyDeps, lease: Lease, done_from: Option<Timestamp>) {
-    let week = lease.week;
-    if let Err(e) = deps.lease.release(lease, done_from, deps.clock.now()).await {
-        tracing::warn!(%week, error = %error_chain(&e), "could not release the week's lease; it expires on its own");
-    }
-}
-
-/// Deletes `week`'s refresh request once handled. A failure only leaves the
-/// object for the next scheduled run, which rewrites the week once more.
-pub(crate) async fn finish_request(deps: &WeeklyDeps, week: IsoWeek) {
-    if let Err(e) = deps.refresh.done(week).await {
-        tracing::warn!(%week, error = %error_chain(&e), "could not delete the week's refresh request");
-    }
-}
+/// 200 ms doubling to 5 s, as many attempts as fit in `wait` (every run
+/// polls so: `tally_core::summary::locked`).
+pub use tally_core::summary::locked::wait_policy as lease_polling;
 
 /// One CloudWatch Embedded Metric Format line: namespace `tally`, dimension
 /// `FunctionName`, metrics `RecordsSummarized`, `WeeksSummarized`,

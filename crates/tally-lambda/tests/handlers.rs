@@ -147,7 +147,7 @@ fn weekly_event(fixture: &str) -> LambdaEvent<Value> {
 fn weekly_deps(env: &Env) -> WeeklyDeps {
     let clock: Arc<dyn Clock> = env.clock.clone();
     WeeklyDeps {
-        store: env.store.clone(),
+        store: env.lifecycle.clone(),
         sink: env.sink.clone(),
         clock,
         ..WeeklyDeps::new(env.dynamo.clone(), env.s3.clone())
@@ -409,7 +409,7 @@ async fn a_week_held_by_another_run_for_too_long_fails_the_event_so_lambda_retri
     let env = env_at(at("2026-11-30T11:00:00Z")).await;
     let deps = WeeklyDeps { lease_wait: std::time::Duration::from_millis(500), ..weekly_deps(&env) };
     let held = deps.lease.try_acquire(w47(), "someone-else", env.clock.now(), deps.lease_hold).await.unwrap();
-    assert!(held.is_some());
+    assert!(matches!(held, tally_core::ports::Acquired::Taken(_)), "{held:?}");
     let err = handle_weekly(&deps, refresh_event(&env, event!("refresh-request.json"))).await.unwrap_err();
     assert!(matches!(err, WeeklyError::Busy { .. }), "{err:?}");
     assert_eq!(lambda_runtime::Diagnostic::from(err).error_type, "tally.Busy");

@@ -5,6 +5,8 @@
 //! records     (seq INTEGER PRIMARY KEY, id BLOB UNIQUE, received_at INTEGER, data TEXT)
 //! idempotency (key TEXT PRIMARY KEY, fingerprint BLOB, received_at, status, response, expires_at)
 //! weeks       (week TEXT PRIMARY KEY)   -- "2026-W47": weeks holding records
+//! week_locks  (week TEXT PRIMARY KEY, holder, token, expires_at, done_from)
+//!                                       -- one run per week: see crate::lock
 //! ```
 //! `id` is the ULID's 16 big-endian bytes, so byte order is time order and a
 //! week is the id range `[lower_bound(start), lower_bound(end))` on the
@@ -158,6 +160,9 @@ enum Job {
         pages: u32,
         reply: Reply<bool>,
     },
+    /// Any other short write (the week locks): runs on the writer's
+    /// connection between groups and answers on its own channel.
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 /// Records in an SQLite file. Cheap to share behind an `Arc`.
@@ -191,6 +196,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 CREATE TABLE IF NOT EXISTS weeks (week TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS week_locks (
+    week TEXT PRIMARY KEY,
+    holder TEXT,
+    token INTEGER NOT NULL,
+    expires_at INTEGER,
+    done_from INTEGER
+) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -427,6 +439,7 @@ impl Writer {
                 })();
                 answer(reply, "could not reclaim free space", vacuumed);
             }
+            Job::Exec(job) => job(&mut self.conn),
             _ => {} // the caller stopped waiting
         }
     }
@@ -688,6 +701,32 @@ impl SqliteRecordStore {
         let job = WriteJob { records: records.to_vec(), entry: idempotency.cloned(), reply, claim: claim.clone() };
         self.writer.as_ref().ok_or_else(writer_gone)?.send(Job::Insert(job)).map_err(|_| writer_gone())?;
         Ok((answer, claim))
+    }
+
+    /// Runs `f` on the writer's connection, between groups, and waits for
+    /// its answer. A caller that stopped waiting before its turn came is
+    /// not run (as an abandoned insert is not stored).
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.lifecycle(|reply: Reply<T>| {
+            Job::Exec(Box::new(move |conn| {
+                if !reply.is_closed() {
+                    let _ = reply.send(f(conn).map_err(|e| classify(context, e)));
+                }
+            }))
+        })
+        .await
+    }
+
+    /// Runs `f` on a read connection (which sees every committed write).
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.readers.run(f).await
     }
 
     /// Sends a lifecycle job to the writer and waits for its answer.

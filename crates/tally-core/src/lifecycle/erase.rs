@@ -57,17 +57,29 @@ pub async fn erase(
     now: Timestamp,
     id: RecordId,
 ) -> Result<Option<Erased>, EraseError> {
+    let week = IsoWeek::containing(id.timestamp());
+    if store.get(id).await?.is_none() {
+        return Ok(None);
+    }
+    // Asked for before the delete too, so the retention (which leaves a
+    // week with a pending request alone) cannot delete the week's records
+    // between this delete and the request below, which would keep the
+    // record in the summary it leaves. The request after the delete is the
+    // one a run must start after to cover the erasure.
+    let asked_before = refresh.request(week).await;
     if !store.delete(id).await? {
         return Ok(None);
     }
-    let week = IsoWeek::containing(id.timestamp());
-    // A week that has not ended has had no run, unless a `--partial` one
-    // (whose manifest exists). Every other case may hold the record.
-    let summary = if week.end() > now && !is_summarized(sink, week).await? {
-        SummaryState::None
-    } else if let Err(e) = refresh.request(week).await {
+    // A week that has not ended has had no run, unless a `--partial` one —
+    // which may be under way right now, its manifest removed: the request
+    // is made all the same, and the rewrite (under the week's lock, after
+    // that run) finds out whether a partial summary exists to rewrite.
+    let unsummarized = week.end() > now && !is_summarized(sink, week).await?;
+    let summary = if let Err(e) = asked_before.and(refresh.request(week).await) {
         tracing::warn!(%week, error = %crate::error_chain(&e), "the record is erased, but its week's summary could not be queued for rewriting");
         SummaryState::Stale
+    } else if unsummarized {
+        SummaryState::None
     } else {
         SummaryState::Regenerating
     };
@@ -108,11 +120,15 @@ mod tests {
         sink.begin_week(week).await.unwrap();
         let erased = erase(&store, &sink, &requests, after, b.id).await.unwrap().unwrap();
         assert_eq!(erased.summary, SummaryState::Regenerating);
-        assert_eq!(requests.weeks(), vec![week, week]);
+        // Each erasure asks twice: before its delete (the retention leaves
+        // the week alone) and after it (the request a run must follow).
+        assert_eq!(requests.weeks(), vec![week; 4]);
 
-        // A week not yet over: nothing to rewrite.
+        // A week not yet over, without a partial summary at this moment:
+        // asked for too (a partial run may be under way); the rewrite finds
+        // out under the week's lock whether there is anything to rewrite.
         let unended = erase(&store, &sink, &requests, after, c.id).await.unwrap().unwrap();
         assert_eq!(unended.summary, SummaryState::None);
-        assert_eq!(requests.weeks(), vec![week, week]);
+        assert_eq!(requests.weeks(), [vec![week; 4], vec![week.next(); 2]].concat());
     }
 }

@@ -21,6 +21,9 @@
 //! - [`notify`]: after a run, announce the week's report to the configured
 //!   [`Notifier`](crate::ports::Notifier)s; [`Notification`] (`notification`)
 //!   is the message, `{"week","records","warnings","findings","report","text"}`.
+//! - [`locked_run`] and [`WeekRun`] (`locked`): a run under its week's
+//!   [`WeekLock`](crate::ports::WeekLock), fenced and renewed, so two runs of
+//!   one week never interleave, whichever triggers start them.
 //! - [`WeeklySchedule`] (`schedule`): when the next run is due (pure logic; the
 //!   binaries own the loop).
 
@@ -31,6 +34,7 @@ mod fmt;
 mod hll;
 mod html;
 mod kll;
+pub mod locked;
 mod model;
 mod notification;
 pub mod notify;
@@ -40,10 +44,12 @@ mod schedule;
 mod service;
 mod state;
 mod stats;
+pub mod weekly;
 
 pub use aggregate::{Aggregator, MergeError};
 pub use compare::{InvalidThresholds, MIN_EXPECTED, Thresholds, Z_SIGNIFICANT, compare};
 pub use html::{IndexWeek, Nav, TREND_FIELDS, TREND_WEEKS, render_html, render_index};
+pub use locked::{LockError, LockSettings, LockedError, OnBusy, RunError, WeekRun, locked_run};
 pub use model::{
     ArraySummary, BooleanSummary, Comparison, DayCount, FieldSummary, Finding, FindingKind, Histogram, Limits,
     NumberSummary, OTHER_PATH, SCHEMA_VERSION, Segment, Segments, Severity, StringSummary, Summary, TopValue,
@@ -59,6 +65,9 @@ pub use service::{
 pub use state::{
     PARTS, Part, PartHeader, PartState, STATE_FORMAT, StateError, StateOptions, WeekFold, check_header, check_parts,
     read_header,
+};
+pub use weekly::{
+    Ran, RefreshOutcome, RefreshRequest, Request, RunOutcome, Trigger, Weekly, WeeklyError, WeeklySettings, in_task,
 };
 
 /// How a summary is computed and written. The defaults are the issue's.

@@ -1,10 +1,15 @@
 //! Test support shared by every crate's tests (feature `testing`): an
 //! in-memory [`RecordStore`], [`SummarySink`] and [`WeekRefresh`], a fixed
 //! clock, and the contract every adapter of a port must pass (the store's
-//! here, the others' in [`contract`]).
+//! here, the others' in [`contract`]); the memory week lock and its contract
+//! (`lock`).
 
 pub mod contract;
+pub mod erasure;
 pub mod fuzz;
+mod lock;
+
+pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 
 pub use contract::{notifier_contract, refresh_contract, sink_contract};
 

@@ -19,8 +19,10 @@ from conftest import ROOT, resolve
 from sam_transform import transform
 
 # Route -> how API Gateway authorizes it: the usage plan's API key, IAM
-# (SigV4), nothing (then API Gateway answers it itself: MOCK), or "link": no
-# key, but the function answers only a valid signed link (the report site).
+# (SigV4), nothing (then API Gateway answers it itself: MOCK), "link": no
+# key, but the function answers only a valid signed link (the report site),
+# or "firehose": POST /firehose, keyless at API Gateway, throttled on its own,
+# and checked by the function against Firehose's access key.
 ROUTES = {
     ("/records", "post"): "api_key",
     ("/post", "post"): "api_key",
@@ -34,6 +36,7 @@ ROUTES = {
     ("/openapi.json", "get"): "none",
     ("/reports", "get"): "link",
     ("/reports/{week}", "get"): "link",
+    ("/firehose", "post"): "firehose",
 }
 
 # The only keyless routes that reach the function.
@@ -70,6 +73,9 @@ def test_every_route_exists_with_its_authorization(resources):
                 # Keyless, but the function checks the link before reading anything.
                 assert integration["type"] == "aws_proxy", (path, method)
                 found[(path, method)] = "link"
+            elif (path, method) == ("/firehose", "post") and found[(path, method)] == "none":
+                found[(path, method)] = "firehose"
+                assert integration["type"] == "aws_proxy"
             elif found[(path, method)] == "none":
                 # No keyless request may invoke (and bill) a Lambda.
                 assert integration["type"] == "mock", (path, method)
@@ -202,10 +208,37 @@ def test_the_api_has_one_stage_named_prod_with_access_logs_and_throttling(resour
     assert props["StageName"] == "Prod"
     assert props["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
     assert '"requestId":"$context.requestId"' in props["AccessLogSetting"]["Format"]
-    setting = props["MethodSettings"][0]
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in props["MethodSettings"]}
+    setting = settings[("/*", "*")]
+    firehose = settings[("/~1firehose", "POST")]
     assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
     assert setting["ThrottlingRateLimit"] == {"Ref": "StageThrottleRateLimit"}
     assert setting["ThrottlingBurstLimit"] == {"Ref": "StageThrottleBurstLimit"}
+    assert (firehose["ResourcePath"], firehose["HttpMethod"]) == ("/~1firehose", "POST")
+
+
+def test_the_firehose_route_is_keyless_at_api_gateway_throttled_and_keyed_in_the_function(sam_template, resources):
+    """Firehose sends its key in X-Amz-Firehose-Access-Key, never x-api-key
+    ("Understand HTTP endpoint delivery request and response specifications",
+    Amazon Data Firehose developer guide), so API Gateway's key check cannot
+    pass it. Like the report site's routes it reaches the function without the API key: it gets
+    a method throttle of its own (no usage plan covers a keyless method), and
+    the function gets only the SHA-256 of the access key to check."""
+    op = resources["TallyApi"]["Properties"]["Body"]["paths"]["/firehose"]["post"]
+    assert _auth(op) == "none"
+    (stage,) = of_type(resources, "AWS::ApiGateway::Stage").values()
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["Properties"]["MethodSettings"]}
+    throttle = settings[("/~1firehose", "POST")]
+    assert throttle["ThrottlingRateLimit"] == {"Ref": "FirehoseThrottleRateLimit"}
+    assert throttle["ThrottlingBurstLimit"] == {"Ref": "FirehoseThrottleBurstLimit"}
+    params = sam_template["Parameters"]
+    assert params["FirehoseThrottleRateLimit"]["Default"] < params["StageThrottleRateLimit"]["Default"]
+    key = params["FirehoseAccessKeySha256"]
+    assert key["Default"] == "" and key["NoEcho"] is True
+    assert re.fullmatch(key["AllowedPattern"], "a" * 64) and re.fullmatch(key["AllowedPattern"], "")
+    assert not re.fullmatch(key["AllowedPattern"], "my-plain-key")
+    env = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["TALLY_FIREHOSE_ACCESS_KEY_SHA256"] == {"Ref": "FirehoseAccessKeySha256"}
 
 
 def test_the_usage_plan_binds_the_api_key_to_the_prod_stage_with_limits(cfn_template, sam_template):

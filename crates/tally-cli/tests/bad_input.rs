@@ -123,6 +123,23 @@ fn batch(n: usize) -> String {
     format!("[{}]", vec!["{\"i\":1}"; n].join(","))
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, data).unwrap();
+    e.finish().unwrap()
+}
+
+/// 512 MiB of zeros: 512 gzip members of 1 MiB each (a gzip body may hold
+/// several members), 538 KB on the wire — under the 1 MiB body limit.
+fn gzip_bomb() -> Vec<u8> {
+    gzip(&vec![0; 1 << 20]).repeat(512)
+}
+
+/// 10 GiB of zeros: 80 zstd frames of 128 MiB each, 329 KB on the wire.
+fn zstd_bomb() -> Vec<u8> {
+    zstd::encode_all(std::io::Read::take(std::io::repeat(0), 128 << 20), 3).unwrap().repeat(80)
+}
+
 fn cases() -> Vec<Case> {
     let over_limit = vec![b' '; 1024 * 1024 + 1];
     let chunks: Vec<Vec<u8>> = (0..20).map(|_| vec![b' '; 64 * 1024]).collect();
@@ -132,6 +149,10 @@ fn cases() -> Vec<Case> {
     let long_number = format!("{{\"n\":{}}}", "9".repeat(60_000));
     let ndjson_1001 = "{\"i\":1}\n".repeat(1001);
     let ctl = |b: &[u8]| b.to_vec();
+    let ndjson = gzip(&b"{\"i\":1}\n".repeat(5000));
+    let truncated_gzip = ndjson[..ndjson.len() / 2].to_vec();
+    let zstd_full = zstd::encode_all(&b"{\"i\":1}\n".repeat(5000)[..], 3).unwrap();
+    let truncated_zstd = zstd_full[..zstd_full.len() - 4].to_vec();
 
     let mut cases = vec![
         // --- Body framing and encoding: 400 -------------------------------------------
@@ -255,9 +276,47 @@ fn cases() -> Vec<Case> {
             "unsupported-media-type",
             &["application/json"],
         ),
-        Case::post("gzip Content-Encoding", b"\x1f\x8b\x08\x00\x00\x00\x00\x00".to_vec())
+        // --- Compressed bodies (issue 24): the limit is on the decoded body -------------
+        Case::post("gzip bomb (512 MiB of zeros in 538 KB)", gzip_bomb())
+            .content_type(Some("application/x-ndjson"))
             .header("content-encoding", "gzip")
-            .expect(415, "unsupported-media-type", &["gzip", "uncompressed"]),
+            .expect(413, "body-too-large", &["decompresses to more than 1048576", "smaller batches"]),
+        Case::post("zstd bomb (10 GiB of zeros in 329 KB)", zstd_bomb())
+            .content_type(Some("application/x-ndjson"))
+            .header("content-encoding", "zstd")
+            .expect(413, "body-too-large", &["decompresses to more than 1048576", "smaller batches"]),
+        Case::post("truncated gzip stream", truncated_gzip)
+            .content_type(Some("application/x-ndjson"))
+            .header("content-encoding", "gzip")
+            .expect(400, "undecodable-body", &["gzip", "truncated", "whole compressed body"]),
+        Case::post("truncated zstd stream", truncated_zstd)
+            .content_type(Some("application/x-ndjson"))
+            .header("content-encoding", "zstd")
+            .expect(400, "undecodable-body", &["zstd", "truncated"]),
+        Case::post("unknown Content-Encoding", gzip(b"{}")).header("content-encoding", "br").expect(
+            415,
+            "unsupported-media-type",
+            &["\"br\"", "gzip, zstd or deflate"],
+        ),
+        Case::post("gzip data labelled zstd", gzip(b"{}")).header("content-encoding", "zstd").expect(
+            400,
+            "undecodable-body",
+            &["not a zstd frame", "28 b5 2f fd"],
+        ),
+        Case::post("Content-Encoding gzip on a plain body", "{\"a\":1}").header("content-encoding", "gzip").expect(
+            400,
+            "undecodable-body",
+            &["not gzip data", "plain JSON", "without Content-Encoding"],
+        ),
+        Case::post("stacked encodings gzip, gzip", gzip(&gzip(b"{}"))).header("content-encoding", "gzip, gzip").expect(
+            415,
+            "unsupported-media-type",
+            &["2 codings", "compress the body once"],
+        ),
+        Case::post("two Content-Encoding headers", gzip(&gzip(b"{}")))
+            .header("content-encoding", "gzip")
+            .header("content-encoding", "gzip")
+            .expect(415, "unsupported-media-type", &["2 codings"]),
         // --- NDJSON: all-or-nothing, with index and line ------------------------------
         Case::post("NDJSON with one bad line", "{\"i\":0}\n\n{\"i\":1}\n{\"i\":\n{\"i\":3}\n")
             .content_type(Some("application/x-ndjson"))

@@ -101,6 +101,19 @@ impl IngestService {
         body: &[u8],
         format: BodyFormat,
         key: Option<IdempotencyKey>,
+        give_up: GiveUp<'_>,
+    ) -> Result<IngestReceipt, IngestError> {
+        self.ingest_with(body, format, key, &self.limits, give_up).await
+    }
+
+    /// [`ingest_until`](Self::ingest_until) under other limits (a Firehose
+    /// delivery's, [`crate::firehose::delivery_limits`]).
+    pub(crate) async fn ingest_with(
+        &self,
+        body: &[u8],
+        format: BodyFormat,
+        key: Option<IdempotencyKey>,
+        limits: &Limits,
         mut give_up: GiveUp<'_>,
     ) -> Result<IngestReceipt, IngestError> {
         // Only an idempotent request needs the body's SHA-256 (a whole pass
@@ -118,7 +131,7 @@ impl IngestService {
             }
         }
 
-        let parsed = parse_body(body, format, &self.limits)?;
+        let parsed = parse_body(body, format, limits)?;
         let received_at = self.clock.now();
         let seed = key.as_ref().zip(fingerprint.as_ref()).map(|(k, f)| id_seed(k, f));
         let base = rand::random::<u128>();

@@ -6,6 +6,7 @@
 //! - [`ports`]: the traits adapters implement ([`RecordStore`], [`SummarySink`],
 //!   [`Notifier`](ports::Notifier), [`WeekLock`](ports::WeekLock)).
 //! - [`ingest`]: the service that turns a body into durable records, with idempotency.
+//! - [`firehose`]: Amazon Data Firehose HTTP endpoint deliveries, stored through [`ingest`].
 //! - [`lifecycle`]: reading back, import and restore, retention and erasure.
 //! - [`report_link`]: signed, expiring links to the report site;
 //!   [`report_site`]: its pages as tally serves them.
@@ -15,6 +16,7 @@
 //! local server, the Lambda functions and every adapter share.
 
 pub mod clock;
+pub mod firehose;
 pub mod id;
 pub mod idempotency;
 pub mod ingest;

@@ -12,6 +12,7 @@ use tally_core::ports::SinkError;
 use tally_core::summary::read_summary;
 use tally_core::{BodyFormat, IngestResponse, IsoWeek, RecordId};
 
+use crate::encoding::{self, Coding};
 use crate::problem::{ApiError, Problem};
 use crate::schema::{
     AnyObject, Created, Health, IdempotencyKeyHeader, RecordIdString, RecordsJson, RecordsNdjson, StoredRecord,
@@ -59,14 +60,6 @@ pub async fn serve_openapi(Extension(OpenApiJson(doc)): Extension<OpenApiJson>) 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     const ADVICE: &str = "send Content-Type: application/json (one object or an array of objects) \
                           or application/x-ndjson (one object per line)";
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Encoding {:?} is not supported; send the body uncompressed",
-                String::from_utf8_lossy(enc.as_bytes())
-            )));
-        }
-    }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType(format!("the Content-Type header is missing; {ADVICE}")));
     };
@@ -98,6 +91,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         return Err(ApiError::BadRequest("send the Idempotency-Key header once".into()));
     }
     IdempotencyKey::parse(first.as_bytes()).map(Some).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Reads the whole body as sent, refusing more than `limit` bytes — up front
+/// when `Content-Length` says so, or as soon as a chunked body passes it —
+/// then decodes its `Content-Encoding`, refusing a body that decodes to more
+/// than `limit` bytes ([`encoding`]).
+pub(crate) async fn read_decoded_body(
+    headers: &HeaderMap,
+    coding: Option<Coding>,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let sent = read_body(headers, body, limit).await?;
+    match coding {
+        None => Ok(sent),
+        Some(coding) => Ok(encoding::decode(coding, &sent, limit)?.into()),
+    }
 }
 
 /// Reads the whole body, refusing more than `limit` bytes — up front when
@@ -150,7 +160,11 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
     operation_id = "create_records",
     params(IdempotencyKeyHeader),
     request_body(
-        description = "One JSON object, an array of objects, or NDJSON.",
+        description = "One JSON object, an array of objects, or NDJSON; optionally compressed, said in \
+            `Content-Encoding`: `gzip` (or `x-gzip`), `zstd` (windows up to 8 MiB, RFC 9659) or `deflate` (the \
+            zlib format), any case; `identity` or no header for none. One coding only. The body limit applies \
+            to the decompressed body (413 past it, decided while decompressing). Through API Gateway (AWS), \
+            gzip and deflate.",
         content((RecordsJson = "application/json"), (RecordsNdjson = "application/x-ndjson")),
     ),
     responses(
@@ -171,14 +185,18 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
                     description = "Read the record just created (for a batch, the first one).")),
             )),
         (status = 400, description = "Malformed JSON (with `line` and `column`), invalid UTF-8, an empty body, \
-            or a bad `Idempotency-Key`. For a batch, `index` (and `line` for NDJSON) names the item.",
+            a bad `Idempotency-Key`, or a compressed body that cannot be decompressed (not what its \
+            `Content-Encoding` says, corrupt or cut short: `/problems/undecodable-body`). For a batch, `index` \
+            (and `line` for NDJSON) names the item.",
             body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used before with a different body.",
             body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than the limit (1 MiB by default).",
+        (status = 413, description = "The body, or the body once decompressed, is larger than the limit \
+            (1 MiB by default).",
             body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The `Content-Type` is neither `application/json` nor `application/x-ndjson`, \
-            the charset is not UTF-8, or the body is compressed.",
+            the charset is not UTF-8, or the `Content-Encoding` is not one tally decodes (gzip, zstd, deflate, \
+            identity) or lists more than one coding; `detail` names the supported ones.",
             body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Valid JSON that cannot be stored: not an object or array of objects, an empty \
             batch, too many records, a record too large or too deep, or a duplicate key. `index` names the item.",
@@ -191,9 +209,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
 )]
 pub async fn create_records(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    let coding = encoding::content_coding(&parts.headers)?;
     let format = body_format(&parts.headers)?;
     let key = idempotency_key(&parts.headers)?;
-    let body = read_body(&parts.headers, body, state.ingest.limits().max_body_bytes).await?;
+    let body = read_decoded_body(&parts.headers, coding, body, state.ingest.limits().max_body_bytes).await?;
     // The store timeout, kept so that a 503 never hides stored records: past
     // it, a write still queued is withdrawn (503), one being committed is
     // waited for (its real answer).

@@ -9,13 +9,16 @@
 //! Modules depend only on those above them in this list, never back:
 //! - [`schema`]: the documented shapes of bodies and parameters (a leaf).
 //! - [`state`]: what handlers share ([`AppState`]) and the API-key check.
+//! - [`encoding`]: compressed request bodies (`Content-Encoding`), decoded
+//!   under the body limit.
 //! - [`problem`]: [`ApiError`] and the problem+json responses.
 //! - [`handlers`]: one function per route, each with its OpenAPI operation,
 //!   `GET /openapi.json` included (it serves the document it is handed).
 //! - [`data`]: the data lifecycle routes (range reads, erasure), like `handlers`.
 //! - [`site`]: what people open in a browser: the landing page (`GET /`) and
 //!   the report site (`GET /reports/…`, signed links), like `handlers`.
-//! - `router`: the route table (public and protected halves) plus
+//! - [`firehose`]: `POST /firehose`, Amazon Data Firehose deliveries, like `handlers`.
+//! - `router`: the route table (public, protected and Firehose parts) plus
 //!   middleware (request ids, tracing, timeouts, API key, load shedding).
 //! - [`openapi`](mod@openapi): the OpenAPI 3.1 document, built in this one place from
 //!   the route table.
@@ -24,6 +27,8 @@
 //! them the finished document to serve.
 
 pub mod data;
+pub mod encoding;
+pub mod firehose;
 pub mod handlers;
 pub mod openapi;
 pub mod problem;

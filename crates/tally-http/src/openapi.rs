@@ -25,12 +25,14 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBui
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::problem::{PROBLEM_JSON, Problem};
-use crate::router::{protected_routes, public_routes};
+use crate::router::{firehose_routes, protected_routes, public_routes};
 
 /// Name of the security scheme for the `x-api-key` header.
 pub const API_KEY_SCHEME: &str = "api_key";
 /// Name of the security scheme of erasure: the admin key, in the same header.
 pub const ADMIN_KEY_SCHEME: &str = "admin_key";
+/// Name of the security scheme of `POST /firehose`: the key in Firehose's header.
+pub const FIREHOSE_KEY_SCHEME: &str = "firehose_access_key";
 
 /// Groups the protected operations and the document-wide parts.
 #[derive(utoipa::OpenApi)]
@@ -38,14 +40,17 @@ pub const ADMIN_KEY_SCHEME: &str = "admin_key";
     info(
         title = "tally",
         description = "JSON records in, weekly reports out.\n\n\
-            Send records with `POST /records` (or the original `POST /post`); read one back with \
-            `GET /records/{id}`, or a time range with `GET /records`; erase one with \
+            Send records with `POST /records` (or the original `POST /post`), compressed or not \
+            (`Content-Encoding` gzip, zstd or deflate), or from Amazon Data Firehose with `POST /firehose`; read \
+            one back with `GET /records/{id}`, or a time range with `GET /records`; erase one with \
             `DELETE /records/{id}` (admin key); read weekly summaries with `GET /summaries/{week}`. Every route but \
-            `/`, `/health`, `/openapi.json` and the report site needs the API key in the `x-api-key` header.\n\n\
+            `/`, `/health`, `/openapi.json`, the report site and `/firehose` (Firehose's own access key header) \
+            needs the API key in the `x-api-key` header.\n\n\
             The report site (`GET /reports/`, `GET /reports/{week}/`) is for people: HTML pages that open with a \
             signed, expiring link (`?exp=…&sig=…`, in each weekly notification, or printed by \
             `tally report-link`) or with the API key.\n\n\
-            Errors are RFC 9457 `application/problem+json` documents. Besides the answers listed per \
+            Errors are RFC 9457 `application/problem+json` documents (on `/firehose`, the same members inside \
+            Firehose's `application/json` answer). Besides the answers listed per \
             operation: an unknown path is 404, a method a path does not take is 405 with an `Allow` \
             header, a request slower than the timeout (30 s by default) is 408, request headers over \
             64 KiB are 431. Every answer carries `x-request-id` (the client's own, when it sent one).",
@@ -61,9 +66,9 @@ pub const ADMIN_KEY_SCHEME: &str = "admin_key";
 )]
 struct ApiDoc;
 
-/// `public` and `protected` (the router's two halves) with the security
+/// `public`, `protected` and `firehose` (the router's parts) with the security
 /// scheme, the 401 answers, the `x-request-id` headers and the week pattern.
-fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
+fn document(public: OpenApi, mut protected: OpenApi, firehose: OpenApi) -> OpenApi {
     for (_, item) in protected.paths.paths.iter_mut() {
         for op in operations(item) {
             // An operation that names its own scheme (erasure: the admin key) keeps it and its answers.
@@ -79,7 +84,7 @@ fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
     }
     let mut doc = <ApiDoc as utoipa::OpenApi>::openapi();
     doc.info.version = tally_core::VERSION.into();
-    doc = doc.merge_from(public).merge_from(protected);
+    doc = doc.merge_from(public).merge_from(protected).merge_from(firehose);
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         API_KEY_SCHEME,
@@ -95,6 +100,14 @@ fn document(public: OpenApi, mut protected: OpenApi) -> OpenApi {
             "x-api-key",
             "The admin key (TALLY_ADMIN_KEY or --admin-key-file), distinct from the API key: only erasure \
              takes it. On AWS, erasure uses IAM (SigV4) authorization instead.",
+        ))),
+    );
+    components.add_security_scheme(
+        FIREHOSE_KEY_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-Amz-Firehose-Access-Key",
+            "For Amazon Data Firehose deliveries (POST /firehose): the stream's access key. Locally the API key; \
+             on AWS the key whose SHA-256 the stack's FirehoseAccessKeySha256 parameter holds (docs/INGEST.md).",
         ))),
     );
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -166,7 +179,8 @@ fn problem_response(description: &str) -> RefOr<Response> {
 /// The whole document: the router's two halves, then what holds for groups
 /// of routes, then `POST /post` as a copy of `POST /records`.
 pub fn openapi() -> OpenApi {
-    let mut doc = document(public_routes().into_openapi(), protected_routes().into_openapi());
+    let mut doc =
+        document(public_routes().into_openapi(), protected_routes().into_openapi(), firehose_routes().into_openapi());
     // `POST /post` is `POST /records` under the 2021 app's path: its operation
     // is a copy, so the two can never be documented differently.
     // Only the POST: `/records` also takes GET (range reads), `/post` does not.

@@ -5,10 +5,19 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tally_core::firehose::FirehoseError;
 use tally_core::ports::{SecretError, SinkError};
 use tally_core::{IngestError, StoreError, ValidationError};
 
+use crate::encoding::DecodeError;
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Marks an error answer written in a format its caller requires instead of
+/// problem+json (Firehose's `{"requestId","timestamp","errorMessage"}`), so
+/// the router's middleware does not rewrite it into a problem document.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorFormat;
 
 /// A problem document. `type` is a relative URI naming the problem kind
 /// (documented in the README); `title` is fixed per kind; `detail` says what
@@ -135,6 +144,11 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A Firehose delivery that is not one, or one of whose records is refused.
+    #[error(transparent)]
+    Firehose(FirehoseError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -153,33 +167,43 @@ impl From<IngestError> for ApiError {
     }
 }
 
+impl From<FirehoseError> for ApiError {
+    fn from(e: FirehoseError) -> Self {
+        match e {
+            FirehoseError::Invalid(v) => Self::Invalid(v),
+            FirehoseError::Ingest(e) => e.into(),
+            other => Self::Firehose(other),
+        }
+    }
+}
+
+/// Status, problem slug and title of a validation error.
+fn validation_kind(v: &ValidationError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match v {
+        ValidationError::EmptyBody => (S::BAD_REQUEST, "empty-body", "Empty body"),
+        ValidationError::Encoding { .. } | ValidationError::InvalidUtf8 { .. } => {
+            (S::BAD_REQUEST, "invalid-encoding", "Body is not UTF-8")
+        }
+        ValidationError::Syntax { .. } => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+        ValidationError::NotAnObject { .. } => {
+            (S::UNPROCESSABLE_ENTITY, "not-an-object", "Record is not a JSON object")
+        }
+        ValidationError::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch", "Empty batch"),
+        ValidationError::TooManyRecords { .. } => (S::UNPROCESSABLE_ENTITY, "too-many-records", "Too many records"),
+        ValidationError::RecordTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "record-too-large", "Record too large"),
+        ValidationError::TooDeep { .. } => (S::UNPROCESSABLE_ENTITY, "too-deep", "Record nested too deeply"),
+        ValidationError::DuplicateKey { .. } => (S::UNPROCESSABLE_ENTITY, "duplicate-key", "Duplicate key"),
+    }
+}
+
 impl ApiError {
     pub fn to_problem(&self) -> Problem {
         use StatusCode as S;
         let detail = self.to_string();
         match self {
             Self::Invalid(v) => {
-                let (status, slug, title) = match v {
-                    ValidationError::EmptyBody => (S::BAD_REQUEST, "empty-body", "Empty body"),
-                    ValidationError::Encoding { .. } | ValidationError::InvalidUtf8 { .. } => {
-                        (S::BAD_REQUEST, "invalid-encoding", "Body is not UTF-8")
-                    }
-                    ValidationError::Syntax { .. } => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
-                    ValidationError::NotAnObject { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "not-an-object", "Record is not a JSON object")
-                    }
-                    ValidationError::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch", "Empty batch"),
-                    ValidationError::TooManyRecords { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "too-many-records", "Too many records")
-                    }
-                    ValidationError::RecordTooLarge { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "record-too-large", "Record too large")
-                    }
-                    ValidationError::TooDeep { .. } => {
-                        (S::UNPROCESSABLE_ENTITY, "too-deep", "Record nested too deeply")
-                    }
-                    ValidationError::DuplicateKey { .. } => (S::UNPROCESSABLE_ENTITY, "duplicate-key", "Duplicate key"),
-                };
+                let (status, slug, title) = validation_kind(v);
                 let mut p = Problem::new(status, slug, title, detail);
                 if let Some(pos) = v.position() {
                     p.index = pos.index;
@@ -209,6 +233,25 @@ impl ApiError {
             Self::BodyTooLarge(_) => Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail),
             Self::UnsupportedMediaType(_) => {
                 Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+            }
+            Self::Firehose(FirehoseError::Record { source, .. }) => {
+                let (status, slug, title) = validation_kind(source);
+                Problem::new(status, slug, title, detail)
+            }
+            Self::Firehose(FirehoseError::TooLarge { .. } | FirehoseError::EnvelopeTooLarge { .. }) => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail)
+            }
+            Self::Firehose(_) => {
+                Problem::new(S::BAD_REQUEST, "bad-firehose-delivery", "Not a Firehose delivery", detail)
+            }
+            Self::Decode(DecodeError::Unsupported(..) | DecodeError::Stacked(..)) => {
+                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+            }
+            Self::Decode(DecodeError::Corrupt { .. }) => {
+                Problem::new(S::BAD_REQUEST, "undecodable-body", "Body cannot be decompressed", detail)
+            }
+            Self::Decode(DecodeError::TooLarge { .. }) => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large", detail)
             }
             Self::Store(StoreError::Unavailable { retry_after, .. }) => {
                 let mut p = Problem::new(

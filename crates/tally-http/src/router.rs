@@ -21,8 +21,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::data;
+use crate::firehose;
 use crate::handlers::{self, API_KEY, OpenApiJson};
-use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::problem::{ApiError, ErrorFormat, PROBLEM_JSON, Problem};
 use crate::site;
 use crate::state::AppState;
 
@@ -69,6 +70,12 @@ pub(crate) fn protected_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::get_summary))
 }
 
+/// The Firehose delivery route: keyed by `X-Amz-Firehose-Access-Key`, which
+/// its handler checks (not the `x-api-key` check of the protected routes).
+pub(crate) fn firehose_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(firehose::deliver_firehose))
+}
+
 /// The route table with its middleware; `openapi` is what `GET /openapi.json`
 /// answers. The crate root passes it in, so this module does not depend on
 /// the one that builds the document from its tables.
@@ -77,24 +84,33 @@ pub(crate) fn build(state: AppState, options: HttpOptions, openapi: OpenApiJson)
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .split_for_parts();
+    let (firehose, _) =
+        firehose_routes().route_layer(middleware::from_fn_with_state(state.clone(), shed_load)).split_for_parts();
     let (public, _) = public_routes().split_for_parts();
     let public = public.layer(Extension(openapi));
 
-    public.merge(protected).fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) }).with_state(state).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(make_span)
-                    .on_request(())
-                    .on_response(on_response)
-                    .on_failure(()),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(CatchPanicLayer::custom(|_| Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()))
-            .layer(middleware::map_response(problemize))
-            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout)),
-    )
+    public
+        .merge(protected)
+        .merge(firehose)
+        .fallback(|| async { Problem::for_status(StatusCode::NOT_FOUND) })
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(|_| {
+                    Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+                }))
+                .layer(middleware::map_response(problemize))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, options.request_timeout)),
+        )
 }
 
 /// One span per request: method, route and request id — never headers,
@@ -112,13 +128,15 @@ fn on_response<B>(res: &http::Response<B>, latency: Duration, _span: &Span) {
 
 /// Turns error responses made outside tally's handlers (405 from the router,
 /// 408 from the timeout) into problem documents, keeping their headers. The
-/// report site's HTML pages (403, 404) are meant for people and stay.
+/// report site's HTML pages (403, 404) are meant for people and stay; an
+/// answer in another protocol's error format ([`ErrorFormat`]) is kept.
 async fn problemize(res: Response) -> Response {
     let status = res.status();
     let content_type = res.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes());
     let is_problem = content_type == Some(PROBLEM_JSON.as_bytes());
     let is_page = content_type == Some(site::HTML.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
+    let foreign = res.extensions().get::<ErrorFormat>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page || foreign {
         return res;
     }
     let (parts, _) = res.into_parts();

@@ -377,6 +377,83 @@ pub struct IdempotencyKeyHeader {
     pub idempotency_key: String,
 }
 
+/// A Firehose HTTP endpoint delivery (request format 1.0).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FirehoseRequest {
+    /// The delivery's id; the same on every retry of the delivery. Must
+    /// match `X-Amz-Firehose-Request-Id`.
+    #[serde(rename = "requestId")]
+    #[schema(min_length = 1, example = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f")]
+    pub request_id: String,
+    /// When Firehose made the request (milliseconds since the epoch).
+    #[schema(example = 1578090901599_i64)]
+    pub timestamp: Option<i64>,
+    /// The records: each one JSON object, or NDJSON lines of objects.
+    #[schema(max_items = 10000)]
+    pub records: Vec<FirehoseRecord>,
+}
+
+/// One record of a Firehose delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FirehoseRecord {
+    /// The record's bytes, base64-encoded: a JSON object or NDJSON lines of
+    /// objects once decoded. Empty records are allowed and store nothing.
+    #[schema(content_encoding = "base64", example = "eyJ0ZW1wIjoyMS41fQ==")]
+    pub data: String,
+}
+
+/// Every answer of `POST /firehose`, in Firehose's response format 1.0:
+/// `requestId` and `timestamp`, plus `errorMessage` and tally's problem
+/// members (`type`, `title`, `status`, `detail`) when it is an error.
+#[derive(Debug, Serialize, ToSchema)]
+#[cfg_attr(test, derive(serde::Deserialize))]
+pub struct FirehoseAck {
+    /// The delivery's request id (empty when the request carried none).
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+    /// When tally answered (milliseconds since the epoch).
+    pub timestamp: i64,
+    /// What went wrong and what to do; Firehose logs it, and copies the last
+    /// one to its S3 backup when it gives up.
+    #[serde(rename = "errorMessage", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error_message: Option<String>,
+    /// The problem kind, as in problem documents.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "/problems/not-an-object")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+}
+
+impl FirehoseAck {
+    /// The success answer.
+    pub fn ok(request_id: String, timestamp: i64) -> Self {
+        Self { request_id, timestamp, error_message: None, kind: None, title: None, status: None, detail: None }
+    }
+}
+
+/// The `X-Amz-Firehose-*` request headers of `POST /firehose` (the access
+/// key is the `firehose_access_key` security scheme).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct FirehoseHeaders {
+    /// The format version; tally speaks `1.0`.
+    #[param(rename = "X-Amz-Firehose-Protocol-Version", example = "1.0", pattern = "^1\\.0$")]
+    pub protocol_version: String,
+    /// The delivery's id, the same on every retry: tally stores a delivery
+    /// once per id. Must match the body's `requestId`.
+    #[param(rename = "X-Amz-Firehose-Request-Id", required = false, example = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f")]
+    pub request_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use tally_core::{IngestResponse, RecordId, Timestamp};

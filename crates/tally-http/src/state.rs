@@ -37,6 +37,13 @@ impl Auth {
         matches!(self, Self::Key(_)) && self.allows(presented)
     }
 
+    /// The key whose SHA-256 is `hex` (64 hex digits), for a deployment that
+    /// must not hold the key itself (the Lambda function's Firehose key).
+    pub fn sha256_hex(hex: &str) -> Option<Self> {
+        let bytes: [u8; 32] = hex::decode(hex.trim()).ok()?.try_into().ok()?;
+        Some(Self::Key(Arc::new(bytes)))
+    }
+
     /// True when `presented` (the raw `x-api-key` header) is acceptable.
     pub fn allows(&self, presented: Option<&[u8]>) -> bool {
         match self {
@@ -110,6 +117,10 @@ pub struct AppState {
     pub(crate) erasure: Option<Erasure>,
     pub(crate) sink: Arc<dyn SummarySink>,
     pub(crate) auth: Auth,
+    /// Who may deliver with Amazon Data Firehose (`POST /firehose`, key in
+    /// `X-Amz-Firehose-Access-Key`); `None`: the route answers 403. The API
+    /// key by default.
+    pub(crate) firehose_auth: Option<Auth>,
     /// Longest wait for one store call; past it the request gets 503 with
     /// `Retry-After` (the store's fault), not the router's 408 (the client's).
     /// A `POST` whose records are already being committed when it passes
@@ -139,6 +150,7 @@ impl AppState {
             reader,
             erasure: None,
             sink,
+            firehose_auth: Some(auth.clone()),
             auth,
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(Self::DEFAULT_INGEST_CONCURRENCY)),
@@ -167,6 +179,14 @@ impl AppState {
         self
     }
 
+    /// Sets who may deliver with Firehose (`None`: nobody, the route answers
+    /// 403). On AWS, where API Gateway checks the API key and the function
+    /// never learns it, the Firehose route has a key of its own.
+    pub fn with_firehose_auth(mut self, auth: Option<Auth>) -> Self {
+        self.firehose_auth = auth;
+        self
+    }
+
     /// Turns erasure (`DELETE /records/{id}`) on.
     pub fn with_erasure(mut self, erasure: Erasure) -> Self {
         self.erasure = Some(erasure);
@@ -187,5 +207,9 @@ mod tests {
         assert!(!auth.allows(None));
         assert!(Auth::Open.allows(None));
         assert!(!format!("{auth:?}").contains("s3cret"));
+        // sha256("s3cret"), as `printf %s s3cret | sha256sum` prints it.
+        let by_hash = Auth::sha256_hex("1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0").unwrap();
+        assert_eq!(by_hash.allows(Some(b"s3cret")), auth.allows(Some(b"s3cret")));
+        assert!(Auth::sha256_hex("abc").is_none());
     }
 }

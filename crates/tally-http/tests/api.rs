@@ -183,14 +183,82 @@ async fn other_content_types_are_415() {
     }
     let no_ct = Request::post("/records").header("x-api-key", KEY).body(Body::from("{}")).unwrap();
     send(&app, no_ct).await.problem(415);
-    let gz = Request::post("/records")
-        .header("x-api-key", KEY)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CONTENT_ENCODING, "gzip")
-        .body(Body::from("{}"))
-        .unwrap();
-    send(&app, gz).await.problem(415);
+    // A coding tally does not decode: 415, and the detail lists the ones it does.
+    let br = send(&app, coded("/records", "br", b"{}".to_vec())).await.problem(415);
+    assert!(br["detail"].as_str().unwrap().contains("gzip, zstd or deflate"), "{br}");
+    assert!(app.store.is_empty());
     assert!(send(&app, post("/records", "application/json; charset=UTF-8", "{}")).await.status == 201);
+}
+
+fn coded(path: &str, coding: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(path)
+        .header("x-api-key", KEY)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CONTENT_ENCODING, coding)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_zstd_and_deflate_bodies_are_decoded_and_stored_as_sent_uncompressed() {
+    use std::io::Write;
+    let app = app();
+    let ndjson = "{\"n\":1.0,\"s\":\"é\"}\n{\"n\":2}\n";
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(ndjson.as_bytes()).unwrap();
+    let zlib = zlib.finish().unwrap();
+    let bodies = [
+        ("gzip", gzip(ndjson.as_bytes())),
+        ("x-gzip", gzip(ndjson.as_bytes())),
+        ("GZip", gzip(ndjson.as_bytes())),
+        ("zstd", zstd::encode_all(ndjson.as_bytes(), 3).unwrap()),
+        ("deflate", zlib),
+        ("identity", ndjson.as_bytes().to_vec()),
+    ];
+    for (coding, body) in bodies {
+        for path in ["/records", "/post"] {
+            let r = send(&app, coded(path, coding, body.clone())).await;
+            assert_eq!(r.status, 201, "{coding} on {path}: {}", String::from_utf8_lossy(&r.body));
+            let ids = r.json()["ids"].as_array().unwrap().clone();
+            let first = send(&app, get(&format!("/records/{}", ids[0].as_str().unwrap()))).await.json();
+            assert_eq!(first["data"], json!({"n": 1.0, "s": "é"}));
+        }
+    }
+    assert_eq!(app.store.len(), 24);
+}
+
+#[tokio::test]
+async fn the_limit_applies_to_the_decoded_body_and_bad_streams_are_400_naming_the_coding() {
+    let app = app_with(Limits { max_body_bytes: 1000, ..Limits::default() });
+    // 2000 bytes that compress to ~40: over the limit once decoded.
+    let big = format!("{{\"a\":\"{}\"}}", "x".repeat(2000));
+    let p = send(&app, coded("/records", "gzip", gzip(big.as_bytes()))).await.problem(413);
+    assert!(p["detail"].as_str().unwrap().contains("decompress"), "{p}");
+    // Exactly at the limit once decoded: stored.
+    let at_limit = format!("{{\"a\":\"{}\"}}", "x".repeat(1000 - 8));
+    assert_eq!(at_limit.len(), 1000);
+    assert_eq!(send(&app, coded("/records", "gzip", gzip(at_limit.as_bytes()))).await.status, 201);
+    let full = gzip(b"{\"a\":1}\n{\"b\":2}\n");
+    for (name, coding, body) in [
+        ("plain body", "gzip", b"{\"a\":1}".to_vec()),
+        ("truncated", "gzip", full[..full.len() - 6].to_vec()),
+        ("gzip sent as zstd", "zstd", full.clone()),
+        ("gzip sent as deflate", "deflate", full.clone()),
+    ] {
+        let p = send(&app, coded("/records", coding, body)).await.problem(400);
+        assert_eq!(p["type"], "/problems/undecodable-body", "{name}: {p}");
+        assert!(p["detail"].as_str().unwrap().contains(coding), "{name}: {p}");
+    }
+    let p = send(&app, coded("/records", "gzip, gzip", gzip(&full))).await.problem(415);
+    assert!(p["detail"].as_str().unwrap().contains("once"), "{p}");
+    assert_eq!(app.store.len(), 1);
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ fn every_route_is_documented_with_its_errors_and_security() {
         // The report site: a signed link or the key (an empty requirement and api_key), pages for people.
         ("/reports/", "get", &[200, 403, 404, 503], true),
         ("/reports/{week}/", "get", &[200, 400, 403, 404, 503], true),
+        ("/firehose", "post", &[200, 400, 401, 403, 409, 415, 422, 503], true),
     ];
     assert_eq!(doc["paths"].as_object().unwrap().len(), ops.len(), "a route is missing from this test");
     for (path, method, statuses, secured) in ops {
@@ -69,10 +70,12 @@ fn every_route_is_documented_with_its_errors_and_security() {
         for (status, response) in responses {
             assert!(response["headers"]["x-request-id"].is_object(), "{method} {path} {status}");
             let page = path.starts_with("/reports/") && (status == "403" || status == "404");
+            // Firehose takes only application/json answers: its errors carry the problem members there.
+            let errors = if path == "/firehose" { "application/json" } else { "application/problem+json" };
             if page {
                 assert!(response["content"]["text/html"].is_object(), "{method} {path} {status}: an HTML page");
             } else if status.starts_with('4') || status.starts_with('5') {
-                assert!(response["content"]["application/problem+json"].is_object(), "{method} {path} {status}");
+                assert!(response["content"][errors].is_object(), "{method} {path} {status}");
             }
             if status == "503" {
                 assert!(response["headers"]["Retry-After"].is_object(), "{method} {path}");
@@ -99,6 +102,19 @@ fn every_route_is_documented_with_its_errors_and_security() {
     assert!(created["headers"]["Location"].is_object() && created["headers"]["Idempotent-Replayed"].is_object());
     assert!(created["headers"]["First-Record-Id"].is_object());
     assert_eq!(created["links"]["GetRecord"]["operationId"], "get_record");
+    // Both record routes document the codings they decode (in the body's
+    // description: a Content-Encoding parameter would let a generator pair
+    // `gzip` with an uncompressed body and call the refusal a bug).
+    for path in ["/records", "/post"] {
+        let description = doc["paths"][path]["post"]["requestBody"]["description"].as_str().unwrap();
+        for coding in ["Content-Encoding", "gzip", "zstd", "deflate", "decompressed"] {
+            assert!(description.contains(coding), "{path}: {description}");
+        }
+    }
+    let firehose = &doc["paths"]["/firehose"]["post"];
+    assert_eq!(firehose["security"], serde_json::json!([{"firehose_access_key": []}]));
+    assert_eq!(doc["components"]["securitySchemes"]["firehose_access_key"]["name"], "X-Amz-Firehose-Access-Key");
+    assert!(firehose["requestBody"]["content"]["application/json"].is_object());
 }
 
 /// A link is followed after every response it is declared on, so what it

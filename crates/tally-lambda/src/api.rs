@@ -41,21 +41,58 @@ pub type ApiService = MapRequest<Router, fn(lambda_http::Request) -> lambda_http
 /// The REST stage (`/Prod`) is removed from paths here as well as by
 /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`, so routing does not hinge on one
 /// environment variable.
+///
+/// `POST /firehose` is the one route API Gateway lets through without the
+/// API key (Firehose cannot send `x-api-key`): the function checks the
+/// stream's `X-Amz-Firehose-Access-Key` against `firehose` (the SHA-256 from
+/// the stack's `FirehoseAccessKeySha256` parameter); with `None` the route
+/// answers 403.
 pub fn api_service(
     store: Arc<dyn RecordLifecycle>,
     sink: Arc<dyn SummarySink>,
     refresh: Arc<dyn WeekRefresh>,
     links: LinkSigner,
     clock: Arc<dyn Clock>,
+    firehose: Option<Auth>,
 ) -> ApiService {
     let records: Arc<dyn RecordStore> = store.clone();
     let ingest = IngestService::new(records, clock, Limits::default());
     let state = AppState::new(ingest, sink, Auth::Open)
         .with_erasure(Erasure::new(store, refresh, Admin::Upstream))
-        .with_report_links(links);
+        .with_report_links(links)
+        .with_firehose_auth(firehose);
     let router = tally_http::router(state, HttpOptions { request_timeout: API_REQUEST_TIMEOUT })
         .layer(axum::middleware::from_fn(require_iam_identity));
-    MapRequest::new(router, strip_stage as fn(lambda_http::Request) -> lambda_http::Request)
+    MapRequest::new(router, from_gateway as fn(lambda_http::Request) -> lambda_http::Request)
+}
+
+/// The event as the router expects it: stage prefix removed, and a body API
+/// Gateway already decompressed no longer labelled compressed.
+fn from_gateway(req: lambda_http::Request) -> lambda_http::Request {
+    drop_gateway_decoding(strip_stage(req))
+}
+
+/// API Gateway (REST) decompresses gzip and deflate request bodies before it
+/// invokes the integration, and refuses other codings and bodies that are not
+/// what their `Content-Encoding` says with its own 415 ("Call an API method
+/// with a compressed payload", API Gateway developer guide), yet the event
+/// keeps the `Content-Encoding` header. A body that does not start like its
+/// coding was therefore decoded upstream: the header is removed so the router
+/// reads it as plain. A body that still starts like its coding (passed
+/// through: the binary media types in `template.yaml` make API Gateway hand
+/// such bytes over base64-encoded, and `lambda_http` decodes them) keeps the
+/// header and is decoded by the router, under the same limit as locally.
+fn drop_gateway_decoding(mut req: lambda_http::Request) -> lambda_http::Request {
+    if !matches!(req.request_context_ref(), Some(RequestContext::ApiGatewayV1(_))) {
+        return req;
+    }
+    let Ok(Some(coding)) = tally_http::encoding::content_coding(req.headers()) else { return req };
+    let body: &[u8] = req.body().as_ref();
+    if !body.is_empty() && !tally_http::encoding::looks_coded(coding, body) {
+        tracing::debug!(coding = coding.name(), "body already decompressed by API Gateway");
+        req.headers_mut().remove(http::header::CONTENT_ENCODING);
+    }
+    req
 }
 
 /// The erasure route (with `DELETE`), as the router names it.

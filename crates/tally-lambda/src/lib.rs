@@ -93,6 +93,11 @@ pub struct FunctionConfig {
     /// `TALLY_REPORT_LINK_DAYS` (optional, 1–366, default 30): how long a
     /// notification's link works.
     pub report_link_days: u16,
+    /// `TALLY_FIREHOSE_ACCESS_KEY_SHA256` (optional, 64 hex digits): the
+    /// SHA-256 of the access key Amazon Data Firehose streams send to
+    /// `POST /firehose`; unset, that route answers 403. Only the hash is
+    /// configured, so the function's environment holds no key.
+    pub firehose_key_sha256: Option<String>,
 }
 
 /// A value that `Debug` never prints.
@@ -166,6 +171,15 @@ impl FunctionConfig {
                 })?
             }
         };
+        let firehose_key_sha256 = optional("TALLY_FIREHOSE_ACCESS_KEY_SHA256");
+        if let Some(hash) = &firehose_key_sha256 {
+            if tally_http::Auth::sha256_hex(hash).is_none() {
+                anyhow::bail!(
+                    "TALLY_FIREHOSE_ACCESS_KEY_SHA256 is not a SHA-256 in hex; set the FirehoseAccessKeySha256 \
+                     parameter to the 64 hex digits `printf %s \"$KEY\" | sha256sum` prints, or leave it empty"
+                );
+            }
+        }
         Ok(Self {
             table: get("TABLE_NAME")?,
             bucket: get("BUCKET_NAME")?,
@@ -180,6 +194,7 @@ impl FunctionConfig {
             link_secret_arn: optional("TALLY_LINK_SECRET_ARN"),
             public_url,
             report_link_days,
+            firehose_key_sha256,
         })
     }
 
@@ -206,6 +221,12 @@ impl FunctionConfig {
             anyhow::anyhow!("environment variable TALLY_PUBLIC_URL is not set; template.yaml sets it to the API's URL")
         })?;
         Ok(ReportLinks::new(self.link_signer().await?, base, self.report_link_days))
+    }
+
+    /// Who may deliver to `POST /firehose`: the key whose SHA-256 is
+    /// `TALLY_FIREHOSE_ACCESS_KEY_SHA256`, or nobody.
+    pub fn firehose_auth(&self) -> Option<tally_http::Auth> {
+        self.firehose_key_sha256.as_deref().and_then(tally_http::Auth::sha256_hex)
     }
 
     /// The notifiers `TALLY_NOTIFY_URL` (with `TALLY_NOTIFY_SECRET`) and
@@ -257,6 +278,13 @@ mod tests {
         let base = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b")];
         let config = FunctionConfig::from_env(env(&base)).unwrap();
         assert_eq!((config.table.as_str(), config.bucket.as_str(), config.gzip_level), ("t", "b", None));
+        assert!(config.firehose_auth().is_none());
+        // sha256("s3cret")
+        let hash = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
+        let with_key = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_FIREHOSE_ACCESS_KEY_SHA256", hash)]));
+        assert!(with_key.unwrap().firehose_auth().unwrap().allows(Some(b"s3cret")));
+        let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_FIREHOSE_ACCESS_KEY_SHA256", "s3cret")]));
+        assert!(err.unwrap_err().to_string().contains("64 hex digits"));
         assert_eq!(config.summary_options(), SummaryOptions::default());
 
         let config = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", "6")])).unwrap();

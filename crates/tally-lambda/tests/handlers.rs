@@ -81,7 +81,7 @@ async fn call_raw(env: &Env, fixture: &str) -> (u16, http::HeaderMap, bytes::Byt
     let request = lambda_http::request::from_str(fixture).expect("fixture is an API Gateway event");
     let clock: Arc<dyn Clock> = env.clock.clone();
     let refresh = Arc::new(S3WeekRefresh::new(&env.s3));
-    let service = api_service(env.lifecycle.clone(), env.sink.clone(), refresh, env.signer.clone(), clock);
+    let service = api_service(env.lifecycle.clone(), env.sink.clone(), refresh, env.signer.clone(), clock, None);
     let response = service.oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();

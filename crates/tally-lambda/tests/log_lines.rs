@@ -42,7 +42,7 @@ async fn one_request_writes_one_info_line_and_its_size_is_what_cost_md_assumes()
     let refresh = Arc::new(S3WeekRefresh::new(&sink));
     let links =
         tally_core::report_link::LinkSigner::new(Arc::new(tally_core::testing::MemoryLinkSecret::new("k".repeat(32))));
-    let service = api_service(store.clone(), Arc::new(sink), refresh, links, Arc::new(SystemClock));
+    let service = api_service(store.clone(), Arc::new(sink), refresh, links, Arc::new(SystemClock), None);
     let request = lambda_http::request::from_str(include_str!("../../../events/apigw-post-records.json")).unwrap();
 
     // GIVEN the subscriber of init_default_subscriber (JSON, INFO, no target, no time)

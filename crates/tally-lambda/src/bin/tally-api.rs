@@ -18,6 +18,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     let refresh = Arc::new(S3WeekRefresh::new(&sink));
     // The report site's links: the secret is read on the first /reports request, once per cold start.
     let links = config.link_signer().await?;
-    let service = tally_lambda::api_service(Arc::new(store), Arc::new(sink), refresh, links, Arc::new(SystemClock));
+    let service = tally_lambda::api_service(
+        Arc::new(store),
+        Arc::new(sink),
+        refresh,
+        links,
+        Arc::new(SystemClock),
+        config.firehose_auth(),
+    );
     lambda_http::run(service).await
 }

@@ -118,8 +118,17 @@ impl Drop for Server {
     }
 }
 
+/// A client for `tally serve`. Its idle connections are dropped after 5 s,
+/// before the server's 10 s header-read timeout closes them
+/// (`ServerLimits::header_read_timeout`): a connection reused after a long
+/// step (a summarize on a loaded machine) would otherwise race the server's
+/// close and fail with `IncompleteMessage`.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
 }
 
 impl Server {

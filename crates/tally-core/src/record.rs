@@ -98,11 +98,15 @@ impl Record {
             let rest = rest.strip_prefix(AT)?;
             let (received_at, rest) = rest.split_once('"')?;
             let data = rest.strip_prefix(DATA)?.strip_suffix('}')?;
-            return Some(ExportLine {
-                id: Cow::Borrowed(id),
-                received_at: Cow::Borrowed(received_at),
-                data: data.into(),
-            });
+            // Data that was not JSON is embedded as a JSON string (below);
+            // stored records are objects, so only that begins with a quote.
+            if !data.starts_with('"') {
+                return Some(ExportLine {
+                    id: Cow::Borrowed(id),
+                    received_at: Cow::Borrowed(received_at),
+                    data: data.into(),
+                });
+            }
         }
         // A record whose data was not JSON, embedded as a string by serde_json.
         #[derive(serde::Deserialize)]

@@ -702,34 +702,34 @@ MARKER = {"dynamodb:LeadingKeys": "B#01KAQ6ZP3B5Y2N0V4H8Q1C7R9S"}
 # Each use: (function, resource, request context for conditions).
 SDK_CALLS = {
     # Every insert first puts its weeks' markers.
-    ("dynamo.rs", "mark_weeks", "put_item"): [("api", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
+    ("insert.rs", "mark_weeks", "put_item"): [("api", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
     # A single record without an idempotency key.
-    ("dynamo.rs", "write_records", "put_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    ("insert.rs", "write_records", "put_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # All transactions: records (write_records, insert_transacted), the
     # idempotency entry (insert_transacted, batch::commit) and a staged
     # batch's commit marker (batch::commit).
-    ("dynamo.rs", "transact", "transact_write_items"): [
+    ("write.rs", "transact", "transact_write_items"): [
         (who, TABLE, key) for who in ("api", "cli") for key in (RECORD, ENTRY, MARKER)],
     # A staged batch's records (api), the retention's deletes (weekly), restore and prune (cli).
-    ("dynamo.rs", "send_batch", "batch_write_item"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD),
+    ("write.rs", "send_batch", "batch_write_item"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD),
                                                       ("cli", TABLE, RECORD)],
     # A staged batch with a key claims it first, and a retry of an abandoned attempt takes it over.
-    ("dynamo.rs", "claim", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
-    ("dynamo.rs", "take_over", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
-    ("dynamo.rs", "get_entry_item", "get_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
+    ("insert.rs", "claim", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
+    ("insert.rs", "take_over", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
+    ("insert.rs", "get_entry_item", "get_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
     # Range reads: GET /records (api) and a week's records (weekly).
-    ("dynamo.rs", "query_page", "query"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    ("read.rs", "query_pages", "query"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # GET /records/{id} and the erasure's check that the record is visible.
-    ("dynamo.rs", "get", "get_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    ("mod.rs", "get", "get_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # restore (tally import): the CLI only, so no Lambda role has BatchGetItem.
-    ("dynamo.rs", "stored", "batch_get_item"): [("cli", TABLE, RECORD)],
+    ("read.rs", "stored", "batch_get_item"): [("cli", TABLE, RECORD)],
     # weeks(): the W partition, for catch-up and retention.
-    ("dynamo.rs", "sort_keys", "query"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
+    ("read.rs", "sort_keys", "query"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
     # A week's record keys: sweep_week and delete_week (weekly), prune (cli).
-    ("dynamo.rs", "partition_keys", "query"): [("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
-    ("dynamo.rs", "delete", "delete_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    ("read.rs", "partition_keys", "query"): [("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    ("lifecycle.rs", "delete", "delete_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # delete_week's last step: the week's marker.
-    ("dynamo.rs", "delete_week", "delete_item"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
+    ("lifecycle.rs", "delete_week", "delete_item"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
     # Staged batches (tally_aws::batch). Commit without a key: the marker alone.
     ("batch.rs", "commit", "put_item"): [("api", TABLE, MARKER), ("cli", TABLE, MARKER)],
     # Abort: a writer that failed or ran out of time, a retry taking over an

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use tally_core::Limits;
-use tally_core::summary::{PARTS, SummaryOptions, Thresholds, available_threads};
+use tally_core::summary::PARTS;
+// The weekly run's settings are declared once, for this binary and the Lambda functions.
+pub use tally_config::{LinkArgs, NotifyArgs, RetentionArgs, SummaryArgs};
 
 use crate::telemetry::LogFormat;
 
@@ -43,29 +45,6 @@ pub enum Command {
     ReportLink(ReportLinkArgs),
 }
 
-/// Report links: where the report site is reached, how long a link works,
-/// and which secret signs them.
-#[derive(Debug, Clone, Args)]
-pub struct LinkArgs {
-    /// The address people reach this tally at, the base of report links,
-    /// e.g. https://tally.example.com [default: http://<--listen> for
-    /// `serve`, else http://127.0.0.1:8080]. On AWS: the stack's ApiUrl.
-    #[arg(long, env = "TALLY_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-
-    /// Days a report link works (notifications and `tally report-link`).
-    #[arg(long, env = "TALLY_REPORT_LINK_DAYS", value_name = "DAYS",
-          default_value_t = tally_core::report_link::DEFAULT_VALIDITY_DAYS,
-          value_parser = clap::value_parser!(u16).range(1..=i64::from(tally_core::report_link::MAX_VALIDITY_DAYS)))]
-    pub report_link_days: u16,
-
-    /// Sign with this AWS Secrets Manager secret (the stack's
-    /// ReportLinkSecretArn output) instead of DATA_DIR/report-link.secret:
-    /// links for a deployed stack.
-    #[arg(long, env = "TALLY_LINK_SECRET_ARN", value_name = "ARN")]
-    pub link_secret_arn: Option<String>,
-}
-
 #[derive(Debug, Args)]
 pub struct ReportLinkArgs {
     /// The week whose page the link opens, e.g. 2026-W47 [default: the index of every week].
@@ -77,15 +56,6 @@ pub struct ReportLinkArgs {
 
     #[command(flatten)]
     pub storage: StorageArgs,
-}
-
-/// How long records are kept.
-#[derive(Debug, Clone, Args)]
-pub struct RetentionArgs {
-    /// Delete a week's records once the week ended more than N weeks ago and
-    /// its summary exists (summaries stay) [default: keep forever].
-    #[arg(long, env = "TALLY_RETENTION_WEEKS", value_parser = clap::value_parser!(u32).range(0..=10_000))]
-    pub retention_weeks: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -269,58 +239,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub links: LinkArgs,
-}
-
-/// Who is told when a week's report is written.
-///
-/// The signing secret is read from the environment variable
-/// `TALLY_NOTIFY_SECRET` only, never from a flag: a command line is visible
-/// to every user of the machine (`ps`, `/proc/<pid>/cmdline`) and lands in
-/// shell history.
-#[derive(Debug, Clone, Args)]
-pub struct NotifyArgs {
-    /// After each week's summary is written, POST a JSON notification
-    /// (week, records, warnings, findings, report link, text digest) to this
-    /// URL, e.g. a Slack/Mattermost/Teams incoming webhook. Set
-    /// TALLY_NOTIFY_SECRET to sign it (X-Tally-Signature).
-    #[arg(long, env = "TALLY_NOTIFY_URL", value_name = "URL")]
-    pub notify_url: Option<String>,
-}
-
-/// How the weekly summary is written.
-#[derive(Debug, Clone, Args)]
-pub struct SummaryArgs {
-    /// gzip level of the weekly records.ndjson.gz export: 1 is fastest, 9
-    /// smallest (on typical records 6 is ~40% smaller than 1 at ~4x the CPU).
-    #[arg(long, env = "TALLY_GZIP_LEVEL", default_value_t = SummaryOptions::default().gzip_level,
-          value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub gzip_level: u32,
-    /// Also summarize the records per value of this top-level string field
-    /// (e.g. `kind`): the 20 most frequent values get a section of their own,
-    /// with their own findings.
-    #[arg(long, env = "TALLY_SEGMENT_BY", value_name = "FIELD")]
-    pub segment_by: Option<String>,
-    /// Override thresholds of the findings against the previous week, e.g.
-    /// `volume=0.3,null_rate=0.05` (keys and defaults in the README).
-    #[arg(long, env = "TALLY_THRESHOLDS", value_name = "KEY=VALUE,...", default_value = "")]
-    pub thresholds: Thresholds,
-    /// Parts of the week read, aggregated and compressed at once, each on a
-    /// thread of its own; the outputs are the same bytes for every N
-    /// [default: the available cores].
-    #[arg(long, env = "TALLY_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: Option<u16>,
-}
-
-impl SummaryArgs {
-    pub fn options(&self) -> SummaryOptions {
-        SummaryOptions {
-            gzip_level: self.gzip_level,
-            segment_by: self.segment_by.clone().filter(|s| !s.is_empty()),
-            thresholds: self.thresholds.clone(),
-            threads: self.threads.map_or_else(available_threads, usize::from),
-            ..SummaryOptions::default()
-        }
-    }
 }
 
 /// Request limits; requests over them get 413 or 422.

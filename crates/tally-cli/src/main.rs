@@ -85,7 +85,7 @@ fn key(env: &str, flag: &str, what: &str, file: Option<&Path>) -> anyhow::Result
 /// without a URL).
 fn notifiers(args: &NotifyArgs) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
     let secret = std::env::var("TALLY_NOTIFY_SECRET").ok().filter(|s| !s.is_empty());
-    let Some(url) = args.notify_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+    let Some(url) = args.url() else {
         if secret.is_some() {
             tracing::warn!(
                 "TALLY_NOTIFY_SECRET is set but --notify-url (TALLY_NOTIFY_URL) is not: no notification is sent"
@@ -102,7 +102,7 @@ fn notifiers(args: &NotifyArgs) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
 /// with `--link-secret-arn`, else `DATA_DIR/report-link.secret` (made on
 /// first use).
 async fn link_secrets(links: &LinkArgs, storage: &StorageArgs) -> Arc<dyn LinkSecretStore> {
-    match links.link_secret_arn.as_deref().filter(|a| !a.is_empty()) {
+    match links.secret_arn() {
         Some(arn) => {
             let config = tally_aws::AwsConfig {
                 region: storage.region.clone(),
@@ -118,8 +118,10 @@ async fn link_secrets(links: &LinkArgs, storage: &StorageArgs) -> Arc<dyn LinkSe
 
 /// The address report links start with: `--public-url`, else `fallback`.
 fn public_url(links: &LinkArgs, fallback: &str) -> anyhow::Result<PublicUrl> {
-    let url = links.public_url.as_deref().filter(|u| !u.trim().is_empty()).unwrap_or(fallback);
-    PublicUrl::parse(url).context("--public-url (TALLY_PUBLIC_URL)")
+    match &links.public_url {
+        Some(url) => Ok(url.clone()),
+        None => PublicUrl::parse(fallback).context("the address report links start with"),
+    }
 }
 
 /// What notifications and `tally report-link` sign links with.

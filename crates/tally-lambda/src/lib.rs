@@ -23,9 +23,10 @@ pub mod weekly;
 
 use std::sync::Arc;
 
+use tally_config::WeeklyArgs;
 use tally_core::ports::Notifier;
-use tally_core::report_link::{self, LinkSigner, PublicUrl, ReportLinks};
-use tally_core::summary::{SummaryOptions, Thresholds};
+use tally_core::report_link::{LinkSigner, ReportLinks};
+use tally_core::summary::SummaryOptions;
 
 pub use api::{API_REQUEST_TIMEOUT, ApiService, api_service};
 pub use weekly::{
@@ -60,22 +61,12 @@ pub struct FunctionConfig {
     pub table: String,
     /// `BUCKET_NAME`.
     pub bucket: String,
-    /// `TALLY_GZIP_LEVEL` (optional, 0–9): the weekly export's gzip level,
-    /// as `tally summarize --gzip-level` [default: `SummaryOptions`'].
-    pub gzip_level: Option<u32>,
-    /// `TALLY_RETENTION_WEEKS` (optional, 0–10000; unset or empty: keep
-    /// records forever): `tally-weekly` deletes the records of summarized
-    /// weeks that ended more than this many weeks ago, as `--retention-weeks`.
-    pub retention_weeks: Option<u32>,
-    /// `TALLY_SEGMENT_BY` (optional): a top-level string field whose values
-    /// each get a summary, as `--segment-by`.
-    pub segment_by: Option<String>,
-    /// `TALLY_THRESHOLDS` (optional): overrides of the findings'
-    /// thresholds, as `--thresholds`.
-    pub thresholds: Thresholds,
-    /// `TALLY_NOTIFY_URL` (optional): `tally-weekly` POSTs each week's
-    /// notification there, as `--notify-url`.
-    pub notify_url: Option<String>,
+    /// The weekly run's settings (`TALLY_GZIP_LEVEL`, `TALLY_SEGMENT_BY`,
+    /// `TALLY_THRESHOLDS`, `TALLY_THREADS`, `TALLY_RETENTION_WEEKS`,
+    /// `TALLY_NOTIFY_URL`, `TALLY_PUBLIC_URL`, `TALLY_REPORT_LINK_DAYS`,
+    /// `TALLY_LINK_SECRET_ARN`), parsed by `tally_config` exactly as the
+    /// `tally` flags of the same names.
+    pub weekly: WeeklyArgs,
     /// `TALLY_NOTIFY_SECRET` (optional): signs the webhook's body.
     pub notify_secret: Option<Secret>,
     /// `TALLY_REPORT_TOPIC_ARN` (optional): `tally-weekly` publishes each
@@ -84,15 +75,6 @@ pub struct FunctionConfig {
     /// `TALLY_WEEKLY_PARTS` (optional, 1–28, default 7): how many shares
     /// the weekly state machine cuts each week into.
     pub weekly_parts: u8,
-    /// `TALLY_LINK_SECRET_ARN`: the Secrets Manager secret that signs report
-    /// links (the template's `ReportLinkSecret`); both functions need it.
-    pub link_secret_arn: Option<String>,
-    /// `TALLY_PUBLIC_URL`: the API's URL, the start of the report links the
-    /// weekly function sends (the template passes its stage URL).
-    pub public_url: Option<PublicUrl>,
-    /// `TALLY_REPORT_LINK_DAYS` (optional, 1–366, default 30): how long a
-    /// notification's link works.
-    pub report_link_days: u16,
     /// `TALLY_FIREHOSE_ACCESS_KEY_SHA256` (optional, 64 hex digits): the
     /// SHA-256 of the access key Amazon Data Firehose streams send to
     /// `POST /firehose`; unset, that route answers 403. Only the hash is
@@ -111,7 +93,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Most weeks `TALLY_RETENTION_WEEKS` may say (as the CLI's `--retention-weeks`).
-pub const MAX_RETENTION_WEEKS: u32 = 10_000;
+pub use tally_config::MAX_RETENTION_WEEKS;
 
 impl FunctionConfig {
     /// Reads `TABLE_NAME`, `BUCKET_NAME` and the optional `TALLY_GZIP_LEVEL`
@@ -121,26 +103,6 @@ impl FunctionConfig {
             var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
                 anyhow::anyhow!("environment variable {name} is not set; template.yaml sets it for the function")
             })
-        };
-        let gzip_level = match var("TALLY_GZIP_LEVEL").ok().filter(|v| !v.is_empty()) {
-            None => None,
-            Some(v) => Some(v.trim().parse::<u32>().ok().filter(|l| *l <= 9).ok_or_else(|| {
-                anyhow::anyhow!("TALLY_GZIP_LEVEL is {v:?}; set it to a gzip level from 0 to 9, or unset it")
-            })?),
-        };
-        let retention_weeks = match var("TALLY_RETENTION_WEEKS").ok().filter(|v| !v.trim().is_empty()) {
-            None => None,
-            Some(v) => Some(v.trim().parse::<u32>().ok().filter(|w| *w <= MAX_RETENTION_WEEKS).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "TALLY_RETENTION_WEEKS is {v:?}; set it to a whole number of weeks from 0 to \
-                     {MAX_RETENTION_WEEKS}, or leave it empty to keep records forever"
-                )
-            })?),
-        };
-        let segment_by = var("TALLY_SEGMENT_BY").ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let thresholds = match var("TALLY_THRESHOLDS").ok().filter(|v| !v.trim().is_empty()) {
-            None => Thresholds::default(),
-            Some(v) => v.parse().map_err(|e| anyhow::anyhow!("TALLY_THRESHOLDS: {e}"))?,
         };
         let weekly_parts = match var("TALLY_WEEKLY_PARTS").ok().filter(|v| !v.trim().is_empty()) {
             None => weekly::DEFAULT_SHARES,
@@ -156,21 +118,8 @@ impl FunctionConfig {
             }
         };
         let optional = |name: &str| var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let public_url = optional("TALLY_PUBLIC_URL")
-            .map(|u| PublicUrl::parse(&u).map_err(|e| anyhow::anyhow!("TALLY_PUBLIC_URL: {e}")))
-            .transpose()?;
-        let report_link_days = match optional("TALLY_REPORT_LINK_DAYS") {
-            None => report_link::DEFAULT_VALIDITY_DAYS,
-            Some(v) => {
-                v.parse::<u16>().ok().filter(|d| (1..=report_link::MAX_VALIDITY_DAYS).contains(d)).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "TALLY_REPORT_LINK_DAYS is {v:?}; set it to a number of days from 1 to {}, or unset it for {}",
-                        report_link::MAX_VALIDITY_DAYS,
-                        report_link::DEFAULT_VALIDITY_DAYS
-                    )
-                })?
-            }
-        };
+        // The weekly run's settings, with the flags' parsers and messages.
+        let weekly = WeeklyArgs::from_lookup(|name| var(name).ok())?;
         let firehose_key_sha256 = optional("TALLY_FIREHOSE_ACCESS_KEY_SHA256");
         if let Some(hash) = &firehose_key_sha256 {
             if tally_http::Auth::sha256_hex(hash).is_none() {
@@ -183,17 +132,10 @@ impl FunctionConfig {
         Ok(Self {
             table: get("TABLE_NAME")?,
             bucket: get("BUCKET_NAME")?,
-            gzip_level,
-            retention_weeks,
-            segment_by,
-            thresholds,
-            notify_url: optional("TALLY_NOTIFY_URL"),
+            weekly,
             notify_secret: optional("TALLY_NOTIFY_SECRET").map(Secret),
             report_topic_arn: optional("TALLY_REPORT_TOPIC_ARN"),
             weekly_parts,
-            link_secret_arn: optional("TALLY_LINK_SECRET_ARN"),
-            public_url,
-            report_link_days,
             firehose_key_sha256,
         })
     }
@@ -202,7 +144,7 @@ impl FunctionConfig {
     /// first use and kept for the life of the function instance (one
     /// `GetSecretValue` per cold start). Its absence fails the cold start.
     pub async fn link_signer(&self) -> anyhow::Result<LinkSigner> {
-        let arn = self.link_secret_arn.clone().ok_or_else(|| {
+        let arn = self.weekly.links.secret_arn().map(str::to_owned).ok_or_else(|| {
             anyhow::anyhow!(
                 "environment variable TALLY_LINK_SECRET_ARN is not set; template.yaml sets it for the function"
             )
@@ -217,10 +159,10 @@ impl FunctionConfig {
     /// The links the weekly function sends: `TALLY_PUBLIC_URL`, the secret,
     /// `TALLY_REPORT_LINK_DAYS`. Either variable missing fails the cold start.
     pub async fn report_links(&self) -> anyhow::Result<ReportLinks> {
-        let base = self.public_url.clone().ok_or_else(|| {
+        let base = self.weekly.links.public_url.clone().ok_or_else(|| {
             anyhow::anyhow!("environment variable TALLY_PUBLIC_URL is not set; template.yaml sets it to the API's URL")
         })?;
-        Ok(ReportLinks::new(self.link_signer().await?, base, self.report_link_days))
+        Ok(ReportLinks::new(self.link_signer().await?, base, self.weekly.links.report_link_days))
     }
 
     /// Who may deliver to `POST /firehose`: the key whose SHA-256 is
@@ -234,7 +176,7 @@ impl FunctionConfig {
     /// fails the cold start, naming the variable.
     pub async fn notifiers(&self) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
         let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
-        if let Some(url) = &self.notify_url {
+        if let Some(url) = self.weekly.notify.url() {
             let secret = self.notify_secret.as_ref().map(|s| s.0.as_str());
             notifiers.push(Arc::new(tally_notify::WebhookNotifier::new(url, secret)?));
         } else if self.notify_secret.is_some() {
@@ -249,13 +191,12 @@ impl FunctionConfig {
 
     /// How `tally-weekly` writes the summary.
     pub fn summary_options(&self) -> SummaryOptions {
-        let defaults = SummaryOptions::default();
-        SummaryOptions {
-            gzip_level: self.gzip_level.unwrap_or(defaults.gzip_level),
-            segment_by: self.segment_by.clone(),
-            thresholds: self.thresholds.clone(),
-            ..defaults
-        }
+        self.weekly.summary.options()
+    }
+
+    /// `TALLY_RETENTION_WEEKS`: keep records of summarized weeks that long.
+    pub fn retention_weeks(&self) -> Option<u32> {
+        self.weekly.retention.retention_weeks
     }
 
     pub fn aws_config(&self) -> tally_aws::AwsConfig {
@@ -277,7 +218,7 @@ mod tests {
         };
         let base = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b")];
         let config = FunctionConfig::from_env(env(&base)).unwrap();
-        assert_eq!((config.table.as_str(), config.bucket.as_str(), config.gzip_level), ("t", "b", None));
+        assert_eq!((config.table.as_str(), config.bucket.as_str()), ("t", "b"));
         assert!(config.firehose_auth().is_none());
         // sha256("s3cret")
         let hash = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
@@ -291,17 +232,20 @@ mod tests {
         assert_eq!(config.summary_options().gzip_level, 6);
         for bad in ["10", "-1", "fast"] {
             let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_GZIP_LEVEL", bad)])).unwrap_err();
-            assert!(err.to_string().contains("from 0 to 9"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("TALLY_GZIP_LEVEL") && err.to_string().contains("--gzip-level"),
+                "{bad}: {err}"
+            );
         }
-        assert_eq!(config.retention_weeks, None);
+        assert_eq!(config.retention_weeks(), None);
         for (value, weeks) in [("", None), ("0", Some(0)), (" 52 ", Some(52)), ("10000", Some(10_000))] {
             let config = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_RETENTION_WEEKS", value)])).unwrap();
-            assert_eq!(config.retention_weeks, weeks, "{value:?}");
+            assert_eq!(config.retention_weeks(), weeks, "{value:?}");
         }
         for bad in ["10001", "-1", "1.5", "52w", "forever"] {
             let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_RETENTION_WEEKS", bad)])).unwrap_err();
             let msg = err.to_string();
-            assert!(msg.contains("TALLY_RETENTION_WEEKS") && msg.contains("whole number"), "{bad}: {msg}");
+            assert!(msg.contains("TALLY_RETENTION_WEEKS") && msg.contains("--retention-weeks"), "{bad}: {msg}");
         }
         let config = FunctionConfig::from_env(env(&[
             base[0],
@@ -314,7 +258,7 @@ mod tests {
         assert_eq!((options.segment_by.as_deref(), options.thresholds.volume), (Some("kind"), 0.3));
         let err = FunctionConfig::from_env(env(&[base[0], base[1], ("TALLY_THRESHOLDS", "loud=1")])).unwrap_err();
         assert!(format!("{err}").contains("TALLY_THRESHOLDS") && format!("{err}").contains("unknown key"), "{err}");
-        assert_eq!((config.notify_url.as_deref(), config.report_topic_arn.as_deref()), (None, None));
+        assert_eq!((config.weekly.notify.url(), config.report_topic_arn.as_deref()), (None, None));
         let config = FunctionConfig::from_env(env(&[
             base[0],
             base[1],
@@ -323,7 +267,7 @@ mod tests {
             ("TALLY_REPORT_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:tally-reports"),
         ]))
         .unwrap();
-        assert_eq!(config.notify_url.as_deref(), Some("https://hooks.example.com/x"));
+        assert_eq!(config.weekly.notify.url(), Some("https://hooks.example.com/x"));
         assert_eq!(config.notify_secret, Some(Secret("k3y".into())));
         assert!(!format!("{config:?}").contains("k3y"), "the secret is never printed");
         assert_eq!(config.report_topic_arn.as_deref(), Some("arn:aws:sns:us-east-1:123456789012:tally-reports"));
@@ -334,12 +278,12 @@ mod tests {
             ("TALLY_REPORT_TOPIC_ARN", ""),
         ]));
         let empty = empty.unwrap();
-        assert_eq!((empty.notify_url, empty.report_topic_arn), (None, None));
+        assert_eq!((empty.weekly.notify.url(), empty.report_topic_arn), (None, None));
 
         let err = FunctionConfig::from_env(env(&base[..1])).unwrap_err();
         assert!(err.to_string().contains("BUCKET_NAME"), "{err}");
 
-        assert_eq!((config.public_url.as_ref(), config.report_link_days), (None, 30));
+        assert_eq!((config.weekly.links.public_url.as_ref(), config.weekly.links.report_link_days), (None, 30));
         let links = FunctionConfig::from_env(env(&[
             base[0],
             base[1],
@@ -348,8 +292,11 @@ mod tests {
             ("TALLY_LINK_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"),
         ]))
         .unwrap();
-        assert_eq!(links.public_url.unwrap().as_str(), "https://abc.execute-api.eu-west-1.amazonaws.com/Prod");
-        assert_eq!(links.report_link_days, 7);
+        assert_eq!(
+            links.weekly.links.public_url.unwrap().as_str(),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/Prod"
+        );
+        assert_eq!(links.weekly.links.report_link_days, 7);
         for (name, bad) in
             [("TALLY_REPORT_LINK_DAYS", "0"), ("TALLY_REPORT_LINK_DAYS", "367"), ("TALLY_PUBLIC_URL", "abc")]
         {

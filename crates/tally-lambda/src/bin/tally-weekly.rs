@@ -13,11 +13,11 @@ use tally_lambda::{FunctionConfig, Retention, WeeklyDeps};
 async fn main() -> Result<(), lambda_runtime::Error> {
     // JSON logs (LoggingConfig in template.yaml) with the request id of each invocation.
     lambda_runtime::tracing::init_default_subscriber();
-    // A bad TALLY_GZIP_LEVEL, TALLY_RETENTION_WEEKS or TALLY_NOTIFY_URL fails the cold start, naming the variable.
+    // A bad TALLY_* setting fails the cold start, naming the variable (tally_config: as the CLI's flags).
     let config = FunctionConfig::from_env(|name| std::env::var(name))?;
     let (store, sink) = tally_aws::connect(&config.aws_config()).await?;
     let store = Arc::new(store);
-    let retention = config.retention_weeks.map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
+    let retention = config.retention_weeks().map(|keep_weeks| Retention { store: store.clone(), keep_weeks });
     // TALLY_NOTIFY_URL / TALLY_NOTIFY_SECRET / TALLY_REPORT_TOPIC_ARN, each optional.
     let notifiers = config.notifiers().await?;
     // Each notification's signed link: TALLY_PUBLIC_URL and the secret (read once per cold start, when first needed).

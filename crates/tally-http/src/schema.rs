@@ -512,7 +512,7 @@ mod summary_json_tests {
         // Present only past 10,000 segment values: set here to cover it.
         current.segments.as_mut().unwrap().max_unlisted_records = Some(12);
         let doc: WeekSummary = serde_json::from_slice(&current.to_json().unwrap()).unwrap();
-        assert_eq!(doc.schema, 3);
+        assert_eq!(doc.schema, 4);
         assert_eq!(doc.segments.as_ref().unwrap().max_unlisted_records, Some(12));
         assert!(doc.comparison.is_some() && doc.segments.is_some());
         // A schema-1 summary (0.1) has neither key.

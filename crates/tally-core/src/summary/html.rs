@@ -866,11 +866,56 @@ mod tests {
         assert!(first < last, "newest first");
         assert_eq!(html.matches("<rect class=\"bar\"").count(), TREND_WEEKS, "the last 12 weeks are charted");
         assert!(html.contains("<code>ms</code> per week"));
+        // The value axis: the lowest and highest value charted, as numbers.
+        let axis: Vec<&str> = html
+            .split("<text class=\"axis\"")
+            .skip(1)
+            .map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()])
+            .collect();
+        let charted = &recent[2..];
+        let lo = charted
+            .iter()
+            .map(|s| s.field("ms").unwrap().number.as_ref().unwrap().p50.unwrap())
+            .fold(f64::INFINITY, f64::min);
+        let hi =
+            charted.iter().map(|s| s.field("ms").unwrap().number.as_ref().unwrap().p90.unwrap()).fold(0.0, f64::max);
+        assert_eq!(axis, vec![readable(hi), readable(lo)], "{html}");
+        assert!(hi > lo);
         assert!(html.contains("<td class=\"num\">–</td>"), "unknown warnings");
         for forbidden in ["http://", "https://", "<script"] {
             assert!(!html.contains(forbidden), "{forbidden} found");
         }
         assert!(render_index(&[], &[]).contains("No week has been summarized yet."));
+    }
+
+    #[test]
+    fn a_field_with_numbers_in_one_week_only_gets_a_sentence_not_a_lone_dot() {
+        let weeks = [week().previous().previous(), week().previous(), week()];
+        let recent: Vec<Summary> = weeks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                // `ms` every week; `fresh` only in the latest.
+                let data = if i == 2 { r#"{"ms":3,"fresh":42.5}"# } else { r#"{"ms":1}"# };
+                summary_of(*w, &[data, r#"{"ms":2}"#])
+            })
+            .collect();
+        let rows: Vec<IndexWeek> =
+            weeks.iter().map(|w| IndexWeek { week: *w, records: 2, warnings: Some(0) }).collect();
+        let html = render_index(&rows, &recent);
+        let section = |path: &str| {
+            let start = html.find(&format!("<h2><code>{path}</code> per week</h2>")).unwrap();
+            &html[start..start + html[start..].find("</section>").unwrap()]
+        };
+        let fresh = section("fresh");
+        assert!(
+            fresh.contains("Only 2026-W47 has numbers at fresh, p50 42.5 and p90 42.5: a trend needs two weeks."),
+            "{fresh}"
+        );
+        assert!(!fresh.contains("<svg") && !fresh.contains("<circle"), "no chart of one point: {fresh}");
+        let ms = section("ms");
+        assert_eq!(ms.matches("<circle").count(), 3, "{ms}");
+        assert_eq!(ms.matches("<text class=\"axis\"").count(), 2, "{ms}");
     }
 
     #[test]

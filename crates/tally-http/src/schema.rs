@@ -515,7 +515,7 @@ mod summary_json_tests {
         agg.finish()
     }
 
-    /// The documented shape covers every key tally writes, in schema 2 and 1.
+    /// The documented shape covers every key tally writes, in schema 4 and 1.
     #[test]
     fn week_summary_documents_every_key_of_summary_json() {
         let week = IsoWeek::parse("2026-W47").unwrap();

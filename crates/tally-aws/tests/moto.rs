@@ -598,6 +598,8 @@ async fn sns_publishes_the_digest_with_a_short_subject() {
             previous: 1.0.into(),
             current: 0.0.into(),
             message: "user.email was in every record last week and in none this week.".into(),
+            segments: Vec::new(),
+            folded: false,
         }],
     };
     let n = Notification::new(week(), 1234, Some(&comparison), Some(1200), "https://example.com/report".into());

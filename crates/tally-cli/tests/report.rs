@@ -5,7 +5,11 @@
 //!
 //! Week 1 and week 2 come from one distribution (different seeds): week 2
 //! must warn of nothing. Week 3 injects every finding kind, each on its own
-//! field; each must be found on its path.
+//! field; each must be found on its path. With three `kind` values, each of
+//! week 3's eight changes (seven warnings, one note) is listed once on its
+//! page, naming the segments where it happened too, while `summary.json`
+//! keeps every segment's finding (issue 23: 0.3 listed 25 warnings and 4
+//! notes here).
 
 mod common;
 
@@ -47,7 +51,11 @@ fn week_lines(out: &mut String, week: IsoWeek, n: usize, seed: u64, broken: bool
         }
         let ms = start + (day * 86_400_000 + rng.below(86_400_000)) as i64;
         let ts = tally_core::Timestamp::from_millis(ms).to_rfc3339();
-        let kind = if rng.chance(70) { "order" } else { "refund" };
+        let kind = match rng.below(100) {
+            0..60 => "order",
+            60..85 => "refund",
+            _ => "audit",
+        };
         let country = ["de", "de", "fr", "us", "jp", "br"][rng.below(6) as usize];
         let country = if broken && rng.chance(70) { "jp" } else { country };
         let amount = (10 + rng.below(50) + rng.below(50)) * if broken { 4 } else { 1 };
@@ -102,7 +110,7 @@ async fn three_imported_weeks_report_what_changed() {
     // Week 1: nothing to compare with. Week 2: same distribution, no warning.
     assert_eq!(summary(dir.path(), w1)["comparison"], Value::Null);
     let s2 = summary(dir.path(), w2);
-    assert_eq!(s2["schema"], 3);
+    assert_eq!(s2["schema"], 4);
     assert_eq!(s2["comparison"]["previous_week"], from);
     let warns: Vec<&Value> =
         s2["comparison"]["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "warn").collect();
@@ -123,17 +131,50 @@ async fn three_imported_weeks_report_what_changed() {
         ("quiet_day", None),
         ("distribution", Some("kind=order:amount")),
         ("distribution", Some("kind=refund:amount")),
+        ("distribution", Some("kind=audit:amount")),
     ] {
         assert!(has(kind, path), "no {kind} on {path:?}: {findings:#?}");
     }
     let segments = s3["segments"]["values"].as_array().unwrap();
     assert_eq!(segments[0]["value"], "order");
+    // Every segment finding is kept, each folded into the week's finding
+    // of its kind and field (the week's lists the segments).
+    let week_findings: Vec<&Value> = findings.iter().filter(|f| f["folded"] != true).collect();
+    let folded = findings.iter().filter(|f| f["folded"] == true).count();
+    assert_eq!(week_findings.len(), 8, "{week_findings:#?}");
+    assert!(week_findings.iter().all(|f| !f["path"].as_str().unwrap_or_default().starts_with("kind=")));
+    assert_eq!(folded, 3 * 7, "volume, added, removed, type, nulls, distribution, mix in each kind: {findings:#?}");
+    for f in &week_findings {
+        let segs = f["segments"].as_array().map_or(0, Vec::len);
+        if f["kind"] == "quiet_day" {
+            assert_eq!(segs, 0, "a quiet day is the week's");
+        } else {
+            assert_eq!(segs, 3, "{f:#?}");
+            assert!(f["message"].as_str().unwrap().ends_with(" The same in all 3 `kind` segments."), "{f:#?}");
+        }
+    }
 
     // The report site: findings first, warnings highlighted, an index of all weeks.
     let bucket = dir.path().join("bucket/summaries");
     let html = std::fs::read_to_string(bucket.join(&to).join("summary.html")).unwrap();
     assert!(html.find("id=\"findings\"").unwrap() < html.find("id=\"fields\"").unwrap());
-    assert!(html.contains("<li class=\"warn\">"));
+    // Each change once on the page: 7 warnings and 1 note.
+    let listed = &html[html.find("id=\"findings\"").unwrap()..html.find("id=\"per-day\"").unwrap()];
+    assert!(listed.contains("7 warnings and 1 note."), "{listed}");
+    assert_eq!(listed.matches("<li class=\"warn\">").count(), 7, "{listed}");
+    assert_eq!(listed.matches("<li class=\"info\">").count(), 1, "{listed}");
+    for kind in [
+        "volume",
+        "field_added",
+        "field_removed",
+        "type_changed",
+        "null_rate",
+        "distribution",
+        "top_values",
+        "quiet_day",
+    ] {
+        assert_eq!(listed.matches(&format!("<span class=\"kind\">{kind}</span>")).count(), 1, "{kind}: {listed}");
+    }
     assert!(html.contains(&format!("href=\"../{w2}/summary.html\" rel=\"prev\"")));
     let html2 = std::fs::read_to_string(bucket.join(w2.to_string()).join("summary.html")).unwrap();
     assert!(html2.contains(&format!("href=\"../{w1}/summary.html\" rel=\"prev\"")));
@@ -143,7 +184,7 @@ async fn three_imported_weeks_report_what_changed() {
         [w3, w2, w1].iter().map(|w| table.find(&format!("<a href=\"{w}/summary.html\">")).unwrap()).collect();
     assert!(positions.windows(2).all(|p| p[0] < p[1]), "newest first");
 
-    // The API serves schema 2.
+    // The API serves summary.json as written.
     let mut server = Server::start(dir.path(), &[]);
     let r = client().get(server.url(&format!("/summaries/{to}"))).header("x-api-key", KEY).send().await.unwrap();
     assert_eq!(r.status(), 200);

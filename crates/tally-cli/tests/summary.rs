@@ -73,7 +73,7 @@ async fn posted_records_are_summarized_into_four_verified_objects() {
         assert_eq!(o["sha256"], hex::encode(Sha256::digest(&bytes)));
     }
     let summary: Value = serde_json::from_slice(&std::fs::read(wd.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["schema"], 3);
+    assert_eq!(summary["schema"], 4);
     assert_eq!(summary["comparison"], Value::Null, "the first week has nothing to compare with");
     assert_eq!(summary["week"], week);
     assert_eq!(summary["records"], 3);

@@ -102,7 +102,7 @@ async fn a_same_distribution_week_warns_of_nothing_and_a_broken_week_of_every_ki
     let normal = Shift { records: 3000, broken: false };
 
     let first = summarize(&store, &sink, w1, 1, normal, &options).await;
-    assert_eq!(first.schema, 3);
+    assert_eq!(first.schema, 4);
     assert_eq!(first.comparison, None, "no earlier week, no comparison");
 
     let second = summarize(&store, &sink, w2, 2, normal, &options).await;

@@ -234,7 +234,7 @@ async fn a_week_produces_four_objects_with_a_manifest_of_their_hashes() {
     assert_eq!(ndjson, expected);
 
     let summary: serde_json::Value = serde_json::from_slice(&sink.get(week(), SUMMARY_JSON).unwrap()).unwrap();
-    assert_eq!(summary["schema"], 3);
+    assert_eq!(summary["schema"], 4);
     assert_eq!(summary["comparison"], serde_json::Value::Null, "no earlier week: nothing to compare with");
     assert_eq!(summary["records"], 400);
     assert_eq!(summary["per_day"].as_array().unwrap().len(), 7);

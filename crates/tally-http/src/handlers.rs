@@ -301,7 +301,7 @@ pub async fn list_summaries(State(state): State<AppState>) -> Result<Json<WeekLi
                        `W53` exists only in years with 53 ISO weeks (2026 has one, 2025 does not); \
                        the pattern lists those years.")),
     responses(
-        (status = 200, description = "The week's `summary.json` (schema 2; weeks summarized by tally 0.1 are schema 1, without `comparison` and `segments`).", body = WeekSummary),
+        (status = 200, description = "The week's `summary.json` (schema 4; weeks summarized by older versions carry their own schema: 1 for tally 0.1, without `comparison` and `segments`; 2 for 0.2 and 0.3).", body = WeekSummary),
         (status = 400, description = "Not an ISO week.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No complete summary for this week (yet).",
             body = Problem, content_type = "application/problem+json"),

@@ -168,12 +168,13 @@ impl ToSchema for AnyObject {}
 /// unknown keys denied, so it cannot drift from what tally writes.
 /// Schema 2 adds `comparison`, `segments` and each number field's
 /// `quantiles`; summaries written by 0.1 (schema 1) lack them. Schema 3
-/// adds `segments.max_unlisted_records`.
+/// adds `segments.max_unlisted_records`, schema 4 the findings' `segments`
+/// and `folded`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeekSummary {
-    /// `summary.json` schema version: 3 (2 for tally 0.2 and 0.3, 1 for 0.1).
-    #[schema(minimum = 1, example = 3)]
+    /// `summary.json` schema version: 4 for tally 0.4 (3 for its development builds), 2 for 0.2 and 0.3, 1 for 0.1.
+    #[schema(minimum = 1, example = 4)]
     pub schema: u32,
     #[schema(example = "2026-W47")]
     pub week: String,
@@ -230,8 +231,21 @@ pub struct WeekFinding {
     /// The value this week.
     #[schema(schema_with = any_value)]
     pub current: serde_json::Value,
-    #[schema(example = "Field `user.email` is null in 41 % of records that have it, 3.0 % last week.")]
+    #[schema(
+        example = "Field `user.email` is null in 41 % of the records that have it (was 3.0 %); beyond chance (p < 10⁻¹²). The same in all 3 `kind` segments."
+    )]
     pub message: String,
+    /// Schema 4, on week findings: the segments whose finding of the same
+    /// kind and path went the same way, folded into this one. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(nullable = false, example = json!(["kind=order", "kind=refund", "kind=audit"]))]
+    pub segments: Vec<String>,
+    /// Schema 4, on segment findings: `true` when the week's finding of the
+    /// same kind and path says the same; the report lists only that one.
+    /// Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schema(nullable = false)]
+    pub folded: bool,
 }
 
 /// The finding kinds.
@@ -501,7 +515,7 @@ mod summary_json_tests {
         agg.finish()
     }
 
-    /// The documented shape covers every key tally writes, in schema 2 and 1.
+    /// The documented shape covers every key tally writes, in schema 4 and 1.
     #[test]
     fn week_summary_documents_every_key_of_summary_json() {
         let week = IsoWeek::parse("2026-W47").unwrap();
@@ -512,8 +526,12 @@ mod summary_json_tests {
         // Present only past 10,000 segment values: set here to cover it.
         current.segments.as_mut().unwrap().max_unlisted_records = Some(12);
         let doc: WeekSummary = serde_json::from_slice(&current.to_json().unwrap()).unwrap();
-        assert_eq!(doc.schema, 3);
+        assert_eq!(doc.schema, 4);
         assert_eq!(doc.segments.as_ref().unwrap().max_unlisted_records, Some(12));
+        // Schema 4: the week's volume finding with the segments folded into it.
+        let findings = &doc.comparison.as_ref().unwrap().findings;
+        assert!(findings.iter().any(|f| f.segments.len() == 3), "{findings:#?}");
+        assert!(findings.iter().any(|f| f.folded), "{findings:#?}");
         assert!(doc.comparison.is_some() && doc.segments.is_some());
         // A schema-1 summary (0.1) has neither key.
         let mut old: serde_json::Value = serde_json::from_slice(&summary(week, 3, false).to_json().unwrap()).unwrap();

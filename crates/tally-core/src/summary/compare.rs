@@ -26,7 +26,7 @@
 //!   weekday's records) must differ beyond what two Poisson counts of one
 //!   rate produce: given their sum `n`, each is Binomial(`n`, ½) under equal
 //!   rates, and the exact two-sided binomial p-value must be below the one
-//!   of a z-score of [`Z_SIGNIFICANT`] (≈ 6.3·10⁻⁵), see [`counts_differ`].
+//!   of a z-score of [`Z_SIGNIFICANT`] (≈ 6.3·10⁻⁵), see [`counts_p_value`].
 //!   8 → 13 records is noise (p ≈ 0.38); 1,000 → 400 is not (p < 10⁻⁵⁰); a
 //!   weekday falls silent significantly only from 15 records or more.
 //!
@@ -35,6 +35,21 @@
 //! within 1/40 in rank plus the KLL error, which is far below the 0.2
 //! threshold. A schema-1 previous summary has no quantiles: that check is
 //! skipped for it.
+//!
+//! Each message says what was, what is, and how sure: the numbers of both
+//! weeks (`ok 50 % (was 90 %)`) and the p-value of the test that decided
+//! (`beyond chance (p < 10⁻⁹)`): the binomial test of counts, the
+//! two-proportion test of shares (for `top_values`, of the value that
+//! moved most), the asymptotic Kolmogorov–Smirnov p-value of the distance
+//! less the quantile margin, and for a field added or removed the chance
+//! that a field in that share of the records is in none of the other
+//! week's.
+//!
+//! Segment findings that say what the week's finding says — same kind,
+//! field and direction ([`Found::direction`]) — are folded into it: marked
+//! `folded`, listed in the week finding's `segments`, and named at the end
+//! of its message. The report lists each change once; `summary.json` keeps
+//! every finding.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -44,7 +59,7 @@ use serde_json::{Value, json};
 use statrs::distribution::{Binomial, DiscreteCDF};
 use statrs::function::erf::erfc;
 
-use super::fmt::{clip, decimal, group, percent};
+use super::fmt::{clip, decimal, group, p_value, percent};
 
 use super::model::{
     Comparison, FieldSummary, Finding, FindingKind, OTHER_PATH, Segments, Severity, StringSummary, Summary, TypeCounts,
@@ -186,49 +201,163 @@ impl fmt::Display for Thresholds {
     }
 }
 
-/// The findings of `current` against `previous`, sorted by (kind, path).
+/// The findings of `current` against `previous`, sorted by (kind, path),
+/// segment findings that say what the week's say folded into them.
 pub fn compare(previous: &Summary, current: &Summary, t: &Thresholds) -> Comparison {
-    let mut findings = Vec::new();
-    volume(&mut findings, None, previous.records, current.records, t);
-    fields(&mut findings, "", &previous.fields, previous.records, &current.fields, current.records, t);
-    quiet_days(&mut findings, previous, current, t);
+    let mut found = Vec::new();
+    volume(&mut found, None, previous.records, current.records, t);
+    fields(&mut found, None, &previous.fields, previous.records, &current.fields, current.records, t);
+    quiet_days(&mut found, previous, current, t);
+    let mut compared = 0;
+    let mut by = "";
     if let (Some(p), Some(c)) = (&previous.segments, &current.segments) {
-        segments(&mut findings, p, c, t);
+        compared = segments(&mut found, p, c, t);
+        by = &c.by;
     }
+    let mut findings = fold(found, by, compared);
     // Stable: findings of one kind and path keep the order they were found in.
     findings.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
     Comparison { previous_week: previous.week, findings }
 }
 
-fn finding(
-    kind: FindingKind,
-    path: Option<String>,
-    severity: Severity,
-    previous: Value,
-    current: Value,
-    message: String,
-) -> Finding {
-    Finding { kind, path, severity, previous, current, message }
+/// A finding as the checks make it, with what folding compares it by.
+struct Found {
+    finding: Finding,
+    /// The segment it is about (`kind=order`), `None` for the week's.
+    segment: Option<String>,
+    /// The field path within the week or segment; `None` for the week's
+    /// (or the segment's) own record counts.
+    field: Option<String>,
+    /// Which way it went, by kind: `up`/`down` for counts, shares and
+    /// values, the old and new dominant type, the value whose share grew
+    /// most. Two findings of one kind and field say the same when their
+    /// directions are equal.
+    direction: String,
 }
 
-fn volume(out: &mut Vec<Finding>, segment: Option<&str>, previous: u64, current: u64, t: &Thresholds) {
+/// Where a finding is: the segment (`kind=order`, or `None` for the week)
+/// and the field path in it (`None` for record counts).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    segment: Option<&'a str>,
+    field: Option<&'a str>,
+}
+
+impl At<'_> {
+    /// The finding's `path`: `a.b`, `kind=order:a.b`, `kind=order:`, or none.
+    fn path(&self) -> Option<String> {
+        match (self.segment, self.field) {
+            (None, field) => field.map(str::to_owned),
+            (Some(seg), field) => Some(format!("{seg}:{}", field.unwrap_or_default())),
+        }
+    }
+
+    /// How a message names the field: `a.b`, or ``a.b` in `kind=order`` in a segment.
+    fn label(&self) -> String {
+        let field = self.field.unwrap_or_default();
+        match self.segment {
+            None => field.to_owned(),
+            Some(seg) => format!("{field}` in `{seg}"),
+        }
+    }
+
+    fn found(
+        &self,
+        kind: FindingKind,
+        severity: Severity,
+        previous: Value,
+        current: Value,
+        message: String,
+        direction: impl Into<String>,
+    ) -> Found {
+        Found {
+            finding: Finding {
+                kind,
+                path: self.path(),
+                severity,
+                previous,
+                current,
+                message,
+                segments: Vec::new(),
+                folded: false,
+            },
+            segment: self.segment.map(str::to_owned),
+            field: self.field.map(str::to_owned),
+            direction: direction.into(),
+        }
+    }
+}
+
+/// Folds each segment finding that says what a week finding says (same
+/// kind, field and direction) into that week finding: the segment finding
+/// is marked `folded`, the week's lists the segment and ends by naming the
+/// segments ("The same in all 3 `kind` segments."). `compared` is the
+/// number of segments compared with last week's.
+fn fold(found: Vec<Found>, by: &str, compared: usize) -> Vec<Finding> {
+    let week: BTreeMap<(FindingKind, Option<&str>, &str), usize> = found
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.segment.is_none())
+        .map(|(i, f)| ((f.finding.kind, f.field.as_deref(), f.direction.as_str()), i))
+        .collect();
+    // Week finding → the segments folded into it, in the segments' order.
+    let mut folded: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut is_folded = vec![false; found.len()];
+    for (i, f) in found.iter().enumerate() {
+        let Some(segment) = &f.segment else { continue };
+        if let Some(&w) = week.get(&(f.finding.kind, f.field.as_deref(), f.direction.as_str())) {
+            folded.entry(w).or_default().push(segment.clone());
+            is_folded[i] = true;
+        }
+    }
+    let mut findings: Vec<Finding> =
+        found.into_iter().zip(is_folded).map(|(f, folded)| Finding { folded, ..f.finding }).collect();
+    for (w, segs) in folded {
+        let all = compared >= 2 && segs.len() == compared;
+        let which = if all && compared == 2 {
+            format!("both `{by}` segments")
+        } else if all {
+            format!("all {compared} `{by}` segments")
+        } else {
+            let named: Vec<String> = segs.iter().map(|s| format!("`{s}`")).collect();
+            match named.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            }
+        };
+        let f = &mut findings[w];
+        f.message.push_str(&format!(" The same in {which}."));
+        f.segments = segs;
+    }
+    findings
+}
+
+/// `; beyond chance (p < 10⁻⁹).`: how sure a finding is, ending its message.
+fn sure(p: f64) -> String {
+    format!("; beyond chance ({}).", p_value(p))
+}
+
+fn volume(out: &mut Vec<Found>, segment: Option<&str>, previous: u64, current: u64, t: &Thresholds) {
     if previous == 0 && current == 0 {
         return;
     }
     let change = if previous == 0 { f64::INFINITY } else { current as f64 / previous as f64 - 1.0 };
-    if change.abs() <= t.volume || !counts_differ(previous, current) {
+    let p = counts_p_value(previous, current);
+    if change.abs() <= t.volume || p >= alpha() {
         return;
     }
     let what = segment.map_or_else(|| "Records".to_owned(), |s| format!("Records with {s}"));
     let how =
         if previous == 0 { "appeared".to_owned() } else { format!("{} {}", direction(change), percent(change.abs())) };
-    out.push(finding(
+    let at = At { segment, field: None };
+    out.push(at.found(
         FindingKind::Volume,
-        segment.map(|s| format!("{s}:")),
         Severity::Warn,
         json!(previous),
         json!(current),
-        format!("{what} {how}: {} → {} this week.", group(previous), group(current)),
+        format!("{what} {how}: {} this week (was {}){}", group(current), group(previous), sure(p)),
+        updown(change),
     ));
 }
 
@@ -236,11 +365,16 @@ fn direction(change: f64) -> &'static str {
     if change >= 0.0 { "rose" } else { "fell" }
 }
 
-/// Findings of the field paths of one summary (or segment), `prefix`
-/// naming the segment (`kind=orders:`) or empty.
+/// The direction of a change, as folding compares it.
+fn updown(change: f64) -> &'static str {
+    if change >= 0.0 { "up" } else { "down" }
+}
+
+/// Findings of the field paths of one summary (or segment), `segment`
+/// naming the segment (`kind=orders`) or `None`.
 fn fields(
-    out: &mut Vec<Finding>,
-    prefix: &str,
+    out: &mut Vec<Found>,
+    segment: Option<&str>,
     previous: &[FieldSummary],
     previous_records: u64,
     current: &[FieldSummary],
@@ -251,11 +385,6 @@ fn fields(
         previous.iter().filter(|f| f.path != OTHER_PATH).map(|f| (f.path.as_str(), f)).collect();
     let after: BTreeMap<&str, &FieldSummary> =
         current.iter().filter(|f| f.path != OTHER_PATH).map(|f| (f.path.as_str(), f)).collect();
-    let path = |p: &str| Some(format!("{prefix}{p}"));
-    // How messages name a path: `a.b`, or `a.b` in `kind=orders` in a segment.
-    let label = |p: &str| {
-        if prefix.is_empty() { p.to_owned() } else { format!("{p}` in `{}", prefix.trim_end_matches(':')) }
-    };
 
     // Added and removed: only the topmost path of a new or vanished subtree.
     let mut appeared = BTreeSet::new();
@@ -279,13 +408,20 @@ fn fields(
             continue;
         }
         appeared.insert((kind, name.to_owned()));
-        let shown = label(name);
+        let at = At { segment, field: Some(name) };
+        let shown = at.label();
+        // The chance that a path in `share` of the records is in none of
+        // the other week's `other_records`.
+        let p = (other_records as f64 * (1.0 - share).ln()).exp();
         let (severity, message, previous, current) = if kind == FindingKind::FieldRemoved {
             (
                 Severity::Warn,
                 format!(
-                    "Field `{shown}` disappeared: it was in {} of last week's records and is in none now.",
-                    percent(share)
+                    "Field `{shown}` disappeared: in none of this week's {} records (was in {} of {}){}",
+                    group(current_records),
+                    percent(share),
+                    group(previous_records),
+                    sure(p)
                 ),
                 json!(f.present),
                 json!(0),
@@ -293,24 +429,30 @@ fn fields(
         } else {
             (
                 Severity::Info,
-                format!("New field `{shown}`: in {} of this week's records and in none last week.", percent(share)),
+                format!(
+                    "New field `{shown}`: in {} of this week's {} records (was in none of {}){}",
+                    percent(share),
+                    group(current_records),
+                    group(previous_records),
+                    sure(p)
+                ),
                 json!(0),
                 json!(f.present),
             )
         };
-        out.push(finding(kind, path(name), severity, previous, current, message));
+        out.push(at.found(kind, severity, previous, current, message, ""));
     }
 
     for (name, a) in &before {
         let Some(b) = after.get(name) else { continue };
-        let shown = label(name);
-        types(out, path(name), &shown, a, b, t);
-        null_rate(out, path(name), &shown, a, b, t);
+        let at = At { segment, field: Some(name) };
+        types(out, at, a, b, t);
+        null_rate(out, at, a, b, t);
         if let (Some(na), Some(nb)) = (&a.number, &b.number) {
-            distribution(out, path(name), &shown, &na.quantiles, na.count, &nb.quantiles, nb.count, t);
+            distribution(out, at, &na.quantiles, na.count, &nb.quantiles, nb.count, t);
         }
         if let (Some(sa), Some(sb)) = (&a.string, &b.string) {
-            top_values(out, path(name), &shown, sa, sb, t);
+            top_values(out, at, sa, sb, t);
         }
     }
 }
@@ -335,7 +477,8 @@ fn non_null(t: &TypeCounts) -> [u64; 5] {
     [t.object, t.array, t.string, t.number, t.boolean]
 }
 
-fn types(out: &mut Vec<Finding>, path: Option<String>, name: &str, a: &FieldSummary, b: &FieldSummary, t: &Thresholds) {
+fn types(out: &mut Vec<Found>, at: At<'_>, a: &FieldSummary, b: &FieldSummary, t: &Thresholds) {
+    let name = at.label();
     let (ca, cb) = (non_null(&a.types), non_null(&b.types));
     let (na, nb) = (ca.iter().sum::<u64>(), cb.iter().sum::<u64>());
     if na < t.min_values || nb < t.min_values {
@@ -344,38 +487,44 @@ fn types(out: &mut Vec<Finding>, path: Option<String>, name: &str, a: &FieldSumm
     // The dominant type: a strict majority of the non-null values.
     let dominant = |c: &[u64; 5], n: u64| c.iter().position(|&x| x * 2 > n);
     if let (Some(da), Some(db)) = (dominant(&ca, na), dominant(&cb, nb)) {
-        if da != db && significant(ratio(ca[db], na), na, ratio(cb[db], nb), nb) {
-            out.push(finding(
+        let p = two_proportions(ratio(ca[db], na), na, ratio(cb[db], nb), nb);
+        if da != db && p < alpha() {
+            let (old, new) = (plural(TYPE_NAMES[da]), plural(TYPE_NAMES[db]));
+            out.push(at.found(
                 FindingKind::TypeChanged,
-                path,
                 Severity::Warn,
                 json!(TYPE_NAMES[da]),
                 json!(TYPE_NAMES[db]),
                 format!(
-                    "Field `{name}` is mostly {} now ({} of its values), it was mostly {} last week.",
-                    plural(TYPE_NAMES[db]),
+                    "Field `{name}` is mostly {new} now: {new} {} of its values (was {}), {old} {} (was {}){}",
                     percent(ratio(cb[db], nb)),
-                    plural(TYPE_NAMES[da])
+                    percent(ratio(ca[db], na)),
+                    percent(ratio(cb[da], nb)),
+                    percent(ratio(ca[da], na)),
+                    sure(p)
                 ),
+                format!("{}→{}", TYPE_NAMES[da], TYPE_NAMES[db]),
             ));
             return;
         }
     }
     for (i, type_name) in TYPE_NAMES.iter().enumerate() {
         let (sa, sb) = (ratio(ca[i], na), ratio(cb[i], nb));
-        if sa < t.type_minor && sb >= t.type_major && significant(sa, na, sb, nb) {
-            out.push(finding(
+        let p = two_proportions(sa, na, sb, nb);
+        if sa < t.type_minor && sb >= t.type_major && p < alpha() {
+            out.push(at.found(
                 FindingKind::TypeChanged,
-                path.clone(),
                 Severity::Warn,
                 json!(round4(sa)),
                 json!(round4(sb)),
                 format!(
-                    "Field `{name}` now has {} values: {} of them, up from {} last week.",
-                    type_name,
+                    "Field `{name}` now has {}: {} of its values (was {}){}",
+                    plural(type_name),
                     percent(sb),
-                    percent(sa)
+                    percent(sa),
+                    sure(p)
                 ),
+                format!("+{type_name}"),
             ));
         }
     }
@@ -391,41 +540,31 @@ fn plural(type_name: &str) -> &'static str {
     }
 }
 
-fn null_rate(
-    out: &mut Vec<Finding>,
-    path: Option<String>,
-    name: &str,
-    a: &FieldSummary,
-    b: &FieldSummary,
-    t: &Thresholds,
-) {
+fn null_rate(out: &mut Vec<Found>, at: At<'_>, a: &FieldSummary, b: &FieldSummary, t: &Thresholds) {
     if a.present < t.min_values || b.present < t.min_values {
         return;
     }
     let (ra, rb) = (ratio(a.null, a.present), ratio(b.null, b.present));
-    if (rb - ra).abs() >= t.null_rate && significant(ra, a.present, rb, b.present) {
-        out.push(finding(
+    let p = two_proportions(ra, a.present, rb, b.present);
+    if (rb - ra).abs() >= t.null_rate && p < alpha() {
+        out.push(at.found(
             FindingKind::NullRate,
-            path,
             Severity::Warn,
             json!(round4(ra)),
             json!(round4(rb)),
-            format!("Field `{name}` is null in {} of records that have it, {} last week.", percent(rb), percent(ra)),
+            format!(
+                "Field `{}` is null in {} of the records that have it (was {}){}",
+                at.label(),
+                percent(rb),
+                percent(ra),
+                sure(p)
+            ),
+            updown(rb - ra),
         ));
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn distribution(
-    out: &mut Vec<Finding>,
-    path: Option<String>,
-    name: &str,
-    qa: &[f64],
-    na: u64,
-    qb: &[f64],
-    nb: u64,
-    t: &Thresholds,
-) {
+fn distribution(out: &mut Vec<Found>, at: At<'_>, qa: &[f64], na: u64, qb: &[f64], nb: u64, t: &Thresholds) {
     if na < t.min_values || nb < t.min_values || qa.len() < 2 || qb.len() < 2 {
         return;
     }
@@ -437,21 +576,56 @@ fn distribution(
     if d < t.distribution || d < critical {
         return;
     }
-    let median = |q: &[f64]| q[q.len() / 2];
-    let at = |q: &[f64]| json!({ "p10": q[q.len() / 10], "p50": median(q), "p90": q[q.len() * 9 / 10] });
-    out.push(finding(
+    let (p10, p50, p90) = (|q: &[f64]| q[q.len() / 10], |q: &[f64]| q[q.len() / 2], |q: &[f64]| q[q.len() * 9 / 10]);
+    let points = |q: &[f64]| json!({ "p10": p10(q), "p50": p50(q), "p90": p90(q) });
+    // Which way the values moved: the mean shift of the stored quantiles.
+    let shift = mean(qb) - mean(qa);
+    let how = if shift > 0.0 {
+        " up"
+    } else if shift < 0.0 {
+        " down"
+    } else {
+        ""
+    };
+    let was_is = |pick: fn(&[f64]) -> f64| format!("{} (was {})", decimal(pick(qb)), decimal(pick(qa)));
+    out.push(at.found(
         FindingKind::Distribution,
-        path,
         Severity::Warn,
-        at(qa),
-        at(qb),
+        points(qa),
+        points(qb),
         format!(
-            "Values of `{name}` shifted: median {} → {} (Kolmogorov–Smirnov distance {:.2}).",
-            decimal(median(qa)),
-            decimal(median(qb)),
-            d
+            "Values of `{}` shifted{how}: median {}, p10 {}, p90 {}; Kolmogorov–Smirnov distance {:.2}{}",
+            at.label(),
+            was_is(p50),
+            was_is(p10),
+            was_is(p90),
+            d,
+            sure(ks_p_value(d - KS_QUANTILE_MARGIN, n, m))
         ),
+        updown(shift),
     ));
+}
+
+fn mean(q: &[f64]) -> f64 {
+    q.iter().sum::<f64>() / q.len().max(1) as f64
+}
+
+/// The asymptotic p-value of a two-sample Kolmogorov–Smirnov distance `d`
+/// between samples of `n` and `m` values: `Q(λ) = 2·Σ (−1)^(k−1)·e^(−2k²λ²)`
+/// with `λ = d·√(n·m/(n+m))`.
+fn ks_p_value(d: f64, n: f64, m: f64) -> f64 {
+    let lambda = d.max(0.0) * (n * m / (n + m)).sqrt();
+    if lambda < 0.2 {
+        return 1.0;
+    }
+    let sum: f64 = (1..=100)
+        .map(|k| {
+            let k = f64::from(k);
+            let sign = if k % 2.0 == 1.0 { 1.0 } else { -1.0 };
+            sign * (-2.0 * k * k * lambda * lambda).exp()
+        })
+        .sum();
+    (2.0 * sum).clamp(0.0, 1.0)
 }
 
 /// The Kolmogorov–Smirnov distance of two distributions given by their
@@ -476,19 +650,12 @@ pub(crate) fn ks_distance(qa: &[f64], qb: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn top_values(
-    out: &mut Vec<Finding>,
-    path: Option<String>,
-    name: &str,
-    a: &StringSummary,
-    b: &StringSummary,
-    t: &Thresholds,
-) {
+fn top_values(out: &mut Vec<Found>, at: At<'_>, a: &StringSummary, b: &StringSummary, t: &Thresholds) {
     if a.count < t.min_values || b.count < t.min_values || (a.top.is_empty() && b.top.is_empty()) {
         return;
     }
-    let (d, values) = tv_distance(a, b);
-    let noise = top_values_noise(values + 1, a.count.min(b.count));
+    let (d, mut moves) = tv_distance(a, b);
+    let noise = top_values_noise(moves.len() + 1, a.count.min(b.count));
     if d < t.top_values || d < noise {
         return;
     }
@@ -496,22 +663,51 @@ fn top_values(
         let total = s.count.max(1) as f64;
         Value::Object(s.top.iter().take(3).map(|v| (v.value.clone(), json!(round4(v.count as f64 / total)))).collect())
     };
-    let lead = |s: &StringSummary| {
-        s.top.first().map_or_else(|| "none".to_owned(), |v| format!("\"{}\"", clip(&v.value, 40, "…")))
-    };
-    out.push(finding(
+    // The values that moved most, largest move first (ties: the larger
+    // share now, then before, then by value).
+    moves.sort_by(|x, y| {
+        let change = |v: &ValueShares| (v.after - v.before).abs();
+        change(y)
+            .total_cmp(&change(x))
+            .then(y.after.total_cmp(&x.after))
+            .then(y.before.total_cmp(&x.before))
+            .then(x.value.cmp(y.value))
+    });
+    let share = |x: f64, under: bool| if under { format!("under {}", percent(x)) } else { percent(x) };
+    let listed: Vec<String> = moves
+        .iter()
+        .take(3)
+        .map(|v| {
+            let shown = if v.value.is_empty() { "(empty)".to_owned() } else { clip(v.value, 40, "…") };
+            format!("{shown} {} (was {})", share(v.after, v.after_under), share(v.before, v.before_under))
+        })
+        .collect();
+    // How sure: the two-proportion test of the value that moved most.
+    let p = moves.first().map_or(1.0, |v| two_proportions(v.before, a.count, v.after, b.count));
+    let grew = moves
+        .iter()
+        .filter(|v| v.after > v.before)
+        .max_by(|x, y| (x.after - x.before).total_cmp(&(y.after - y.before)).then(y.value.cmp(x.value)))
+        .map_or("", |v| v.value);
+    out.push(at.found(
         FindingKind::TopValues,
-        path,
         Severity::Warn,
         shares(a),
         shares(b),
-        format!(
-            "The mix of `{name}` values changed (total variation {:.2}): most common now {}, last week {}.",
-            d,
-            lead(b),
-            lead(a)
-        ),
+        format!("The mix of `{}` changed: {}{}", at.label(), listed.join(", "), sure(p)),
+        grew,
     ));
+}
+
+/// One value's share in each week, as [`tv_distance`] compares them.
+struct ValueShares<'a> {
+    value: &'a str,
+    before: f64,
+    after: f64,
+    /// The value is missing from that week's (truncated) top list: its
+    /// share there is at most the one given.
+    before_under: bool,
+    after_under: bool,
 }
 
 /// Three times the total-variation distance two samples of `n` values
@@ -522,14 +718,14 @@ fn top_values_noise(k: usize, n: u64) -> f64 {
 }
 
 /// The smallest total-variation distance between the two weeks' value
-/// shares that their top lists allow, and the number of values compared.
+/// shares that their top lists allow, and the shares compared.
 ///
 /// A value missing from one week's list has a share there between 0 and
 /// that list's smallest share (0 exactly when the list holds every value);
 /// the share closest to the other week's is taken, so values that fall off
 /// a truncated list by chance add nothing. The remaining mass is pooled as
 /// "other" in both weeks.
-fn tv_distance(a: &StringSummary, b: &StringSummary) -> (f64, usize) {
+fn tv_distance<'a>(a: &'a StringSummary, b: &'a StringSummary) -> (f64, Vec<ValueShares<'a>>) {
     let (ta, tb) = (a.count.max(1) as f64, b.count.max(1) as f64);
     let complete = |s: &StringSummary| s.top_exact && s.distinct as usize <= s.top.len();
     let bound = |s: &StringSummary, total: f64| {
@@ -540,7 +736,8 @@ fn tv_distance(a: &StringSummary, b: &StringSummary) -> (f64, usize) {
     let share_b: BTreeMap<&str, f64> = b.top.iter().map(|v| (v.value.as_str(), v.count as f64 / tb)).collect();
     let values: BTreeSet<&str> = share_a.keys().chain(share_b.keys()).copied().collect();
     let (mut sum_a, mut sum_b, mut diff) = (0.0, 0.0, 0.0);
-    for v in &values {
+    let mut shares = Vec::with_capacity(values.len());
+    for v in values {
         let (x, y) = match (share_a.get(v), share_b.get(v)) {
             (Some(&x), Some(&y)) => (x, y),
             (Some(&x), None) => (x, x.min(bb)),
@@ -550,30 +747,40 @@ fn tv_distance(a: &StringSummary, b: &StringSummary) -> (f64, usize) {
         sum_a += x;
         sum_b += y;
         diff += (x - y).abs();
+        shares.push(ValueShares {
+            value: v,
+            before: x,
+            after: y,
+            before_under: !share_a.contains_key(v) && ba > 0.0,
+            after_under: !share_b.contains_key(v) && bb > 0.0,
+        });
     }
     let other = ((1.0 - sum_a).max(0.0) - (1.0 - sum_b).max(0.0)).abs();
-    ((diff + other) / 2.0, values.len())
+    ((diff + other) / 2.0, shares)
 }
 
-fn quiet_days(out: &mut Vec<Finding>, previous: &Summary, current: &Summary, t: &Thresholds) {
+fn quiet_days(out: &mut Vec<Found>, previous: &Summary, current: &Summary, t: &Thresholds) {
     let active = current.per_day.iter().filter(|d| d.records > 0).count() as u32;
     for (i, day) in current.per_day.iter().enumerate() {
         let before = previous.per_day.get(i).map_or(0, |d| d.records);
         // A weekday that was quiet last week too is a pattern, not an outage;
         // one that had a few records is quiet by chance as often as not.
-        if day.records == 0 && active >= t.quiet_day_active_days && counts_differ(before, 0) {
-            out.push(finding(
+        let p = counts_p_value(before, 0);
+        if day.records == 0 && active >= t.quiet_day_active_days && p < alpha() {
+            out.push(At { segment: None, field: None }.found(
                 FindingKind::QuietDay,
-                None,
                 Severity::Warn,
                 json!(before),
                 json!(day.date),
                 format!(
-                    "No records on {} {} while {active} other days had some (last week that day had {}): check ingestion.",
+                    "No records on {} {} (was {} on last week's {}) while {active} other days had some: check ingestion{}",
                     WEEKDAYS[i],
                     day.date,
-                    group(before)
+                    group(before),
+                    WEEKDAYS[i],
+                    sure(p)
                 ),
+                day.date.clone(),
             ));
         }
     }
@@ -581,46 +788,65 @@ fn quiet_days(out: &mut Vec<Finding>, previous: &Summary, current: &Summary, t: 
 
 const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
-fn segments(out: &mut Vec<Finding>, previous: &Segments, current: &Segments, t: &Thresholds) {
+/// The findings of every segment listed in both weeks; returns how many
+/// segments were compared.
+fn segments(out: &mut Vec<Found>, previous: &Segments, current: &Segments, t: &Thresholds) -> usize {
     if previous.by != current.by {
-        return;
+        return 0;
     }
+    let mut compared = 0;
     for seg in &current.values {
         let Some(before) = previous.values.iter().find(|s| s.value == seg.value) else { continue };
-        let prefix = format!("{}={}:", current.by, seg.value);
-        volume(out, Some(&format!("{}={}", current.by, seg.value)), before.records, seg.records, t);
-        fields(out, &prefix, &before.fields, before.records, &seg.fields, seg.records, t);
+        compared += 1;
+        let name = format!("{}={}", current.by, seg.value);
+        volume(out, Some(&name), before.records, seg.records, t);
+        fields(out, Some(&name), &before.fields, before.records, &seg.fields, seg.records, t);
     }
+    compared
 }
 
-/// Whether shares `p1` of `n1` and `p2` of `n2` differ beyond noise.
-fn significant(p1: f64, n1: u64, p2: f64, n2: u64) -> bool {
+/// The two-sided p-value of shares `p1` of `n1` and `p2` of `n2` under
+/// one common share (the two-proportion z-test); they differ beyond noise
+/// when it is below [`alpha`] (z ≥ [`Z_SIGNIFICANT`]).
+fn two_proportions(p1: f64, n1: u64, p2: f64, n2: u64) -> f64 {
     let (n1, n2) = (n1 as f64, n2 as f64);
     let pooled = (p1 * n1 + p2 * n2) / (n1 + n2);
     let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
     if se == 0.0 {
-        return p1 != p2;
+        return if p1 == p2 { 1.0 } else { 0.0 };
     }
-    (p1 - p2).abs() / se >= Z_SIGNIFICANT
+    erfc((p1 - p2).abs() / se / std::f64::consts::SQRT_2)
+}
+
+/// Whether shares `p1` of `n1` and `p2` of `n2` differ beyond noise.
+#[cfg(test)]
+fn significant(p1: f64, n1: u64, p2: f64, n2: u64) -> bool {
+    two_proportions(p1, n1, p2, n2) < alpha()
+}
+
+/// Whether record counts `a` and `b` differ beyond noise (tests).
+#[cfg(test)]
+fn counts_differ(a: u64, b: u64) -> bool {
+    counts_p_value(a, b) < alpha()
 }
 
 /// Whether record counts `a` and `b` of two equally long periods (two
 /// weeks, or one weekday in each) differ beyond what one Poisson rate
 /// produces in both: the exact conditional test of two Poisson rates.
 /// Given `n = a + b`, each count is Binomial(`n`, ½) when the rates are
-/// equal; the two-sided p-value `2·P(X ≥ max(a, b))` must be below the
-/// two-sided tail of a z-score of [`Z_SIGNIFICANT`], the confidence every
-/// other finding kind decides at.
-pub(crate) fn counts_differ(a: u64, b: u64) -> bool {
+/// equal; this is the two-sided p-value `2·P(X ≥ max(a, b))` (1 for equal
+/// counts), and the counts differ when it is below the two-sided tail of a
+/// z-score of [`Z_SIGNIFICANT`], the confidence every other finding kind
+/// decides at.
+fn counts_p_value(a: u64, b: u64) -> f64 {
     let (n, high) = (a + b, a.max(b));
     if a == b {
-        return false;
+        return 1.0;
     }
     // `n > 0` and `p = ½` are valid parameters: this cannot fail.
-    let Ok(binomial) = Binomial::new(0.5, n) else { return false };
+    let Ok(binomial) = Binomial::new(0.5, n) else { return 1.0 };
     // sf(k) = P(X > k), so P(X ≥ high) = sf(high − 1); `high ≥ 1` here.
-    let p_value = (2.0 * binomial.sf(high - 1)).min(1.0);
-    p_value < alpha()
+    (2.0 * binomial.sf(high - 1)).min(1.0)
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {

@@ -38,6 +38,22 @@ pub(crate) fn decimal(x: f64) -> String {
     }
 }
 
+/// How sure a finding is, as its message says it: `p < 10⁻⁹` (the power
+/// of ten just above `p`, down to `10⁻¹²`), or `p = 0.012` from 0.001 on.
+pub(crate) fn p_value(p: f64) -> String {
+    if p >= 1e-3 {
+        return format!("p = {}", decimal((p.min(1.0) * 1000.0).round() / 1000.0));
+    }
+    // p < 10⁻ᵏ for the largest k with 10⁻ᵏ > p; an underflowed 0 is below 10⁻¹².
+    let k = if p > 0.0 { ((-p.log10()).floor() as u32).clamp(3, 12) } else { 12 };
+    let superscript: String = k
+        .to_string()
+        .chars()
+        .map(|d| ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'][d.to_digit(10).unwrap_or(0) as usize])
+        .collect();
+    format!("p < 10⁻{superscript}")
+}
+
 /// A value as the pages show it: integers grouped (`-1,500`), others to
 /// about 4 significant digits (`2.5`, `1.235e29`), `–` when not finite.
 pub(crate) fn readable(x: f64) -> String {
@@ -115,6 +131,16 @@ mod tests {
         assert_eq!(decimal(1500.0), "1500");
         assert_eq!(decimal(2.5), "2.5");
         assert_eq!(decimal(0.123_456), "0.1235");
+    }
+
+    #[test]
+    fn p_values_read_as_a_power_of_ten_above_them() {
+        assert_eq!(p_value(4e-5), "p < 10⁻⁴");
+        assert_eq!(p_value(6.3e-10), "p < 10⁻⁹");
+        assert_eq!(p_value(1e-300), "p < 10⁻¹²");
+        assert_eq!(p_value(0.0), "p < 10⁻¹²");
+        assert_eq!(p_value(0.0123), "p = 0.012");
+        assert_eq!(p_value(0.00099), "p < 10⁻³");
     }
 
     #[test]

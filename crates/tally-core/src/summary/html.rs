@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use askama::Template;
 
 use super::fmt::{change_pct1, group, readable};
-use super::model::{Comparison, FieldSummary, NumberSummary, Severity, StringSummary, Summary};
+use super::model::{Comparison, FieldSummary, Finding, NumberSummary, Severity, StringSummary, Summary};
 use crate::week::IsoWeek;
 
 /// Where a week's page links to besides itself.
@@ -50,6 +50,8 @@ pub struct IndexWeek {
 pub const TREND_WEEKS: usize = 12;
 /// Numeric fields charted on the index (the busiest of the latest week).
 pub const TREND_FIELDS: usize = 3;
+/// Width of a trend chart's value axis (its labels), of 1000.
+const TREND_AXIS_WIDTH: f64 = 70.0;
 
 /// Renders `summaries/index.html`: every week in `weeks` (any order; shown
 /// newest first) and trend charts from `recent`, the summaries of the
@@ -304,8 +306,11 @@ impl WeekPage {
 
 /// `segment` is the prefix of segment findings' paths (`kind=`).
 fn comparison_view(c: &Comparison, anchors: &HashMap<String, String>, segment: Option<&str>) -> ComparisonView {
+    // Each change once: segment findings folded into the week's are in
+    // summary.json, and named by the week finding's message.
+    let listed: Vec<&Finding> = c.listed().collect();
     let warnings = c.warnings();
-    let infos = c.findings.len() - warnings;
+    let infos = listed.len() - warnings;
     let headline = match (warnings, infos) {
         (0, n) => format!("No warnings; {n} note{}.", if n == 1 { "" } else { "s" }),
         (w, 0) => format!("{w} warning{}.", if w == 1 { "" } else { "s" }),
@@ -316,7 +321,7 @@ fn comparison_view(c: &Comparison, anchors: &HashMap<String, String>, segment: O
     // Warnings first, then notes; the week's before its segments'; each
     // group in the summary's (kind, path) order.
     let in_segment = |path: Option<&str>| segment.zip(path).is_some_and(|(prefix, p)| p.starts_with(prefix));
-    let mut findings: Vec<_> = c.findings.iter().collect();
+    let mut findings = listed;
     findings.sort_by_key(|f| (std::cmp::Reverse(f.severity), in_segment(f.path.as_deref())));
     ComparisonView {
         previous_week: c.previous_week,
@@ -570,10 +575,20 @@ struct LinkedBar {
 struct Trend {
     path: String,
     range: String,
+    /// Instead of a chart: why there is no trend to draw (a field with
+    /// numbers in one charted week only).
+    note: Option<String>,
     p50: String,
     p90: String,
     points: Vec<Point>,
     labels: Vec<Label>,
+    /// The value axis: the highest and lowest value charted, at their height.
+    axis: Vec<AxisLabel>,
+}
+
+struct AxisLabel {
+    y: String,
+    text: String,
 }
 
 struct Point {
@@ -649,7 +664,8 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
         count(b).cmp(&count(a)).then_with(|| a.path.cmp(&b.path))
     });
     busiest.truncate(TREND_FIELDS);
-    let slot = 1000.0 / recent.len().clamp(6, TREND_WEEKS) as f64;
+    // The value axis's labels take the chart's left edge.
+    let slot = (1000.0 - TREND_AXIS_WIDTH) / recent.len().clamp(6, TREND_WEEKS) as f64;
     busiest
         .into_iter()
         .map(|field| {
@@ -665,12 +681,34 @@ fn trends(recent: &[&Summary]) -> Vec<Trend> {
             let hi = series.iter().map(|p| p.2.max(p.3)).fold(f64::NEG_INFINITY, f64::max);
             let span = if hi > lo { hi - lo } else { 1.0 };
             let y = |v: f64| f1(126.0 - (v - lo) / span * 110.0);
-            let x = |i: usize| f1(i as f64 * slot + slot / 2.0);
+            let x = |i: usize| f1(TREND_AXIS_WIDTH + i as f64 * slot + slot / 2.0);
             let line = |pick: fn(&(usize, IsoWeek, f64, f64)) -> f64| {
                 series.iter().map(|p| format!("{},{}", x(p.0), y(pick(p)))).collect::<Vec<_>>().join(" ")
             };
+            let note = match series.as_slice() {
+                [] => Some(format!("No charted week has a p50 of {} (no finite numbers).", field.path)),
+                [(_, week, p50, p90)] => Some(format!(
+                    "Only {week} has numbers at {}, p50 {} and p90 {}: a trend needs two weeks.",
+                    field.path,
+                    readable(*p50),
+                    readable(*p90)
+                )),
+                _ => None,
+            };
+            let axis = if note.is_some() {
+                Vec::new()
+            } else if hi > lo {
+                vec![
+                    AxisLabel { y: f1(126.0 - 110.0 + 4.0), text: readable(hi) },
+                    AxisLabel { y: f1(126.0 + 4.0), text: readable(lo) },
+                ]
+            } else {
+                vec![AxisLabel { y: f1(126.0 + 4.0), text: readable(lo) }]
+            };
             Trend {
                 path: field.path.clone(),
+                note,
+                axis,
                 range: if series.is_empty() { "–".into() } else { format!("{} – {}", readable(lo), readable(hi)) },
                 p50: line(|p| p.2),
                 p90: line(|p| p.3),
@@ -769,25 +807,39 @@ mod tests {
 
     #[test]
     fn findings_come_first_link_to_their_field_and_fields_show_deltas() {
-        let before: Vec<String> = (0..200).map(|i| format!(r#"{{"n":{},"kind":"a"}}"#, i % 10)).collect();
-        let after: Vec<String> = (0..200).map(|i| format!(r#"{{"n":{},"kind":"a"}}"#, 500 + i % 10)).collect();
+        // `m` shifts in every record (the week and both segments); `n`
+        // shifts only in the small segment `b`, too few records to move the week's.
+        let week_of = |shift_m: u64, shift_n: u64| -> Vec<String> {
+            (0..360)
+                .map(|i| {
+                    let (kind, n) = if i < 300 { ("a", i % 10) } else { ("b", shift_n + i % 10) };
+                    format!(r#"{{"m":{},"n":{n},"kind":"{kind}"}}"#, shift_m + i % 10)
+                })
+                .collect()
+        };
+        let (before, after) = (week_of(0, 0), week_of(500, 500));
         let p = summary_of(week().previous(), &before.iter().map(String::as_str).collect::<Vec<_>>());
         let mut s = summary_of(week(), &after.iter().map(String::as_str).collect::<Vec<_>>());
         s.comparison = Some(compare(&p, &s, &Default::default()));
         let html = render_html(&s, Some(&p), Nav { previous: Some(p.week), next: None });
         let findings = html.find("id=\"findings\"").unwrap();
         assert!(findings < html.find("id=\"fields\"").unwrap());
-        let n = s.fields.iter().position(|f| f.path == "n").unwrap();
-        assert!(html.contains(&format!("<li class=\"warn\"><span class=\"badge\">warn</span><span class=\"kind\">distribution</span><span><a href=\"#f-{n}\">")), "{html}");
-        assert!(html.contains(&format!("<tr id=\"f-{n}\" class=\"flagged\">")));
-        assert!(
-            html.contains("p50 <span class=\"up\">4.5 → 504.5</span>") || html.contains("p50 <span class=\"up\">"),
-            "{html}"
-        );
+        let m = s.fields.iter().position(|f| f.path == "m").unwrap();
+        assert!(html.contains(&format!("<li class=\"warn\"><span class=\"badge\">warn</span><span class=\"kind\">distribution</span><span><a href=\"#f-{m}\">")), "{html}");
+        assert!(html.contains(&format!("<tr id=\"f-{m}\" class=\"flagged\">")));
+        assert!(html.contains("p50 <span class=\"up\">"), "{html}");
         assert!(html.contains("href=\"../2026-W46/summary.html\" rel=\"prev\""));
         assert!(html.contains("no later week yet"));
-        assert!(html.contains("id=\"s0\""), "a section per segment");
-        assert!(html.contains("<a href=\"#s0-f-"), "segment finding links into its section: {html}");
+        assert!(html.contains("id=\"s0\"") && html.contains("id=\"s1\""), "a section per segment");
+        // `m` once, naming the segments that went the same way; `n` of
+        // segment `b` on its own, linking into its section.
+        let c = s.comparison.as_ref().unwrap();
+        assert_eq!(c.findings.iter().filter(|f| f.path.as_deref().is_some_and(|p| p.ends_with('m'))).count(), 3);
+        assert!(html.contains("The same in both `kind` segments."), "{html}");
+        assert_eq!(html.matches("<li class=").count(), 2, "m once, n of kind=b once: {html}");
+        assert!(html.contains("Values of `n` in `kind=b` shifted up"), "{html}");
+        assert!(html.contains("<a href=\"#s1-f-"), "segment finding links into its section: {html}");
+        assert!(html.contains("2 warnings."), "the headline counts what is listed: {html}");
     }
 
     #[test]
@@ -814,11 +866,56 @@ mod tests {
         assert!(first < last, "newest first");
         assert_eq!(html.matches("<rect class=\"bar\"").count(), TREND_WEEKS, "the last 12 weeks are charted");
         assert!(html.contains("<code>ms</code> per week"));
+        // The value axis: the lowest and highest value charted, as numbers.
+        let axis: Vec<&str> = html
+            .split("<text class=\"axis\"")
+            .skip(1)
+            .map(|t| &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()])
+            .collect();
+        let charted = &recent[2..];
+        let lo = charted
+            .iter()
+            .map(|s| s.field("ms").unwrap().number.as_ref().unwrap().p50.unwrap())
+            .fold(f64::INFINITY, f64::min);
+        let hi =
+            charted.iter().map(|s| s.field("ms").unwrap().number.as_ref().unwrap().p90.unwrap()).fold(0.0, f64::max);
+        assert_eq!(axis, vec![readable(hi), readable(lo)], "{html}");
+        assert!(hi > lo);
         assert!(html.contains("<td class=\"num\">–</td>"), "unknown warnings");
         for forbidden in ["http://", "https://", "<script"] {
             assert!(!html.contains(forbidden), "{forbidden} found");
         }
         assert!(render_index(&[], &[]).contains("No week has been summarized yet."));
+    }
+
+    #[test]
+    fn a_field_with_numbers_in_one_week_only_gets_a_sentence_not_a_lone_dot() {
+        let weeks = [week().previous().previous(), week().previous(), week()];
+        let recent: Vec<Summary> = weeks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                // `ms` every week; `fresh` only in the latest.
+                let data = if i == 2 { r#"{"ms":3,"fresh":42.5}"# } else { r#"{"ms":1}"# };
+                summary_of(*w, &[data, r#"{"ms":2}"#])
+            })
+            .collect();
+        let rows: Vec<IndexWeek> =
+            weeks.iter().map(|w| IndexWeek { week: *w, records: 2, warnings: Some(0) }).collect();
+        let html = render_index(&rows, &recent);
+        let section = |path: &str| {
+            let start = html.find(&format!("<h2><code>{path}</code> per week</h2>")).unwrap();
+            &html[start..start + html[start..].find("</section>").unwrap()]
+        };
+        let fresh = section("fresh");
+        assert!(
+            fresh.contains("Only 2026-W47 has numbers at fresh, p50 42.5 and p90 42.5: a trend needs two weeks."),
+            "{fresh}"
+        );
+        assert!(!fresh.contains("<svg") && !fresh.contains("<circle"), "no chart of one point: {fresh}");
+        let ms = section("ms");
+        assert_eq!(ms.matches("<circle").count(), 3, "{ms}");
+        assert_eq!(ms.matches("<text class=\"axis\"").count(), 2, "{ms}");
     }
 
     #[test]

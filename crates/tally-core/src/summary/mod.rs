@@ -6,7 +6,7 @@
 //!   sketches for what cannot be exact in bounded memory: KLL quantiles
 //!   (`kll`), HyperLogLog distinct counts (`hll`), Misra–Gries top values
 //!   (`stats`).
-//! - [`Summary`] (`model`): `summary.json`, schema 3.
+//! - [`Summary`] (`model`): `summary.json`, schema 4.
 //! - [`compare`] (`compare`): the findings against the previous week.
 //! - [`render_html`], [`render_index`] (`html`): the report site — each week's
 //!   `summary.html` and the bucket's `summaries/index.html` (askama templates).

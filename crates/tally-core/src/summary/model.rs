@@ -1,4 +1,4 @@
-//! `summary.json`, schema 3: the types, and their deterministic encoding.
+//! `summary.json`, schema 4: the types, and their deterministic encoding.
 //!
 //! Schema 2 is additive over schema 1: every schema-1 key keeps its name and
 //! meaning; it adds `comparison` (findings against the previous summarized
@@ -8,6 +8,13 @@
 //! whatever the parts (tally ≤ 0.3 could lose the records of values first
 //! seen after 32 others), and `segments.max_unlisted_records` appears when
 //! the listed values may not be the most frequent (past 10,000 values).
+//! Schema 4 is additive over schema 3: a segment finding that says what
+//! the week's finding of the same kind and path says (same direction) is
+//! marked `"folded": true`, and that week finding lists the segments in
+//! `segments`; the report shows the week's finding once instead of once per
+//! segment, and every finding stays in `comparison.findings`. Messages carry
+//! the numbers before and after and a p-value (their wording is not a
+//! schema).
 //!
 //! Determinism: fields are sorted by path, top values by count then value,
 //! floats are printed by serde_json's shortest round-trip formatting, and
@@ -20,7 +27,7 @@ use crate::clock::Timestamp;
 use crate::week::IsoWeek;
 
 /// The current `summary.json` schema version.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Path under which fields beyond the tracked-path cap are counted together.
 pub const OTHER_PATH: &str = "_other";
@@ -66,9 +73,15 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Findings of severity `warn`.
+    /// The findings the report lists: all but the segment findings folded
+    /// into the week's (schema 4), in `findings`' order.
+    pub fn listed(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| !f.folded)
+    }
+
+    /// Listed findings of severity `warn`: the warnings the report shows.
     pub fn warnings(&self) -> usize {
-        self.findings.iter().filter(|f| f.severity == Severity::Warn).count()
+        self.listed().filter(|f| f.severity == Severity::Warn).count()
     }
 }
 
@@ -83,6 +96,20 @@ pub struct Finding {
     pub previous: serde_json::Value,
     pub current: serde_json::Value,
     pub message: String,
+    /// Schema 4, on week findings: the segments (`kind=order`) whose finding
+    /// of the same kind and path went the same way, folded into this one
+    /// (its message ends by naming them). Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
+    /// Schema 4, on segment findings: `true` when the week's finding of the
+    /// same kind and path says the same (it lists this segment in its
+    /// `segments`), so the report shows only that one. Absent when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub folded: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The finding kinds, serialized as exactly these strings.

@@ -31,10 +31,12 @@ const DIGEST_MESSAGE_CHARS: usize = 200;
 pub struct Notification {
     pub week: IsoWeek,
     pub records: u64,
-    /// Findings of severity `warn`.
+    /// Findings of severity `warn` the report lists (segment findings
+    /// folded into the week's are not counted; see `Comparison::warnings`).
     pub warnings: usize,
     /// Every finding of the comparison with the previous week, as in
-    /// `summary.json` (empty when there is no earlier week).
+    /// `summary.json`, folded ones included (empty when there is no earlier
+    /// week).
     pub findings: Vec<Finding>,
     /// The week's page on the report site tally serves, as a signed,
     /// expiring link (`crate::report_link`): `<public URL>/reports/<week>/?exp=…&sig=…`.
@@ -64,7 +66,7 @@ impl Notification {
         report: String,
     ) -> Self {
         let findings = comparison.map(|c| c.findings.clone()).unwrap_or_default();
-        let warnings = findings.iter().filter(|f| f.severity == Severity::Warn).count();
+        let warnings = comparison.map_or(0, Comparison::warnings);
         let previous = comparison.map(|c| PreviousWeek { week: c.previous_week, records: previous_records });
         let text = digest(week, records, previous, &findings, &report);
         Self { week, records, warnings, findings, report, text }
@@ -93,7 +95,8 @@ fn digest(week: IsoWeek, records: u64, previous: Option<PreviousWeek>, findings:
             text.push_str(&format!(" ({} vs {prev}: {}).", change_whole(before, records), group(before)));
         }
     }
-    let warnings: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Warn).collect();
+    // The warnings as the report lists them: each change once.
+    let warnings: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Warn && !f.folded).collect();
     match (previous, warnings.len()) {
         (None, _) => {}
         (Some(_), 0) => text.push_str(" No warnings."),
@@ -142,6 +145,8 @@ mod tests {
             previous: serde_json::Value::Null,
             current: serde_json::Value::Null,
             message: message.into(),
+            segments: Vec::new(),
+            folded: false,
         }
     }
 
@@ -200,6 +205,20 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(n.warnings, 5);
         assert_eq!(n.subject(), "tally report 2026-W47: 4,572 records, 5 warnings");
+    }
+
+    #[test]
+    fn segment_findings_folded_into_the_weeks_are_neither_counted_nor_quoted() {
+        let mut week_finding = finding(FindingKind::NullRate, Some("email"), Severity::Warn, "email: 50 % (was 5 %).");
+        week_finding.segments = vec!["kind=a".into(), "kind=b".into()];
+        let mut folded = finding(FindingKind::NullRate, Some("kind=a:email"), Severity::Warn, "a: 50 % (was 5 %).");
+        folded.folded = true;
+        let other = finding(FindingKind::NullRate, Some("kind=c:email"), Severity::Warn, "c: 1 % (was 5 %).");
+        let c = comparison(vec![week_finding, folded, other]);
+        let n = Notification::new(week(), 100, Some(&c), Some(100), "/r".into());
+        assert_eq!((n.warnings, n.findings.len()), (2, 3), "the listed warnings; every finding kept");
+        assert!(n.text.contains("2 warnings:") && !n.text.contains("kind=a:email"), "{}", n.text);
+        assert!(n.text.contains("- null_rate email:") && n.text.contains("- null_rate kind=c:email:"), "{}", n.text);
     }
 
     #[test]

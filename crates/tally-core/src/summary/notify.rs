@@ -256,6 +256,8 @@ mod tests {
                 previous: 100.into(),
                 current: 150.into(),
                 message: "Records rose by 50%.".into(),
+                segments: Vec::new(),
+                folded: false,
             }],
         };
         let started = tokio::time::Instant::now();

@@ -221,6 +221,8 @@ pub async fn notifier_contract(
         previous: 1.0.into(),
         current: 0.0.into(),
         message: "user.email was in every record last week and in none this week.".into(),
+        segments: Vec::new(),
+        folded: false,
     };
     let second = Notification {
         week: week("2026-W48"),

@@ -21,6 +21,7 @@ use tally_core::report_link::{LinkSigner, PublicUrl, ReportLinks};
 use tally_core::summary::{SummaryOptions, Trigger, Weekly, WeeklySchedule, WeeklySettings};
 use tally_core::{Clock, IngestService, IsoWeek, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_http::{Admin, AppState, Auth, Erasure, HttpOptions};
+use tally_local::refresh::{ChannelWeekRefresh, RefreshInbox};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
 
 use crate::config::{
@@ -157,6 +158,21 @@ struct Storage {
     lock: Arc<dyn WeekLock>,
     /// Where people find the summaries, for messages.
     location: String,
+    /// The SQLite store, when the records are local: it also keeps the
+    /// weeks to rewrite after erasures ([`refresh_queue`]).
+    sqlite: Option<Arc<SqliteRecordStore>>,
+}
+
+/// The queue between erasures and the refresher: in the SQLite file when
+/// the records are local (a request outlives a crash or a stop, and the
+/// next `tally serve` rewrites its week first), in memory with DynamoDB.
+async fn refresh_queue(storage: &Storage) -> anyhow::Result<(ChannelWeekRefresh, RefreshInbox)> {
+    match &storage.sqlite {
+        Some(store) => tally_local::refresh::durable(store.clone())
+            .await
+            .context("cannot read the weeks waiting for a rewrite in the data directory; check --data-dir"),
+        None => Ok(tally_local::refresh::channel()),
+    }
 }
 
 /// Who this process is, in the week locks' messages ("2026-W47 is being
@@ -198,6 +214,7 @@ async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Resu
             })?;
             Ok(Storage {
                 lock: Arc::new(SqliteWeekLock::new(store.clone())),
+                sqlite: Some(store.clone()),
                 store,
                 sink: Arc::new(DirSummarySink::new(&dir)),
                 location: dir.display().to_string(),
@@ -221,6 +238,7 @@ async fn open_storage(storage: &StorageArgs, out: Option<&Path>) -> anyhow::Resu
                 store: Arc::new(store),
                 sink: Arc::new(sink),
                 location: bucket.clone(),
+                sqlite: None,
             })
         }
     }
@@ -251,17 +269,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let schedule = WeeklySchedule::parse(&args.schedule)?;
     let notifiers = notifiers(&args.notify)?;
-    let Storage { store, sink, lock, location } = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let storage = open_storage(&args.storage, args.folder.out.as_deref()).await?;
+    let (store, sink) = (storage.store.clone(), storage.sink.clone());
     let signer = LinkSigner::new(link_secrets(&args.links, &args.storage).await);
     let ingest = IngestService::new(store.clone(), Arc::new(SystemClock), args.limits.limits());
     let state = AppState::new(ingest, sink.clone(), auth).with_report_links(signer.clone());
-    let storage = Storage { store: store.clone(), sink: sink.clone(), lock, location };
     // Erasure, and the refresher that rewrites the summaries it changes, only
     // with an admin key (requests made before the refresher starts wait in
     // its channel).
     let (state, refresh) = match admin_key {
         Some(admin) => {
-            let (queue, inbox) = tally_local::refresh::channel();
+            let (queue, inbox) = refresh_queue(&storage).await?;
             let erasure = Erasure::new(store.clone(), Arc::new(queue.clone()), Admin::Key(Auth::key(&admin)));
             (state.with_erasure(erasure), Some((queue, inbox)))
         }

@@ -281,3 +281,42 @@ async fn an_erased_record_leaves_its_summarized_week_within_a_minute() {
         serde_json::from_slice(&std::fs::read(week_file(&data, &week, "summary.json")).unwrap()).unwrap();
     assert_eq!(stats["records"], 2);
 }
+
+#[tokio::test]
+async fn an_erasure_whose_rewrite_a_crash_interrupted_is_rewritten_by_the_next_serve() {
+    use common::{Server, client};
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let admin = work.path().join("admin.key");
+    std::fs::write(&admin, "admin-key-e2e-987\n").unwrap();
+    let flags = ["--admin-key-file", admin.to_str().unwrap()];
+    let server = Server::start(&data, &flags);
+    let http = client();
+    let r = server.post(&http, "/records", "application/json", r#"[{"n":1},{"n":2},{"n":3}]"#).await;
+    assert_eq!(r.status(), 201);
+    let ids: Vec<String> = serde_json::from_value(r.json::<serde_json::Value>().await.unwrap()["ids"].clone()).unwrap();
+    let week = tally_core::IsoWeek::containing(tally_core::Timestamp::now()).to_string();
+    ok(&data, &["summarize", "--partial", "--week", &week]);
+    let export = week_file(&data, &week, "records.ndjson.gz");
+
+    // GIVEN an erasure answered, and the server killed at once: the
+    // refresher gathers requests for 5 s first, so the rewrite never ran
+    let url = server.url(&format!("/records/{}", ids[1]));
+    let erased = http.delete(&url).header("x-api-key", "admin-key-e2e-987").send().await.unwrap();
+    assert_eq!(erased.status(), 200);
+    server.kill9();
+    assert!(gunzip(&export).contains(&ids[1]), "the kill came after the rewrite; nothing left to test");
+
+    // WHEN tally serve starts again on the data directory
+    let server = Server::start(&data, &flags);
+    // THEN it finds the request in the SQLite file and rewrites the week
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !server.log_text().contains("week summarized") {
+        assert!(std::time::Instant::now() < deadline, "no rewrite within a minute: {}", server.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(server.log_text().contains("still pending; queued"), "{}", server.log_text());
+    let text = gunzip(&export);
+    assert!(!text.contains(&ids[1]), "the export still holds the erased record");
+    assert!(text.contains(&ids[0]) && text.contains(&ids[2]));
+}

@@ -7,6 +7,8 @@
 //! weeks       (week TEXT PRIMARY KEY)   -- "2026-W47": weeks holding records
 //! week_locks  (week TEXT PRIMARY KEY, holder, token, expires_at, done_from)
 //!                                       -- one run per week: see crate::lock
+//! refresh_requests (week TEXT PRIMARY KEY, requested_at)
+//!                                       -- weeks to rewrite after erasures: see crate::refresh
 //! ```
 //! `id` is the ULID's 16 big-endian bytes, so byte order is time order and a
 //! week is the id range `[lower_bound(start), lower_bound(end))` on the
@@ -202,6 +204,10 @@ CREATE TABLE IF NOT EXISTS week_locks (
     token INTEGER NOT NULL,
     expires_at INTEGER,
     done_from INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh_requests (
+    week TEXT PRIMARY KEY,
+    requested_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";

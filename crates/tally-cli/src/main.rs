@@ -341,8 +341,7 @@ async fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
     // Each week under its lock (another process's run of it finishes
     // first), announced as soon as it is written; a failed delivery is
     // logged and does not fail the command.
-    let weekly =
-        weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers, links);
+    let weekly = weekly(&storage, args.summary.options(), None, "tally summarize").with_notifiers(notifiers, links);
     let trigger = Trigger::Operator { partial: args.partial };
     let mut reports = Vec::with_capacity(weeks.len());
     let mut result = Ok(());

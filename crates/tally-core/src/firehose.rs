@@ -139,8 +139,12 @@ impl FirehoseDelivery {
         if let Some(header) = header_id.filter(|h| *h != envelope.request_id) {
             return Err(FirehoseError::RequestIdMismatch { header: clip(header), body: clip(&envelope.request_id) });
         }
-        let key = IdempotencyKey::parse(format!("{KEY_PREFIX}{}", envelope.request_id).as_bytes())
-            .map_err(|_| FirehoseError::RequestId(clip(&envelope.request_id)))?;
+        // Firehose always sends an id; an empty one would key every such
+        // delivery alike (a second would replay the first's answer).
+        let key = Some(&envelope.request_id)
+            .filter(|id| !id.is_empty())
+            .and_then(|id| IdempotencyKey::parse(format!("{KEY_PREFIX}{id}").as_bytes()).ok())
+            .ok_or_else(|| FirehoseError::RequestId(clip(&envelope.request_id)))?;
         let max = delivery_limits(limits).max_body_bytes;
         let mut bytes = 0usize;
         let mut records = Vec::with_capacity(envelope.records.len());
@@ -309,6 +313,9 @@ mod tests {
         assert!(matches!(deliver(&svc, b"[1]").await, Err(FirehoseError::Envelope(_))));
         let long = envelope(&"x".repeat(250), &["{}"]);
         assert!(matches!(deliver(&svc, &long).await, Err(FirehoseError::RequestId(_))));
+        assert!(matches!(deliver(&svc, &envelope("", &["{}"])).await, Err(FirehoseError::RequestId(_))));
+        let empty = FirehoseDelivery::parse(br#"{"requestId":"","records":[]}"#, Some(""), svc.limits());
+        assert!(matches!(empty, Err(FirehoseError::RequestId(_))), "an empty id with no records is refused too");
         let parsed = FirehoseDelivery::parse(&envelope("a", &["{}"]), Some("b"), svc.limits());
         assert!(matches!(parsed, Err(FirehoseError::RequestIdMismatch { .. })));
         assert_eq!(store_ok(&svc, &envelope("only-empty", &["", ""])).await, FirehoseOutcome::Empty);

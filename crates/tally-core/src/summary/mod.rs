@@ -102,8 +102,9 @@ pub struct SummaryOptions {
     pub segment_by: Option<String>,
     /// Canonical parts read, aggregated and compressed at once, each on a
     /// thread of its own (`--threads`). Changes no output byte; memory
-    /// grows with it (one part aggregator and the compressed export of a
-    /// part waiting for its turn, per thread).
+    /// grows with it (one part aggregator, a few pages and a compressed
+    /// chunk or two of a part waiting for its turn, per thread), not with
+    /// the size of the week.
     pub threads: usize,
     /// `Some(now)`: a partial run of a week that has not ended, as of `now`
     /// (`tally summarize --partial`): its manifest says `"partial": true`,

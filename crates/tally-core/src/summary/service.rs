@@ -678,7 +678,7 @@ impl PartOutput for StateWriter<'_> {
 /// threads.
 struct PartRun {
     part: Part,
-    chunks: mpsc::UnboundedReceiver<Vec<u8>>,
+    chunks: mpsc::Receiver<Vec<u8>>,
     scan: Worker<Aggregator>,
     gzip: Worker<()>,
 }
@@ -702,11 +702,12 @@ impl PartRun {
 /// into the part's aggregator and formats its export lines, and a gzip
 /// thread that compresses those lines into the part's own gzip member — so
 /// even one part in flight keeps two cores busy, as the single pipeline of
-/// 0.1 did. The oldest part streams its chunks straight to `output`; parts
-/// ahead of it keep theirs until their turn, which is what bounds memory: at
-/// most `threads` parts, each one aggregator, a few pages and text blocks and
-/// its compressed export so far. `threads` parts are read at once, and at
-/// most `threads + 1` are in flight.
+/// 0.1 did. The oldest part streams its chunks straight to `output`; a part
+/// ahead of it keeps at most [`CHUNKS_WAITING`] compressed chunks and then
+/// waits for its turn, which is what bounds memory: at most `threads + 1`
+/// parts, each one aggregator, a few pages and text blocks and a chunk or
+/// two of compressed export, whatever the size of the week. `threads` parts
+/// are read at once, and at most `threads + 1` are in flight.
 async fn aggregate_parts(
     store: &dyn RecordStore,
     week: IsoWeek,
@@ -762,6 +763,16 @@ const TEXT_BLOCK: usize = 128 << 10;
 /// Text blocks that may wait for a part's gzip thread.
 const TEXT_BLOCKS_IN_FLIGHT: usize = 2;
 
+/// Compressed chunks (of [`SummaryOptions::upload_chunk_bytes`]) that may
+/// wait for their turn, per part: a part ahead of the oldest stops (its gzip
+/// thread blocks, then its scan thread and its reader) once it holds this
+/// many and one more being filled, so memory stays the same whatever the
+/// size of the week's parts; the oldest part's chunks wait for the upload
+/// the same way. One is enough: a part's pipeline alone keeps two cores
+/// busy (docs/BENCHMARKS.md, issue 25: 4M records 52-55 MB with 1 chunk,
+/// 61-65 MB with 4, 58-67 MB unbounded).
+const CHUNKS_WAITING: usize = 1;
+
 /// Starts `part`'s scan and gzip threads and returns its reader, which the
 /// caller polls.
 fn start_part<'a>(
@@ -774,7 +785,7 @@ fn start_part<'a>(
 ) -> std::io::Result<(PartRun, Reader<'a>)> {
     let (page_tx, mut page_rx) = mpsc::channel::<Page>(PAGES_IN_FLIGHT);
     let (text_tx, text_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TEXT_BLOCKS_IN_FLIGHT);
-    let (chunk_tx, chunks) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (chunk_tx, chunks) = mpsc::channel::<Vec<u8>>(CHUNKS_WAITING);
     let (chunk, level) = (options.upload_chunk_bytes.max(1), options.gzip_level.min(9));
     let mut aggregator = Aggregator::new(week, options);
     let scan = Worker::spawn(&format!("tally-scan-{}", part.index()), move || {
@@ -811,7 +822,7 @@ fn start_part<'a>(
             gz.write_all(&block)?;
             if gz.get_ref().len() >= chunk {
                 let full = std::mem::replace(gz.get_mut(), Vec::with_capacity(chunk + chunk / 8));
-                if chunk_tx.send(full).is_err() {
+                if chunk_tx.blocking_send(full).is_err() {
                     return Ok(()); // the run stopped on an error, which it reports
                 }
             }
@@ -819,7 +830,7 @@ fn start_part<'a>(
         if let Some(gz) = gz {
             let rest = gz.finish()?;
             if !rest.is_empty() {
-                let _ = chunk_tx.send(rest);
+                let _ = chunk_tx.blocking_send(rest);
             }
         }
         Ok(())

@@ -541,8 +541,12 @@ def smoke(tmp_path_factory, alarm_ids, deploy_help):
         env.update(env_extra or {})
         cmd = [str(SMOKE), "--region", REGION, *args]
         if popen:
+            # SIGINT at its default, whatever this process inherited: a shell
+            # started with it ignored (pytest run as a background job) cannot
+            # trap it, and the interrupt tests would see the trap never run.
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True)
+                                    text=True, start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             return proc, Run(None, fake, server.errors)
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         return Run(proc, fake, server.errors)

@@ -275,6 +275,13 @@ impl RangeScan<'_> {
                     .collect();
             }
             self.refill().await?;
+            // A page may come back empty, or hold only invisible staged
+            // items, yet not be its partition's last: that shard's next
+            // record may be the smallest of all, so the merge waits until
+            // every shard has a head or has ended.
+            if self.shards.iter().any(ShardCursor::needs_page) {
+                continue;
+            }
             // k-way merge: the smallest head among the day's shards.
             let best = self
                 .shards
@@ -285,10 +292,6 @@ impl RangeScan<'_> {
                 .map(|(_, i)| i);
             match best.and_then(|i| self.shards[i].buf.pop_front()) {
                 Some(record) => page.push(record),
-                // A query page may come back empty (or hold only invisible
-                // staged items) yet not be the last one: fetch again rather
-                // than take the partition as exhausted.
-                None if self.shards.iter().any(ShardCursor::needs_page) => continue,
                 // Every shard of the day is exhausted.
                 None => self.shards.clear(),
             }

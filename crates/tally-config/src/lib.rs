@@ -153,8 +153,10 @@ impl WeeklyArgs {
     /// that is unset, empty or blank counts as unset; values are trimmed.
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
         // Each variable is parsed alone, as its own flag, so a refusal names it.
-        let command = clap::Command::new("tally-weekly").no_binary_name(true);
-        let command = Self::augment_args(command);
+        let command = Self::augment_args(clap::Command::new("tally-weekly").no_binary_name(true));
+        // Only one flag at a time (the others take their defaults), with the
+        // environment kept out so each variable is read through `var` alone.
+        let alone = without_env(command.clone());
         let mut argv = Vec::new();
         for arg in command.get_arguments() {
             let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
@@ -163,16 +165,12 @@ impl WeeklyArgs {
                 continue;
             };
             let flag = format!("--{long}={value}");
-            // Only this flag (the others take their defaults), with the
-            // environment kept out so the variable is read through `var` alone.
-            let alone = Self::augment_args(clap::Command::new("tally-weekly").no_binary_name(true));
-            let alone = without_env(alone);
-            if let Err(e) = alone.try_get_matches_from([flag.as_str()]) {
+            if let Err(e) = alone.clone().try_get_matches_from([flag.as_str()]) {
                 return Err(SettingError { variable, value, flag: format!("--{long}"), reason: reason(&e) });
             }
             argv.push(flag);
         }
-        let matches = without_env(command).try_get_matches_from(&argv).map_err(|e| SettingError {
+        let matches = alone.try_get_matches_from(&argv).map_err(|e| SettingError {
             variable: "TALLY_*".into(),
             value: argv.join(" "),
             flag: "(several)".into(),

@@ -32,7 +32,7 @@ use crate::progress::CliProgress;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let log_writer = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,6 +50,10 @@ fn main() -> std::process::ExitCode {
             Command::ReportLink(args) => report_link(args).await,
         }
     });
+    // Every queued log line out (those of the runtime's shutdown too) before
+    // the final error or the exit.
+    drop(runtime);
+    drop(log_writer);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

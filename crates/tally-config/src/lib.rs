@@ -36,9 +36,9 @@ pub struct SummaryArgs {
     /// `volume=0.3,null_rate=0.05` (keys and defaults in the README).
     #[arg(long, env = "TALLY_THRESHOLDS", value_name = "KEY=VALUE,...", default_value = "")]
     pub thresholds: Thresholds,
-    /// Parts of the week read, aggregated and compressed at once, each on a
-    /// thread of its own; the outputs are the same bytes for every N
-    /// [default: the available cores].
+    /// Parts of the week read, aggregated and compressed at once, each with
+    /// threads of its own; the outputs are the same bytes for every N
+    /// [default: half the available cores, at least 1].
     #[arg(long, env = "TALLY_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 }

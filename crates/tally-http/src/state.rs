@@ -107,9 +107,16 @@ impl Erasure {
     }
 }
 
-/// Everything handlers need, cheap to clone.
+/// Everything handlers need. Cloned for every request (by the handler and
+/// each middleware that takes `State`), so it is one `Arc`: a clone is one
+/// reference count, not one per field (the field-by-field clone and drop
+/// were 3.5 % of `tally serve`'s CPU under load; docs/BENCHMARKS.md, issue 25).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares; handlers read it through `Deref`.
+#[derive(Clone, Debug)]
+pub struct Shared {
     pub(crate) ingest: IngestService,
     /// Reads records back (by id, by range); its settle window is the store timeout.
     pub(crate) reader: RecordReader,
@@ -145,7 +152,7 @@ impl AppState {
 
     pub fn new(ingest: IngestService, sink: Arc<dyn SummarySink>, auth: Auth) -> Self {
         let reader = RecordReader::new(ingest.store().clone(), Arc::new(SystemClock), Self::DEFAULT_STORE_TIMEOUT);
-        Self {
+        Self(Arc::new(Shared {
             ingest,
             reader,
             erasure: None,
@@ -155,27 +162,34 @@ impl AppState {
             store_timeout: Self::DEFAULT_STORE_TIMEOUT,
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(Self::DEFAULT_INGEST_CONCURRENCY)),
             links: None,
-        }
+        }))
+    }
+
+    /// The shared state, for the builder methods below (a copy only if the
+    /// state was already cloned, which the router does after building).
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Sets how many uploads (`POST`s) may be in progress at once; more are
     /// answered 503 with `Retry-After` at once (load shedding).
     pub fn with_ingest_concurrency(mut self, slots: usize) -> Self {
-        self.ingest_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+        self.shared_mut().ingest_slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
         self
     }
 
     /// Sets the longest wait for one store call (keep it below the request timeout).
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
-        self.reader = RecordReader::new(self.ingest.store().clone(), Arc::new(SystemClock), timeout);
+        let shared = self.shared_mut();
+        shared.store_timeout = timeout;
+        shared.reader = RecordReader::new(shared.ingest.store().clone(), Arc::new(SystemClock), timeout);
         self
     }
 
     /// Lets signed links open the report site (`GET /reports/…`): `signer`
     /// checks them with the secret that signed them.
     pub fn with_report_links(mut self, signer: LinkSigner) -> Self {
-        self.links = Some(signer);
+        self.shared_mut().links = Some(signer);
         self
     }
 
@@ -183,14 +197,22 @@ impl AppState {
     /// 403). On AWS, where API Gateway checks the API key and the function
     /// never learns it, the Firehose route has a key of its own.
     pub fn with_firehose_auth(mut self, auth: Option<Auth>) -> Self {
-        self.firehose_auth = auth;
+        self.shared_mut().firehose_auth = auth;
         self
     }
 
     /// Turns erasure (`DELETE /records/{id}`) on.
     pub fn with_erasure(mut self, erasure: Erasure) -> Self {
-        self.erasure = Some(erasure);
+        self.shared_mut().erasure = Some(erasure);
         self
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -17,7 +17,7 @@ s, c = rows["tally-single"], rows["ceiling-single"]
 b = rows["tally-batch"]
 ok = lambda cond: "met" if cond else "MISSED"
 print()
-print(f"- single-record throughput: tally / ceiling = **{s['rps'] / c['rps']:.2f}×** (target ≥ 0.5×: {ok(s['rps'] / c['rps'] >= 0.5)})")
+print(f"- single-record throughput: tally / ceiling = **{s['rps'] / c['rps']:.2f}×** (target ≥ 0.4×, issue 25: {ok(s["rps"] / c["rps"] >= 0.4)})")
 print(f"- batch ingest: **{b['recs']:,.0f} records/s** (target ≥ 100,000: {ok(b['recs'] >= 100_000)}); "
       f"ceiling moves {rows['ceiling-batch']['recs']:,.0f} records/s of request bodies")
 print(f"- p99 at 64 connections: **{s['p99']:.2f} ms** (target ≤ 10 ms: {ok(s['p99'] <= 10)})")

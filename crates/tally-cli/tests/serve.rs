@@ -55,7 +55,7 @@ async fn each_request_is_logged_once_with_status_latency_and_request_id_but_neve
     let r = http.get(server.url(&format!("/summaries?x-api-key={KEY}"))).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(server.terminate().success());
-    let logs = server.log_text();
+    let logs = server.final_log_text();
     let done: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -69,6 +69,50 @@ async fn each_request_is_logged_once_with_status_latency_and_request_id_but_neve
     for secret in [KEY, "hunter2-secret", "do-not-log"] {
         assert!(!logs.contains(secret), "{secret} leaked into the logs:\n{logs}");
     }
+}
+
+/// Log lines are written by a writer thread (`telemetry`): under a burst,
+/// stored and shed requests alike get their line, once, and the server's
+/// own last line follows them when it exits.
+#[tokio::test]
+async fn every_request_of_a_burst_is_logged_once_whether_stored_or_shed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let http = client();
+    let burst = (0..300).map(|i| {
+        let (http, url) = (http.clone(), server.url("/records"));
+        async move {
+            let r = http
+                .post(url)
+                .header("x-api-key", KEY)
+                .header("x-request-id", format!("burst-{i}"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"i":{i}}}"#))
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        }
+    });
+    // More than the 64 upload slots at once: some are shed (503), and
+    // those are logged too.
+    let statuses = futures::future::join_all(burst).await;
+    assert!(statuses.iter().all(|s| *s == 201 || *s == 503), "{statuses:?}");
+    assert!(statuses.iter().any(|s| *s == 201), "{statuses:?}");
+    assert!(server.terminate().success());
+    let logs = server.final_log_text();
+    let mut logged: Vec<String> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request done")
+        .map(|v| v["span"]["request_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    logged.sort();
+    let mut sent: Vec<String> = (0..300).map(|i| format!("burst-{i}")).collect();
+    sent.sort();
+    assert_eq!(logged, sent, "every request logged once");
+    // The server's last lines (after the burst's) are there too.
+    assert!(logs.lines().last().is_some_and(|l| l.contains("stopped")), "{logs}");
 }
 
 #[test]

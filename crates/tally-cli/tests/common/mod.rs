@@ -18,6 +18,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Every stderr line so far (logs are JSON).
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr into `logs`; it ends at the pipe's end.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 pub fn tally() -> Command {
@@ -66,7 +68,7 @@ impl Server {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http://") {
                     let rest = &line[i + "listening on ".len()..];
@@ -80,7 +82,7 @@ impl Server {
             let _ = child.kill();
             panic!("tally serve did not start; logs: {:?}", logs.lock().unwrap())
         });
-        Server { child, base, data_dir: data_dir.to_owned(), logs }
+        Server { child, base, data_dir: data_dir.to_owned(), logs, reader: Some(reader) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -108,6 +110,17 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Every line the server wrote, once it has exited (after
+    /// [`terminate`](Self::terminate)): waits for the reader to reach the
+    /// end of the pipe, so no line still in it is missed.
+    pub fn final_log_text(&mut self) -> String {
+        assert!(self.child.try_wait().expect("wait").is_some(), "the server is still running");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the log reader panicked");
+        }
+        self.log_text()
     }
 }
 

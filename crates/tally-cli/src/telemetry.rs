@@ -27,10 +27,8 @@ pub enum LogFormat {
 /// it writes the lines still queued.
 #[must_use = "dropping the guard at once stops the log writer"]
 pub fn init(format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("tally-log")
-        .finish(BufWriter::new(std::io::stderr()));
+    let (writer, guard) =
+        NonBlockingBuilder::default().lossy(false).thread_name("tally-log").finish(BufWriter::new(std::io::stderr()));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a terminal: a log file or pipe gets plain text (and
     // formatting it costs less, once per request line in `serve`).

@@ -717,16 +717,17 @@ SDK_CALLS = {
     ("insert.rs", "claim", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
     ("insert.rs", "take_over", "put_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
     ("insert.rs", "get_entry_item", "get_item"): [("api", TABLE, ENTRY), ("cli", TABLE, ENTRY)],
-    # Range reads: GET /records (api) and a week's records (weekly).
-    ("read.rs", "query_pages", "query"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
+    # Every Query is built by partition_query, for three callers:
+    # - query_pages, the range reads: GET /records (api) and a week's records (weekly);
+    # - sort_keys, weeks(): the W partition, for catch-up and retention (weekly, cli);
+    # - partition_keys, a week's record keys: sweep_week and delete_week (weekly), prune (cli).
+    ("read.rs", "partition_query", "query"): [("api", TABLE, RECORD), ("weekly", TABLE, RECORD),
+                                               ("weekly", TABLE, WEEKS), ("cli", TABLE, RECORD),
+                                               ("cli", TABLE, WEEKS)],
     # GET /records/{id} and the erasure's check that the record is visible.
     ("mod.rs", "get", "get_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # restore (tally import): the CLI only, so no Lambda role has BatchGetItem.
     ("read.rs", "stored", "batch_get_item"): [("cli", TABLE, RECORD)],
-    # weeks(): the W partition, for catch-up and retention.
-    ("read.rs", "sort_keys", "query"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],
-    # A week's record keys: sweep_week and delete_week (weekly), prune (cli).
-    ("read.rs", "partition_keys", "query"): [("weekly", TABLE, RECORD), ("cli", TABLE, RECORD)],
     ("lifecycle.rs", "delete", "delete_item"): [("api", TABLE, RECORD), ("cli", TABLE, RECORD)],
     # delete_week's last step: the week's marker.
     ("lifecycle.rs", "delete_week", "delete_item"): [("weekly", TABLE, WEEKS), ("cli", TABLE, WEEKS)],

@@ -265,15 +265,7 @@ async fn an_erased_record_leaves_its_summarized_week_within_a_minute() {
     assert_eq!(body["summary"], "regenerating", "{body}");
 
     // Wait for the refresher's run (its log line), at most a minute, then read the week again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !server.log_text().contains("week summarized") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the week was not rewritten within a minute: {}",
-            server.log_text()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server.wait_for_log("week summarized", std::time::Duration::from_secs(60)).await;
     let text = gunzip(&export);
     assert!(!text.contains(&ids[1]), "the export still holds the erased record");
     assert!(text.contains(&ids[0]) && text.contains(&ids[2]));
@@ -310,11 +302,7 @@ async fn an_erasure_whose_rewrite_a_crash_interrupted_is_rewritten_by_the_next_s
     // WHEN tally serve starts again on the data directory
     let server = Server::start(&data, &flags);
     // THEN it finds the request in the SQLite file and rewrites the week
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !server.log_text().contains("week summarized") {
-        assert!(std::time::Instant::now() < deadline, "no rewrite within a minute: {}", server.log_text());
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    server.wait_for_log("week summarized", std::time::Duration::from_secs(60)).await;
     assert!(server.log_text().contains("still pending; queued"), "{}", server.log_text());
     let text = gunzip(&export);
     assert!(!text.contains(&ids[1]), "the export still holds the erased record");

@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use common::{Server, tally};
@@ -122,11 +122,9 @@ async fn serve_announces_each_week_its_catch_up_writes() {
 
     let url = format!("http://{addr}/hook");
     let mut server = Server::start_with_schedule_and(dir.path(), &["--notify-url", &url]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while posts.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no notification after the catch-up; logs:\n{}", server.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_until("a notification after the catch-up", Duration::from_secs(30), || !posts.lock().unwrap().is_empty())
+        .await;
     let sent = notifications(&posts);
     assert_eq!(sent.len(), 1);
     assert_eq!((sent[0].week, sent[0].records), (past, 3));

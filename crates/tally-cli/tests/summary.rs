@@ -6,7 +6,7 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{KEY, Server, client, tally};
 use serde_json::Value;
@@ -151,11 +151,9 @@ async fn serve_catches_up_past_weeks_without_a_summary_on_start() {
     let mut server = Server::start_with_schedule(dir.path());
     // THEN the missed week is summarized without anyone asking
     let manifest = week_dir(dir.path(), &past.to_string()).join("manifest.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !manifest.is_file() {
-        assert!(Instant::now() < deadline, "catch-up did not summarize {past}; logs:\n{}", server.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .wait_until(&format!("the catch-up to summarize {past}"), Duration::from_secs(30), || manifest.is_file())
+        .await;
     let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(m["records"], 5);
     assert!(server.terminate().success());

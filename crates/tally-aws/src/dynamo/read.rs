@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -32,23 +33,31 @@ use crate::batch::{BATCH_ATTR, Marker, batch_of, now_micros};
 const GET_LIMIT: usize = 100;
 
 impl DynamoDbRecordStore {
+    /// A consistent Query of partition `pk`, of the sort keys within
+    /// `bounds` (inclusive) if given: what every read below starts from.
+    /// Each adds its projection (and filter) and pages it.
+    fn partition_query(&self, pk: &str, bounds: Option<&(String, String)>) -> QueryFluentBuilder {
+        let query =
+            self.client.query().table_name(&self.table).expression_attribute_values(":pk", s(pk)).consistent_read(true);
+        match bounds {
+            Some((lo, hi)) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":lo", s(lo.clone()))
+                .expression_attribute_values(":hi", s(hi.clone())),
+            None => query.key_condition_expression("pk = :pk"),
+        }
+    }
+
     /// The pages of one day-shard partition, sort keys from `bounds.0` to
     /// `bounds.1` inclusive, staged items with their batch, at most `limit`
     /// items a page. Lazy: each page is queried when the stream is polled
     /// for it, never ahead.
     fn query_pages(&self, pk: &str, bounds: &(String, String), limit: usize) -> ShardPages {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":lo", s(bounds.0.clone()))
-            .expression_attribute_values(":hi", s(bounds.1.clone()))
+            .partition_query(pk, Some(bounds))
             .projection_expression("sk, #d, received_at, #b")
             .expression_attribute_names("#d", "data")
             .expression_attribute_names("#b", BATCH_ATTR)
-            .consistent_read(true)
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
             .into_paginator()
             .send();
@@ -143,17 +152,7 @@ impl DynamoDbRecordStore {
 
     /// Every sort key of partition `pk` (the week markers).
     pub(super) async fn sort_keys(&self, pk: &str) -> Result<Vec<String>, StoreError> {
-        let mut items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(pk))
-            .projection_expression("sk")
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
+        let mut items = self.partition_query(pk, None).projection_expression("sk").into_paginator().items().send();
         let mut keys = Vec::new();
         while let Some(item) = items.try_next().await.map_err(|e| classify("Query (sort keys)", e))? {
             keys.push(get_s(&item, "sk")?.to_owned());
@@ -170,16 +169,9 @@ impl DynamoDbRecordStore {
         staged_only: bool,
     ) -> Result<Vec<(String, Option<RecordId>)>, StoreError> {
         let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":lo", s(bounds.0.clone()))
-            .expression_attribute_values(":hi", s(bounds.1.clone()))
+            .partition_query(pk, Some(bounds))
             .projection_expression("sk, #b")
-            .expression_attribute_names("#b", BATCH_ATTR)
-            .consistent_read(true);
+            .expression_attribute_names("#b", BATCH_ATTR);
         if staged_only {
             query = query.filter_expression("attribute_exists(#b)");
         }

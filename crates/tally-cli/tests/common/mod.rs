@@ -112,6 +112,22 @@ impl Server {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Polls `done` every 50 ms until it holds; fails, with `expected` and
+    /// the server's logs, if it does not within `limit`. For what the
+    /// server does on its own time (the schedule, a rewrite, a notification).
+    pub async fn wait_until(&self, expected: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "expected {expected} within {limit:?}; logs:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`wait_until`](Self::wait_until) a log line contains `text`.
+    pub async fn wait_for_log(&self, text: &str, limit: Duration) {
+        self.wait_until(&format!("a log line with {text:?}"), limit, || self.log_text().contains(text)).await;
+    }
+
     /// Every line the server wrote, once it has exited (after
     /// [`terminate`](Self::terminate)): waits for the reader to reach the
     /// end of the pipe, so no line still in it is missed.

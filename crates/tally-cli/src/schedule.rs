@@ -193,14 +193,13 @@ mod tests {
     use sha2::Digest;
     use tally_core::ports::WeekLock;
     use tally_core::ports::WeekRefresh;
-    use tally_core::ports::{
-        Acquired, InsertOutcome, ObjectInfo, ObjectUpload, RecordPages, RestoreOutcome, SinkError, StoreError,
-        WeekLease,
-    };
+    use tally_core::ports::{Acquired, ObjectInfo, ObjectUpload, RecordPages, SinkError, StoreError, WeekLease};
     use tally_core::summary::{MANIFEST_JSON, Manifest, NoProgress, SummaryOptions, Trigger, WeeklySettings};
-    use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, TokioClock};
+    use tally_core::testing::{
+        FixedClock, HookedScans, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, ScanHook, TokioClock,
+    };
     use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink};
-    use tally_core::{IdempotencyEntry, IdempotencyKey, Record, RecordId, RecordStore};
+    use tally_core::{Record, RecordId};
     use tokio::sync::{Notify, mpsc};
 
     use super::*;
@@ -221,47 +220,22 @@ mod tests {
     }
 
     /// A store whose scans of one week panic: a bug in a run.
+    type PanicsOn = HookedScans<PanicOnWeek>;
+
     #[derive(Debug, Default)]
-    struct PanicsOn {
-        inner: MemoryRecordStore,
+    struct PanicOnWeek {
         week: Mutex<Option<IsoWeek>>,
     }
 
-    #[async_trait]
-    impl RecordStore for PanicsOn {
-        async fn insert(&self, r: &[Record], i: Option<&IdempotencyEntry>) -> Result<InsertOutcome, StoreError> {
-            self.inner.insert(r, i).await
-        }
-        async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {
-            self.inner.idempotency_entry(key).await
-        }
-        async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
-            self.inner.get(id).await
-        }
-        fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
+    impl ScanHook for PanicOnWeek {
+        fn pages<'a>(&'a self, from: RecordId, to: RecordId, pages: RecordPages<'a>) -> RecordPages<'a> {
             let doomed = *self.week.lock().unwrap();
-            if let Some(week) =
-                doomed.filter(|w| from >= RecordId::lower_bound(w.start()) && to <= RecordId::lower_bound(w.end()))
-            {
-                return futures::stream::once(async move { panic!("injected panic while reading {week}") }).boxed();
+            match doomed.filter(|w| from >= RecordId::lower_bound(w.start()) && to <= RecordId::lower_bound(w.end())) {
+                Some(week) => {
+                    futures::stream::once(async move { panic!("injected panic while reading {week}") }).boxed()
+                }
+                None => pages,
             }
-            self.inner.scan_range(from, to, page_size)
-        }
-        async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
-            self.inner.weeks().await
-        }
-    }
-
-    #[async_trait]
-    impl RecordLifecycle for PanicsOn {
-        async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
-            self.inner.restore(records).await
-        }
-        async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
-            self.inner.delete(id).await
-        }
-        async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-            self.inner.delete_week(week).await
         }
     }
 
@@ -388,10 +362,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_run_that_panics_fails_alone_and_the_next_scheduled_run_still_happens() {
         // GIVEN records in W47 and W48, and a bug that panics any run reading W47
-        let store = Arc::new(PanicsOn::default());
+        let store = Arc::new(PanicsOn::new(Arc::new(MemoryRecordStore::default()), PanicOnWeek::default()));
         records_in(store.as_ref(), w47()).await;
         records_in(store.as_ref(), w47().next()).await;
-        *store.week.lock().unwrap() = Some(w47());
+        *store.hook().week.lock().unwrap() = Some(w47());
         let sink = Arc::new(TestSink::default());
         let mut committed = sink.commits();
         // AND the server started late on the Sunday of W47 (nothing to catch up)

@@ -15,15 +15,11 @@ use futures::StreamExt;
 use sha2::Digest;
 use tokio::sync::Notify;
 
-use super::{FixedClock, RecordedRefresh};
+use super::{FixedClock, HookedScans, RecordedRefresh, ScanHook};
 use crate::RecordId;
 use crate::clock::{Clock, Timestamp};
-use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
 use crate::lifecycle::erase;
-use crate::ports::{
-    Acquired, InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError, SummarySink,
-    WeekLease, WeekLock, WeekRefresh,
-};
+use crate::ports::{Acquired, RecordLifecycle, RecordPages, StoreError, SummarySink, WeekLease, WeekLock, WeekRefresh};
 use crate::record::Record;
 use crate::summary::{
     LockSettings, MANIFEST_JSON, Manifest, NoProgress, OnBusy, RECORDS_NDJSON_GZ, RefreshRequest, SummaryOptions,
@@ -33,9 +29,11 @@ use crate::week::IsoWeek;
 
 /// A store whose next scan, once armed, pauses after its last page — the
 /// reader has passed every record it returned — until released.
-#[derive(Debug)]
-pub struct PausingStore {
-    inner: Arc<dyn RecordLifecycle>,
+pub type PausingStore = HookedScans<PauseAfterRead>;
+
+/// The [`ScanHook`] of a [`PausingStore`].
+#[derive(Debug, Default)]
+pub struct PauseAfterRead {
     gate: Mutex<Option<Gate>>,
 }
 
@@ -46,11 +44,7 @@ pub struct Gate {
     pub go_on: Arc<Notify>,
 }
 
-impl PausingStore {
-    pub fn new(inner: Arc<dyn RecordLifecycle>) -> Self {
-        Self { inner, gate: Mutex::new(None) }
-    }
-
+impl PauseAfterRead {
     /// Pauses the next scan that returns records, after its last page.
     pub fn arm(&self) -> Gate {
         let gate = Gate::default();
@@ -59,22 +53,12 @@ impl PausingStore {
     }
 }
 
-#[async_trait]
-impl RecordStore for PausingStore {
-    async fn insert(&self, r: &[Record], i: Option<&IdempotencyEntry>) -> Result<InsertOutcome, StoreError> {
-        self.inner.insert(r, i).await
-    }
-    async fn idempotency_entry(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyEntry>, StoreError> {
-        self.inner.idempotency_entry(key).await
-    }
-    async fn get(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
-        self.inner.get(id).await
-    }
-    fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
+impl ScanHook for PauseAfterRead {
+    fn pages<'a>(&'a self, _from: RecordId, _to: RecordId, pages: RecordPages<'a>) -> RecordPages<'a> {
         // Pause only after a scan that read records: the record passed.
         let read_any = Arc::new(AtomicBool::new(false));
         let seen = read_any.clone();
-        let pages = self.inner.scan_range(from, to, page_size).inspect(move |page| {
+        let pages = pages.inspect(move |page| {
             if page.as_ref().is_ok_and(|p| !p.is_empty()) {
                 seen.store(true, Ordering::SeqCst);
             }
@@ -90,25 +74,6 @@ impl RecordStore for PausingStore {
             None
         });
         pages.map(Some).chain(paused).filter_map(futures::future::ready).boxed()
-    }
-    async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
-        self.inner.weeks().await
-    }
-}
-
-#[async_trait]
-impl RecordLifecycle for PausingStore {
-    async fn restore(&self, records: &[Record]) -> Result<RestoreOutcome, StoreError> {
-        self.inner.restore(records).await
-    }
-    async fn delete(&self, id: RecordId) -> Result<bool, StoreError> {
-        self.inner.delete(id).await
-    }
-    async fn delete_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-        self.inner.delete_week(week).await
-    }
-    async fn clear_abandoned(&self, week: IsoWeek, now: Timestamp) -> Result<u64, StoreError> {
-        self.inner.clear_abandoned(week, now).await
     }
 }
 
@@ -196,7 +161,7 @@ pub async fn erasure_scenario(store: Arc<dyn RecordLifecycle>, sink: Arc<dyn Sum
     let week = IsoWeek::parse("2026-W47").expect("week");
     let now = Timestamp::from_millis(week.end().as_millis() + 3_600_000);
     let clock: Arc<dyn Clock> = Arc::new(FixedClock::at(now));
-    let paused = Arc::new(PausingStore::new(store));
+    let paused = Arc::new(PausingStore::new(store, PauseAfterRead::default()));
     let refresh = Arc::new(RecordedRefresh::default());
     let settings = WeeklySettings {
         // A short ttl, renewed: the paused run keeps the week while the
@@ -220,7 +185,7 @@ pub async fn erasure_scenario(store: Arc<dyn RecordLifecycle>, sink: Arc<dyn Sum
 
     // DURING a run: paused after its reader passed every record; the record
     // is erased; the rewrite starts at once and must wait for the week.
-    let gate = paused.arm();
+    let gate = paused.hook().arm();
     let run = tokio::spawn({
         let weekly = weekly.clone();
         async move { weekly.week(week, Trigger::Scheduled, &NoProgress).await }

@@ -2,12 +2,15 @@
 //! in-memory [`RecordStore`], [`SummarySink`] and [`WeekRefresh`], a fixed
 //! clock, and the contract every adapter of a port must pass (the store's
 //! here, the others' in [`contract`]); the memory week lock and its contract
-//! (`lock`).
+//! (`lock`); a store decorator that injects faults into scans (`hooked`).
 
 pub mod contract;
 pub mod erasure;
 pub mod fuzz;
+mod hooked;
 mod lock;
+
+pub use hooked::{HookedScans, ScanHook};
 
 pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 

@@ -188,15 +188,15 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use bytes::Bytes;
     use futures::StreamExt;
     use sha2::Digest;
     use tally_core::ports::WeekLock;
     use tally_core::ports::WeekRefresh;
-    use tally_core::ports::{Acquired, ObjectInfo, ObjectUpload, RecordPages, SinkError, StoreError, WeekLease};
+    use tally_core::ports::{Acquired, RecordPages, StoreError, WeekLease};
     use tally_core::summary::{MANIFEST_JSON, Manifest, NoProgress, SummaryOptions, Trigger, WeeklySettings};
     use tally_core::testing::{
-        FixedClock, HookedScans, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, ScanHook, TokioClock,
+        FixedClock, HookedScans, HookedSink, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, ScanHook,
+        TokioClock, WeekHook,
     };
     use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink};
     use tally_core::{Record, RecordId};
@@ -241,74 +241,56 @@ mod tests {
 
     /// A memory sink that reports each commit and can hold the first run at
     /// its `begin_week` until told to go on.
+    type TestSink = HookedSink<CommitsAndGate>;
+
     #[derive(Debug, Default)]
-    struct TestSink {
-        inner: MemorySummarySink,
+    struct CommitsAndGate {
         committed: Mutex<Option<mpsc::UnboundedSender<IsoWeek>>>,
         /// `(entered, go_on)`, taken by the first `begin_week`.
         gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
     }
 
-    impl TestSink {
-        fn commits(&self) -> mpsc::UnboundedReceiver<IsoWeek> {
-            let (tx, rx) = mpsc::unbounded_channel();
-            *self.committed.lock().unwrap() = Some(tx);
-            rx
-        }
-
-        /// Whether `week`'s manifest lists exactly its objects' sizes and hashes.
-        async fn manifest_matches(&self, week: IsoWeek) -> bool {
-            let manifest = self.inner.read_object(week, MANIFEST_JSON).await.unwrap().expect("a manifest");
-            let manifest: Manifest = serde_json::from_slice(&manifest).unwrap();
-            for object in &manifest.objects {
-                let name = object.key.rsplit('/').next().unwrap();
-                let Some(body) = self.inner.read_object(week, name).await.unwrap() else { return false };
-                if body.len() as u64 != object.bytes || hex::encode(sha2::Sha256::digest(&body)) != object.sha256 {
-                    return false;
-                }
-            }
-            !manifest.objects.is_empty()
-        }
-    }
-
     #[async_trait]
-    impl SummarySink for TestSink {
-        async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
+    impl WeekHook for CommitsAndGate {
+        async fn before_begin(&self, _week: IsoWeek) {
             let gate = self.gate.lock().unwrap().take();
             if let Some((entered, go_on)) = gate {
                 entered.notify_one();
                 go_on.notified().await;
             }
-            self.inner.begin_week(week).await
         }
-        async fn put_object(&self, w: IsoWeek, n: &str, ct: &str, b: Bytes) -> Result<ObjectInfo, SinkError> {
-            self.inner.put_object(w, n, ct, b).await
-        }
-        async fn open_object(&self, w: IsoWeek, n: &str, ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
-            self.inner.open_object(w, n, ct).await
-        }
-        async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError> {
-            let info = self.inner.commit_week(week, manifest).await?;
+        fn committed(&self, week: IsoWeek) {
             if let Some(tx) = self.committed.lock().unwrap().as_ref() {
                 let _ = tx.send(week);
             }
-            Ok(info)
         }
-        async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
-            self.inner.read_object(week, name).await
+    }
+
+    /// A memory sink whose first run waits at `gate`, if any, at its start.
+    fn test_sink(gate: Option<(Arc<Notify>, Arc<Notify>)>) -> TestSink {
+        let hook = CommitsAndGate { gate: Mutex::new(gate), ..CommitsAndGate::default() };
+        HookedSink::new(Arc::new(MemorySummarySink::default()), hook)
+    }
+
+    /// The weeks `sink` commits, from now on.
+    fn commits(sink: &TestSink) -> mpsc::UnboundedReceiver<IsoWeek> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *sink.hook().committed.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    /// Whether `week`'s manifest lists exactly its objects' sizes and hashes.
+    async fn manifest_matches(sink: &dyn SummarySink, week: IsoWeek) -> bool {
+        let manifest = sink.read_object(week, MANIFEST_JSON).await.unwrap().expect("a manifest");
+        let manifest: Manifest = serde_json::from_slice(&manifest).unwrap();
+        for object in &manifest.objects {
+            let name = object.key.rsplit('/').next().unwrap();
+            let Some(body) = sink.read_object(week, name).await.unwrap() else { return false };
+            if body.len() as u64 != object.bytes || hex::encode(sha2::Sha256::digest(&body)) != object.sha256 {
+                return false;
+            }
         }
-        async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
-            self.inner.delete_object(week, name).await
-        }
-        async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
-            self.inner.list_weeks().await
-        }
-        async fn put_index(&self, name: &str, ct: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
-            self.inner.put_index(name, ct, body).await
-        }
-        async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
-            self.inner.read_index(name).await
-        }
+        !manifest.objects.is_empty()
     }
 
     /// A lock that tells who took it, in order, and when it turned a run away.
@@ -366,8 +348,8 @@ mod tests {
         records_in(store.as_ref(), w47()).await;
         records_in(store.as_ref(), w47().next()).await;
         *store.hook().week.lock().unwrap() = Some(w47());
-        let sink = Arc::new(TestSink::default());
-        let mut committed = sink.commits();
+        let sink = Arc::new(test_sink(None));
+        let mut committed = commits(&sink);
         // AND the server started late on the Sunday of W47 (nothing to catch up)
         let clock = TokioClock::starting_at(Timestamp::from_millis(w47().end().as_millis() - 3_600_000));
         let timing =
@@ -383,7 +365,7 @@ mod tests {
             end = &mut schedule => panic!("the schedule stopped: {end:?}"),
         };
         assert_eq!(week, w47().next());
-        assert!(sink.manifest_matches(w47().next()).await);
+        assert!(manifest_matches(sink.as_ref(), w47().next()).await);
         // AND W47's failures were counted, and left it without a manifest
         assert!(runs.failed() >= 2, "{} failed runs", runs.failed());
         assert_eq!(sink.list_weeks().await.unwrap(), vec![w47().next()]);
@@ -395,9 +377,8 @@ mod tests {
         let store = Arc::new(MemoryRecordStore::default());
         records_in(store.as_ref(), w47()).await;
         let (entered, go_on) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let sink =
-            Arc::new(TestSink { gate: Mutex::new(Some((entered.clone(), go_on.clone()))), ..TestSink::default() });
-        let mut committed = sink.commits();
+        let sink = Arc::new(test_sink(Some((entered.clone(), go_on.clone()))));
+        let mut committed = commits(&sink);
         let lock = Arc::new(Observed::default());
         let clock = Arc::new(FixedClock::at(Timestamp::from_millis(w47().end().as_millis() + 3_600_000)));
         let timing = Timing {
@@ -427,7 +408,7 @@ mod tests {
             takers[0].starts_with("scheduled run") && takers[1].starts_with("refresh after an erasure"),
             "{takers:?}"
         );
-        assert!(sink.manifest_matches(w47()).await, "the manifest's hashes match its objects");
+        assert!(manifest_matches(sink.as_ref(), w47()).await, "the manifest's hashes match its objects");
         assert_eq!(runs.failed(), 0);
         refresher.abort();
     }

@@ -17,57 +17,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tally_core::ports::{Acquired, ObjectInfo, ObjectUpload, SinkError, WeekLock};
+use tally_core::ports::{Acquired, WeekLock};
 use tally_core::summary::{LockSettings, Manifest, NoProgress, SummaryOptions, locked_run, summarize_week};
+use tally_core::testing::{HookedSink, WeekHook};
 use tally_core::{IsoWeek, Record, RecordId, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
 use tokio::sync::Notify;
 
 const HOLDER: &str = "the lock test's own run";
 
-/// A folder sink whose first manifest waits at a barrier.
+/// A sink hook: the first manifest waits at a barrier.
 #[derive(Debug)]
-struct Paused {
-    inner: DirSummarySink,
+struct PauseFirstCommit {
     /// `(reached, go_on)`, taken by the first `commit_week`.
     gate: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
 }
 
 #[async_trait]
-impl SummarySink for Paused {
-    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
-        self.inner.begin_week(week).await
-    }
-    async fn put_object(&self, w: IsoWeek, n: &str, ct: &str, b: Bytes) -> Result<ObjectInfo, SinkError> {
-        self.inner.put_object(w, n, ct, b).await
-    }
-    async fn open_object(&self, w: IsoWeek, n: &str, ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
-        self.inner.open_object(w, n, ct).await
-    }
-    async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError> {
+impl WeekHook for PauseFirstCommit {
+    async fn before_commit(&self, _week: IsoWeek) {
         let gate = self.gate.lock().unwrap().take();
         if let Some((reached, go_on)) = gate {
             reached.notify_one();
             go_on.notified().await;
         }
-        self.inner.commit_week(week, manifest).await
-    }
-    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
-        self.inner.read_object(week, name).await
-    }
-    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
-        self.inner.delete_object(week, name).await
-    }
-    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
-        self.inner.list_weeks().await
-    }
-    async fn put_index(&self, name: &str, ct: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
-        self.inner.put_index(name, ct, body).await
-    }
-    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
-        self.inner.read_index(name).await
     }
 }
 
@@ -102,10 +76,10 @@ async fn tally_summarize_waits_for_another_process_run_of_the_week_then_rewrites
     // AND a run of that week here, holding its lock, paused before its manifest
     let lock: Arc<dyn WeekLock> = Arc::new(SqliteWeekLock::new(store.clone()));
     let (reached, go_on) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let sink: Arc<dyn SummarySink> = Arc::new(Paused {
-        inner: DirSummarySink::new(&bucket),
-        gate: Mutex::new(Some((reached.clone(), go_on.clone()))),
-    });
+    let sink: Arc<dyn SummarySink> = Arc::new(HookedSink::new(
+        Arc::new(DirSummarySink::new(&bucket)),
+        PauseFirstCommit { gate: Mutex::new(Some((reached.clone(), go_on.clone()))) },
+    ));
     let first = tokio::spawn({
         let (store, lock, sink) = (store.clone(), lock.clone(), sink.clone());
         async move {

@@ -1,18 +1,24 @@
-//! A store decorator for fault injection: every call of both store ports
-//! goes through to the wrapped store, except that the pages of each scan
-//! pass through a [`ScanHook`] first. Tests that pause a run's reads or make
-//! them panic write only the hook, not the dozen forwarding methods (which
-//! several tests used to write out each time, and could get subtly wrong:
-//! `insert_until` must be forwarded too, see [`RecordStore::insert_until`]).
+//! Decorators for fault injection. [`HookedScans`]: every call of both
+//! store ports goes through to the wrapped store, except that the pages of
+//! each scan pass through a [`ScanHook`] first. [`HookedSink`]: every call
+//! goes through to the wrapped sink, with a [`WeekHook`] run around a week's
+//! `begin_week` and `commit_week`. Tests that pause a run or make it panic
+//! write only the hook, not the forwarding methods (which several tests used
+//! to write out each time, and could get subtly wrong: `insert_until` must
+//! be forwarded too, see [`RecordStore::insert_until`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::RecordId;
 use crate::clock::Timestamp;
 use crate::idempotency::{IdempotencyEntry, IdempotencyKey};
-use crate::ports::{GiveUp, InsertOutcome, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome, StoreError};
+use crate::ports::{
+    GiveUp, InsertOutcome, ObjectInfo, ObjectUpload, RecordLifecycle, RecordPages, RecordStore, RestoreOutcome,
+    SinkError, StoreError, SummarySink,
+};
 use crate::record::Record;
 use crate::week::IsoWeek;
 
@@ -81,5 +87,70 @@ impl<H: ScanHook> RecordLifecycle for HookedScans<H> {
     }
     async fn clear_abandoned(&self, week: IsoWeek, now: Timestamp) -> Result<u64, StoreError> {
         self.inner.clear_abandoned(week, now).await
+    }
+}
+
+/// What a [`HookedSink`] does around a week's writes. Every method does
+/// nothing unless overridden.
+#[async_trait]
+pub trait WeekHook: Send + Sync + std::fmt::Debug {
+    /// Before the wrapped sink's `begin_week` of `week` (a run starting).
+    async fn before_begin(&self, _week: IsoWeek) {}
+    /// Before the wrapped sink's `commit_week` of `week` (a run's manifest).
+    async fn before_commit(&self, _week: IsoWeek) {}
+    /// After the wrapped sink committed `week`.
+    fn committed(&self, _week: IsoWeek) {}
+}
+
+/// `inner` with `hook` run around its `begin_week` and `commit_week`.
+#[derive(Debug)]
+pub struct HookedSink<H> {
+    inner: Arc<dyn SummarySink>,
+    hook: H,
+}
+
+impl<H: WeekHook> HookedSink<H> {
+    pub fn new(inner: Arc<dyn SummarySink>, hook: H) -> Self {
+        Self { inner, hook }
+    }
+
+    /// The hook, to arm or inspect it while the sink is in use.
+    pub fn hook(&self) -> &H {
+        &self.hook
+    }
+}
+
+#[async_trait]
+impl<H: WeekHook> SummarySink for HookedSink<H> {
+    async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
+        self.hook.before_begin(week).await;
+        self.inner.begin_week(week).await
+    }
+    async fn put_object(&self, w: IsoWeek, n: &str, ct: &str, b: Bytes) -> Result<ObjectInfo, SinkError> {
+        self.inner.put_object(w, n, ct, b).await
+    }
+    async fn open_object(&self, w: IsoWeek, n: &str, ct: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
+        self.inner.open_object(w, n, ct).await
+    }
+    async fn commit_week(&self, week: IsoWeek, manifest: Bytes) -> Result<ObjectInfo, SinkError> {
+        self.hook.before_commit(week).await;
+        let info = self.inner.commit_week(week, manifest).await?;
+        self.hook.committed(week);
+        Ok(info)
+    }
+    async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.inner.read_object(week, name).await
+    }
+    async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
+        self.inner.delete_object(week, name).await
+    }
+    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        self.inner.list_weeks().await
+    }
+    async fn put_index(&self, name: &str, ct: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
+        self.inner.put_index(name, ct, body).await
+    }
+    async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.inner.read_index(name).await
     }
 }

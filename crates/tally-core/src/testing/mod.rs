@@ -2,7 +2,7 @@
 //! in-memory [`RecordStore`], [`SummarySink`] and [`WeekRefresh`], a fixed
 //! clock, and the contract every adapter of a port must pass (the store's
 //! here, the others' in [`contract`]); the memory week lock and its contract
-//! (`lock`); a store decorator that injects faults into scans (`hooked`).
+//! (`lock`); store and sink decorators that inject faults (`hooked`).
 
 pub mod contract;
 pub mod erasure;
@@ -10,7 +10,7 @@ pub mod fuzz;
 mod hooked;
 mod lock;
 
-pub use hooked::{HookedScans, ScanHook};
+pub use hooked::{HookedScans, HookedSink, ScanHook, WeekHook};
 
 pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 

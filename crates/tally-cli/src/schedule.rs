@@ -195,8 +195,8 @@ mod tests {
     use tally_core::ports::{Acquired, RecordPages, StoreError, WeekLease};
     use tally_core::summary::{MANIFEST_JSON, Manifest, NoProgress, SummaryOptions, Trigger, WeeklySettings};
     use tally_core::testing::{
-        FixedClock, HookedScans, HookedSink, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, ScanHook,
-        TokioClock, WeekHook,
+        FixedClock, HookedScans, HookedSink, MemoryRecordStore, MemorySummarySink, MemoryWeekLock, ScanHook, SinkHook,
+        TokioClock,
     };
     use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink};
     use tally_core::{Record, RecordId};
@@ -251,7 +251,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl WeekHook for CommitsAndGate {
+    impl SinkHook for CommitsAndGate {
         async fn before_begin(&self, _week: IsoWeek) {
             let gate = self.gate.lock().unwrap().take();
             if let Some((entered, go_on)) = gate {

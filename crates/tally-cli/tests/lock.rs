@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tally_core::ports::{Acquired, WeekLock};
 use tally_core::summary::{LockSettings, Manifest, NoProgress, SummaryOptions, locked_run, summarize_week};
-use tally_core::testing::{HookedSink, WeekHook};
+use tally_core::testing::{HookedSink, SinkHook};
 use tally_core::{IsoWeek, Record, RecordId, RecordLifecycle, SummarySink, SystemClock, Timestamp};
 use tally_local::{DirSummarySink, SqliteOptions, SqliteRecordStore, SqliteWeekLock};
 use tokio::sync::Notify;
@@ -35,7 +35,7 @@ struct PauseFirstCommit {
 }
 
 #[async_trait]
-impl WeekHook for PauseFirstCommit {
+impl SinkHook for PauseFirstCommit {
     async fn before_commit(&self, _week: IsoWeek) {
         let gate = self.gate.lock().unwrap().take();
         if let Some((reached, go_on)) = gate {

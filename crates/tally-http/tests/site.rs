@@ -5,15 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use tally_core::ports::{ObjectInfo, ObjectUpload, SinkError, SummarySink};
+use tally_core::ports::SummarySink;
 use tally_core::report_link::{LinkSigner, PublicUrl, ReportLinks};
-use tally_core::testing::{FixedClock, MemoryLinkSecret, MemoryRecordStore, MemorySummarySink};
+use tally_core::testing::{FixedClock, HookedSink, MemoryLinkSecret, MemoryRecordStore, MemorySummarySink, SinkHook};
 use tally_core::{IngestService, IsoWeek, Limits, Timestamp};
 use tally_http::site::CONTENT_SECURITY_POLICY;
 use tally_http::{AppState, Auth, HttpOptions, router};
@@ -23,46 +22,19 @@ const KEY: &str = "site-key-123";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-site";
 const NOW: Timestamp = Timestamp::from_millis(1_796_000_000_000);
 
-/// A sink that counts reads, so a test can tell nothing was read.
+/// Counts the sink's reads, so a test can tell nothing was read.
 #[derive(Debug, Default)]
-struct Counting {
-    inner: MemorySummarySink,
+struct CountReads {
     reads: AtomicUsize,
 }
 
-#[async_trait]
-impl SummarySink for Counting {
-    async fn begin_week(&self, w: IsoWeek) -> Result<(), SinkError> {
-        self.inner.begin_week(w).await
-    }
-    async fn put_object(&self, w: IsoWeek, n: &str, c: &str, b: Bytes) -> Result<ObjectInfo, SinkError> {
-        self.inner.put_object(w, n, c, b).await
-    }
-    async fn open_object(&self, w: IsoWeek, n: &str, c: &str) -> Result<Box<dyn ObjectUpload>, SinkError> {
-        self.inner.open_object(w, n, c).await
-    }
-    async fn commit_week(&self, w: IsoWeek, m: Bytes) -> Result<ObjectInfo, SinkError> {
-        self.inner.commit_week(w, m).await
-    }
-    async fn read_object(&self, w: IsoWeek, n: &str) -> Result<Option<Bytes>, SinkError> {
+impl SinkHook for CountReads {
+    fn before_read(&self) {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_object(w, n).await
-    }
-    async fn delete_object(&self, w: IsoWeek, n: &str) -> Result<(), SinkError> {
-        self.inner.delete_object(w, n).await
-    }
-    async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_weeks().await
-    }
-    async fn put_index(&self, n: &str, c: &str, b: Bytes) -> Result<ObjectInfo, SinkError> {
-        self.inner.put_index(n, c, b).await
-    }
-    async fn read_index(&self, n: &str) -> Result<Option<Bytes>, SinkError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_index(n).await
     }
 }
+
+type Counting = HookedSink<CountReads>;
 
 struct Site {
     router: Router,
@@ -76,7 +48,7 @@ fn week(s: &str) -> IsoWeek {
 }
 
 async fn site(auth: Auth) -> Site {
-    let sink = Arc::new(Counting::default());
+    let sink = Arc::new(Counting::new(Arc::new(MemorySummarySink::default()), CountReads::default()));
     let clock = Arc::new(FixedClock::at(NOW));
     let ingest = IngestService::new(Arc::new(MemoryRecordStore::default()), clock.clone(), Limits::default());
     let signer = LinkSigner::new(Arc::new(MemoryLinkSecret::new(SECRET)));
@@ -98,7 +70,7 @@ async fn site(auth: Auth) -> Site {
     }
     let index = r#"<h1>Weekly reports</h1><a href="2026-W47/summary.html">2026-W47</a><a href="2026-W46/summary.html">2026-W46</a>"#;
     sink.put_index("index.html", "text/html", Bytes::from(index)).await.unwrap();
-    sink.reads.store(0, Ordering::SeqCst);
+    sink.hook().reads.store(0, Ordering::SeqCst);
     Site { router: router(state, HttpOptions::default()), sink, links, clock }
 }
 
@@ -185,14 +157,14 @@ async fn a_changed_missing_or_expired_token_gets_the_403_page_and_nothing_is_rea
         assert!(reply.body.contains("tally report-link"), "{path}: says how to get a fresh link");
     }
     assert!(send(&site, browse(&flipped)).await.body.contains("tally report-link --week 2026-W47"));
-    assert_eq!(site.sink.reads.load(Ordering::SeqCst), 0, "no bucket read without a valid link");
+    assert_eq!(site.sink.hook().reads.load(Ordering::SeqCst), 0, "no bucket read without a valid link");
 
     // Thirty days later the genuine link has expired.
     site.clock.set(Timestamp::from_millis(NOW.as_millis() + 30 * 86_400_000));
     let expired = send(&site, browse(&good)).await;
     assert_eq!(expired.status, 403);
     assert!(expired.body.contains("This report link has expired"), "{}", expired.body);
-    assert_eq!(site.sink.reads.load(Ordering::SeqCst), 0);
+    assert_eq!(site.sink.hook().reads.load(Ordering::SeqCst), 0);
     site.clock.set(Timestamp::from_millis(NOW.as_millis() + 30 * 86_400_000 - 1000));
     assert_eq!(send(&site, browse(&good)).await.status, 200, "valid until its last second");
 }

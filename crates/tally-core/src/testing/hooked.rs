@@ -1,8 +1,8 @@
 //! Decorators for fault injection. [`HookedScans`]: every call of both
 //! store ports goes through to the wrapped store, except that the pages of
 //! each scan pass through a [`ScanHook`] first. [`HookedSink`]: every call
-//! goes through to the wrapped sink, with a [`WeekHook`] run around a week's
-//! `begin_week` and `commit_week`. Tests that pause a run or make it panic
+//! goes through to the wrapped sink, with a [`SinkHook`] run around a week's
+//! `begin_week` and `commit_week`, and before every read. Tests that pause a run or make it panic
 //! write only the hook, not the forwarding methods (which several tests used
 //! to write out each time, and could get subtly wrong: `insert_until` must
 //! be forwarded too, see [`RecordStore::insert_until`]).
@@ -93,23 +93,27 @@ impl<H: ScanHook> RecordLifecycle for HookedScans<H> {
 /// What a [`HookedSink`] does around a week's writes. Every method does
 /// nothing unless overridden.
 #[async_trait]
-pub trait WeekHook: Send + Sync + std::fmt::Debug {
+pub trait SinkHook: Send + Sync + std::fmt::Debug {
     /// Before the wrapped sink's `begin_week` of `week` (a run starting).
     async fn before_begin(&self, _week: IsoWeek) {}
     /// Before the wrapped sink's `commit_week` of `week` (a run's manifest).
     async fn before_commit(&self, _week: IsoWeek) {}
     /// After the wrapped sink committed `week`.
     fn committed(&self, _week: IsoWeek) {}
+    /// Before every read of the wrapped sink (`read_object`, `list_weeks`,
+    /// `read_index`).
+    fn before_read(&self) {}
 }
 
-/// `inner` with `hook` run around its `begin_week` and `commit_week`.
+/// `inner` with `hook` run around its `begin_week` and `commit_week`, and
+/// before its reads.
 #[derive(Debug)]
 pub struct HookedSink<H> {
     inner: Arc<dyn SummarySink>,
     hook: H,
 }
 
-impl<H: WeekHook> HookedSink<H> {
+impl<H: SinkHook> HookedSink<H> {
     pub fn new(inner: Arc<dyn SummarySink>, hook: H) -> Self {
         Self { inner, hook }
     }
@@ -121,7 +125,7 @@ impl<H: WeekHook> HookedSink<H> {
 }
 
 #[async_trait]
-impl<H: WeekHook> SummarySink for HookedSink<H> {
+impl<H: SinkHook> SummarySink for HookedSink<H> {
     async fn begin_week(&self, week: IsoWeek) -> Result<(), SinkError> {
         self.hook.before_begin(week).await;
         self.inner.begin_week(week).await
@@ -139,18 +143,21 @@ impl<H: WeekHook> SummarySink for HookedSink<H> {
         Ok(info)
     }
     async fn read_object(&self, week: IsoWeek, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.hook.before_read();
         self.inner.read_object(week, name).await
     }
     async fn delete_object(&self, week: IsoWeek, name: &str) -> Result<(), SinkError> {
         self.inner.delete_object(week, name).await
     }
     async fn list_weeks(&self) -> Result<Vec<IsoWeek>, SinkError> {
+        self.hook.before_read();
         self.inner.list_weeks().await
     }
     async fn put_index(&self, name: &str, ct: &str, body: Bytes) -> Result<ObjectInfo, SinkError> {
         self.inner.put_index(name, ct, body).await
     }
     async fn read_index(&self, name: &str) -> Result<Option<Bytes>, SinkError> {
+        self.hook.before_read();
         self.inner.read_index(name).await
     }
 }

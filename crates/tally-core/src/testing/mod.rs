@@ -10,7 +10,7 @@ pub mod fuzz;
 mod hooked;
 mod lock;
 
-pub use hooked::{HookedScans, HookedSink, ScanHook, WeekHook};
+pub use hooked::{HookedScans, HookedSink, ScanHook, SinkHook};
 
 pub use lock::{MemoryWeekLock, TokioClock, lock_contract};
 

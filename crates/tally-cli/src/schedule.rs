@@ -199,7 +199,7 @@ mod tests {
         TokioClock,
     };
     use tally_core::{Clock, IsoWeek, RecordLifecycle, SummarySink};
-    use tally_core::{Record, RecordId};
+    use tally_core::{Record, RecordId, RecordStore};
     use tokio::sync::{Notify, mpsc};
 
     use super::*;
@@ -228,13 +228,19 @@ mod tests {
     }
 
     impl ScanHook for PanicOnWeek {
-        fn pages<'a>(&'a self, from: RecordId, to: RecordId, pages: RecordPages<'a>) -> RecordPages<'a> {
+        fn scan<'a>(
+            &'a self,
+            inner: &'a dyn RecordStore,
+            from: RecordId,
+            to: RecordId,
+            page_size: usize,
+        ) -> RecordPages<'a> {
             let doomed = *self.week.lock().unwrap();
             match doomed.filter(|w| from >= RecordId::lower_bound(w.start()) && to <= RecordId::lower_bound(w.end())) {
                 Some(week) => {
                     futures::stream::once(async move { panic!("injected panic while reading {week}") }).boxed()
                 }
-                None => pages,
+                None => inner.scan_range(from, to, page_size),
             }
         }
     }

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use proptest::prelude::*;
@@ -15,7 +16,7 @@ use tally_core::summary::{
     SUMMARY_JSON, StateError, SummarizeError, Summary, SummaryOptions, check_parts, read_header, summarize_merged,
     summarize_parts, summarize_week,
 };
-use tally_core::testing::{FixedClock, MemoryRecordStore, MemorySummarySink};
+use tally_core::testing::{FixedClock, HookedScans, MemoryRecordStore, MemorySummarySink, ScanHook};
 use tally_core::{IsoWeek, Record, RecordStore, SummarySink, Timestamp};
 
 fn week() -> IsoWeek {
@@ -523,56 +524,32 @@ proptest! {
     }
 }
 
-/// A store whose `scan_range` adds `late` (one record) to the store at its
-/// `at`-th call: a record imported while the week is being summarized,
-/// between the first read and the second pass of its segments.
+/// A scan hook that adds `late` (one record) to the store at its `at`-th
+/// scan, before that scan reads: a record imported while the week is being
+/// summarized, between the first read and the second pass of its segments.
 #[derive(Debug)]
 struct LateRecord {
-    inner: MemoryRecordStore,
     calls: std::sync::atomic::AtomicUsize,
     at: usize,
     late: Record,
 }
 
-#[async_trait]
-impl RecordStore for LateRecord {
-    async fn insert(
-        &self,
-        records: &[Record],
-        idempotency: Option<&tally_core::IdempotencyEntry>,
-    ) -> Result<tally_core::InsertOutcome, tally_core::StoreError> {
-        self.inner.insert(records, idempotency).await
-    }
-
-    async fn idempotency_entry(
-        &self,
-        key: &tally_core::IdempotencyKey,
-    ) -> Result<Option<tally_core::IdempotencyEntry>, tally_core::StoreError> {
-        self.inner.idempotency_entry(key).await
-    }
-
-    async fn get(&self, id: tally_core::RecordId) -> Result<Option<Record>, tally_core::StoreError> {
-        self.inner.get(id).await
-    }
-
-    fn scan_range(
-        &self,
+impl ScanHook for LateRecord {
+    fn scan<'a>(
+        &'a self,
+        inner: &'a dyn RecordStore,
         from: tally_core::RecordId,
         to: tally_core::RecordId,
         page_size: usize,
-    ) -> tally_core::ports::RecordPages<'_> {
+    ) -> tally_core::ports::RecordPages<'a> {
         use futures::StreamExt;
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let add = async move {
             if call == self.at {
-                self.inner.insert(std::slice::from_ref(&self.late), None).await.unwrap();
+                inner.insert(std::slice::from_ref(&self.late), None).await.unwrap();
             }
         };
-        futures::stream::once(add).map(move |()| self.inner.scan_range(from, to, page_size)).flatten().boxed()
-    }
-
-    async fn weeks(&self) -> Result<Vec<IsoWeek>, tally_core::StoreError> {
-        self.inner.weeks().await
+        futures::stream::once(add).map(move |()| inner.scan_range(from, to, page_size)).flatten().boxed()
     }
 }
 
@@ -609,12 +586,10 @@ async fn a_record_added_between_the_two_reads_fails_the_run_and_the_rerun_counts
         data: format!(r#"{{"user":"{recounted}","amount":1}}"#),
     };
     // The first pass reads 28 parts; the 29th read is the second pass's first.
-    let store = LateRecord {
-        inner: store_with(&recs).await,
-        calls: Default::default(),
-        at: usize::from(PARTS) + 1,
-        late: late.clone(),
-    };
+    let store = HookedScans::new(
+        Arc::new(store_with(&recs).await),
+        LateRecord { calls: Default::default(), at: usize::from(PARTS) + 1, late: late.clone() },
+    );
     let sink = MemorySummarySink::default();
     let err = summarize_week(&store, &sink, &clock(), week(), &opts, &NoProgress).await.unwrap_err();
     assert!(matches!(err, SummarizeError::Recount { .. }), "{err:?}");

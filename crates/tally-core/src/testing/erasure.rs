@@ -19,7 +19,9 @@ use super::{FixedClock, HookedScans, RecordedRefresh, ScanHook};
 use crate::RecordId;
 use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::erase;
-use crate::ports::{Acquired, RecordLifecycle, RecordPages, StoreError, SummarySink, WeekLease, WeekLock, WeekRefresh};
+use crate::ports::{
+    Acquired, RecordLifecycle, RecordPages, RecordStore, StoreError, SummarySink, WeekLease, WeekLock, WeekRefresh,
+};
 use crate::record::Record;
 use crate::summary::{
     LockSettings, MANIFEST_JSON, Manifest, NoProgress, OnBusy, RECORDS_NDJSON_GZ, RefreshRequest, SummaryOptions,
@@ -54,11 +56,17 @@ impl PauseAfterRead {
 }
 
 impl ScanHook for PauseAfterRead {
-    fn pages<'a>(&'a self, _from: RecordId, _to: RecordId, pages: RecordPages<'a>) -> RecordPages<'a> {
+    fn scan<'a>(
+        &'a self,
+        inner: &'a dyn RecordStore,
+        from: RecordId,
+        to: RecordId,
+        page_size: usize,
+    ) -> RecordPages<'a> {
         // Pause only after a scan that read records: the record passed.
         let read_any = Arc::new(AtomicBool::new(false));
         let seen = read_any.clone();
-        let pages = pages.inspect(move |page| {
+        let pages = inner.scan_range(from, to, page_size).inspect(move |page| {
             if page.as_ref().is_ok_and(|p| !p.is_empty()) {
                 seen.store(true, Ordering::SeqCst);
             }

@@ -24,9 +24,17 @@ use crate::week::IsoWeek;
 
 /// What a [`HookedScans`] store does to its scans.
 pub trait ScanHook: Send + Sync + std::fmt::Debug {
-    /// The pages a scan of ids `from..to` answers, given the wrapped store's
-    /// `pages` for it: `pages` itself, wrapped, or something else.
-    fn pages<'a>(&'a self, from: RecordId, to: RecordId, pages: RecordPages<'a>) -> RecordPages<'a>;
+    /// The pages a scan of ids `from..to` answers. `inner` is the wrapped
+    /// store: the hook calls its `scan_range(from, to, page_size)` when it
+    /// wants that store's pages (and may act on the store before), wraps
+    /// them, or answers something else.
+    fn scan<'a>(
+        &'a self,
+        inner: &'a dyn RecordStore,
+        from: RecordId,
+        to: RecordId,
+        page_size: usize,
+    ) -> RecordPages<'a>;
 }
 
 /// `inner` with its scans passed through `hook`.
@@ -67,7 +75,7 @@ impl<H: ScanHook> RecordStore for HookedScans<H> {
         self.inner.get(id).await
     }
     fn scan_range(&self, from: RecordId, to: RecordId, page_size: usize) -> RecordPages<'_> {
-        self.hook.pages(from, to, self.inner.scan_range(from, to, page_size))
+        self.hook.scan(self.inner.as_ref(), from, to, page_size)
     }
     async fn weeks(&self) -> Result<Vec<IsoWeek>, StoreError> {
         self.inner.weeks().await

@@ -101,10 +101,10 @@ pub struct SummaryOptions {
     /// (`--segment-by`); `None` for no segments.
     pub segment_by: Option<String>,
     /// Canonical parts read, aggregated and compressed at once, each with
-    /// threads of its own (`--threads`; default [`available_threads`]). Changes no output byte; memory
-    /// grows with it (one part aggregator, a few pages and a compressed
-    /// chunk or two of a part waiting for its turn, per thread), not with
-    /// the size of the week.
+    /// threads of its own (`--threads`; default [`available_threads`]).
+    /// Changes no output byte; memory grows with it (one part aggregator, a
+    /// few pages and a compressed chunk or two of a part waiting for its
+    /// turn, per thread), not with the size of the week.
     pub threads: usize,
     /// `Some(now)`: a partial run of a week that has not ended, as of `now`
     /// (`tally summarize --partial`): its manifest says `"partial": true`,
